@@ -1,0 +1,15 @@
+//! # wsloop
+//!
+//! An RFC 6455 WebSocket server and client engine built around one reactor thread per core.
+//!
+//! The crate is layered so that data flows one way:
+//!
+//! - [`proto`]: the sans-IO protocol core (frames, masking, UTF-8, close handshake, handshake, extensions).
+//!   It never touches sockets, threads or clocks.
+//! - [`buf`]: buffers and per-reactor buffer pools.
+//! - [`timer`]: the hashed timer wheel that drives deadlines.
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod buf;
+pub mod proto;
+pub mod timer;

@@ -1,0 +1,19 @@
+//! The sans-IO RFC 6455 protocol core.
+//!
+//! Owns: frame headers, masking, incremental UTF-8 validation, close codes and the close handshake, the
+//! per-connection state machine, the opening handshake and extension negotiation.
+//! Never touches: sockets, threads, clocks. Callers feed bytes in and take bytes out.
+
+pub mod close;
+pub mod error;
+pub mod extension;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod negotiate;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use error::ProtocolError;
+pub use extension::Extension;
+pub use frame::{FrameHeader, OpCode};
