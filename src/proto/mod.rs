@@ -5,6 +5,7 @@
 //! Never touches: sockets, threads, clocks. Callers feed bytes in and take bytes out.
 
 pub mod close;
+pub mod connection;
 pub mod error;
 pub mod extension;
 pub mod frame;
@@ -14,6 +15,7 @@ pub mod negotiate;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
+pub use connection::{CloseState, Connection, ConnectionConfig, Event, Role, SendError};
 pub use error::ProtocolError;
 pub use extension::Extension;
 pub use frame::{FrameHeader, OpCode};

@@ -1,0 +1,716 @@
+//! The per-connection protocol state machine, shared by the server and client roles.
+//!
+//! Owns: frame sequencing and message assembly, role rules for masking, size limits, fail-fast UTF-8 for
+//! text, control frame rules, automatic pong, and the close handshake. Never touches: sockets, clocks or
+//! threads. Bytes go in through [`Connection::read`]; frames come out into a caller's `Vec<u8>`.
+//!
+//! # Reading
+//! [`Connection::read`] parses frames from the start of a caller's buffer and returns the number of bytes
+//! it consumed plus at most one [`Event`]. Payloads are unmasked **in place**, so a message that arrived in
+//! one frame reaches the caller as a slice of that buffer ([`Cow::Borrowed`]); a fragmented message is
+//! assembled once into an owned buffer. Bytes not consumed (an incomplete frame) must be presented again,
+//! unchanged, at the start of the next call's buffer: the connection remembers how much of that frame it
+//! already unmasked and validated, which is how invalid UTF-8 is rejected before a frame is complete.
+
+use std::borrow::Cow;
+
+use super::close::{parse_close_payload, truncate_reason, CloseCode, CloseFrame};
+use super::error::ProtocolError;
+use super::extension::Extension;
+use super::frame::{encode_frame, FrameHeader, HeaderError, HeaderParse, OpCode};
+use super::mask::apply_mask;
+use super::utf8::{self, Utf8Validator};
+
+use std::ops::Range;
+
+/// Which end of the connection this state machine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts connections: expects masked frames, sends unmasked ones.
+    Server,
+    /// Opens connections: expects unmasked frames, masks every frame it sends with a fresh random key.
+    Client,
+}
+
+/// Limits and switches of a [`Connection`].
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Largest accepted frame payload in bytes (default 16 MiB). A larger frame fails with 1009.
+    pub max_frame_size: usize,
+    /// Largest accepted message in bytes, summed over its fragments and after decompression
+    /// (default 64 MiB). A larger message fails with 1009.
+    pub max_message_size: usize,
+    /// Answer every ping with a pong automatically (default true).
+    pub auto_pong: bool,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            auto_pong: true,
+        }
+    }
+}
+
+/// Something the peer sent, borrowed from the buffer given to [`Connection::read`] where possible.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete text message (already validated as UTF-8).
+    Text(Cow<'a, str>),
+    /// A complete binary message.
+    Binary(Cow<'a, [u8]>),
+    /// A ping with its payload (already answered when auto-pong is on).
+    Ping(&'a [u8]),
+    /// A pong with its payload.
+    Pong(&'a [u8]),
+    /// A close frame; `None` when it carried no status code. The reply was written when it was due.
+    Close(Option<CloseFrame<'a>>),
+}
+
+/// A data message payload to send, or one just received.
+pub type Payload<'a> = Cow<'a, [u8]>;
+
+/// Where the close handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseState {
+    /// Data flows both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// Both close frames have been exchanged (we replied to the peer's, or the peer answered ours).
+    Closed,
+    /// We failed the connection after a protocol error; the close frame (if any) was written.
+    Failed,
+}
+
+/// Why a frame could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// A close frame was already sent (or the connection failed): nothing more may be sent.
+    Closed,
+    /// A control frame payload was longer than 125 bytes.
+    ControlTooLong,
+    /// The close code may not be sent on the wire.
+    InvalidCloseCode(CloseCode),
+    /// An extension failed to encode the message.
+    Extension(ProtocolError),
+    /// [`Connection::send_frame`] takes data opcodes only (text, binary, continuation).
+    NotDataOpcode(OpCode),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => {
+                f.write_str("the connection is closing: nothing may be sent after a close frame")
+            }
+            Self::ControlTooLong => f.write_str("control frame payload longer than 125 bytes"),
+            Self::InvalidCloseCode(code) => {
+                write!(f, "close code {code} may not be sent on the wire")
+            }
+            Self::Extension(e) => write!(f, "extension failed to encode the message: {e}"),
+            Self::NotDataOpcode(op) => write!(
+                f,
+                "{op:?} is not a data opcode; use send_ping/send_pong/close"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The frame currently being read: its header was validated, part of its payload may be processed.
+#[derive(Debug, Clone, Copy)]
+struct CurrentFrame {
+    header: FrameHeader,
+    header_len: usize,
+    payload_len: usize,
+    /// Payload bytes already unmasked (and UTF-8 checked for uncompressed text).
+    processed: usize,
+}
+
+/// The data message being received.
+#[derive(Debug, Clone, Copy)]
+struct OpenMessage {
+    text: bool,
+    /// Index of the extension that must decode this message, when its first frame carried RSV bits.
+    extension: Option<usize>,
+    /// Whether a non-final frame was seen (the payload lives in the assembly buffer).
+    fragmented: bool,
+    /// Bytes received so far over all frames.
+    len: usize,
+}
+
+/// The RFC 6455 state machine of one connection.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: ConnectionConfig,
+    close: CloseState,
+    close_received: bool,
+    current: Option<CurrentFrame>,
+    message: Option<OpenMessage>,
+    assembly: Vec<u8>,
+    utf8: Utf8Validator,
+    extensions: Vec<Box<dyn Extension>>,
+    allowed_rsv: u8,
+}
+
+/// What [`Connection::advance`] found: positions into the read buffer, or an owned message.
+#[derive(Debug)]
+enum Deliver {
+    None,
+    /// An unfragmented text message in the buffer; `validated` when it was already checked piece by piece.
+    Text(Range<usize>),
+    Binary(Range<usize>),
+    OwnedText(Vec<u8>),
+    OwnedBinary(Vec<u8>),
+    Ping(Range<usize>),
+    Pong(Range<usize>),
+    Close(Range<usize>),
+}
+
+fn invalid_utf8() -> ProtocolError {
+    ProtocolError::new(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message")
+}
+
+impl Connection {
+    /// A connection in the open state (the opening handshake is done).
+    pub fn new(role: Role, config: ConnectionConfig) -> Self {
+        Self {
+            role,
+            config,
+            close: CloseState::Open,
+            close_received: false,
+            current: None,
+            message: None,
+            assembly: Vec::new(),
+            utf8: Utf8Validator::new(),
+            extensions: Vec::new(),
+            allowed_rsv: 0,
+        }
+    }
+
+    /// Adds a negotiated extension; its RSV bits become legal on the first frame of a data message.
+    pub fn add_extension(&mut self, extension: Box<dyn Extension>) {
+        self.allowed_rsv |= extension.rsv_bits();
+        self.extensions.push(extension);
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// Where the close handshake stands.
+    pub fn close_state(&self) -> CloseState {
+        self.close
+    }
+
+    /// Whether data frames may still be sent.
+    pub fn can_send(&self) -> bool {
+        self.close == CloseState::Open
+    }
+
+    /// Whether the peer's close frame has arrived.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// Whether the transport may now be closed: both close frames were exchanged or the connection
+    /// failed. A server then closes TCP at once; a client waits (with a timeout) for the server to do so.
+    pub fn transport_may_close(&self) -> bool {
+        matches!(self.close, CloseState::Closed | CloseState::Failed)
+    }
+
+    /// Whether a frame or a fragmented message is partly received.
+    pub fn is_mid_message(&self) -> bool {
+        self.current.is_some() || self.message.is_some()
+    }
+
+    /// Parses frames from the start of `buf` until one yields an event or the buffer runs out.
+    ///
+    /// Returns the number of bytes consumed and the event, if any. `Ok((n, None))` means more bytes are
+    /// needed: keep `buf[n..]` and present it again, unchanged and followed by new bytes, on the next call.
+    /// Automatic replies (pong, the close reply) are appended to `out`. On a protocol error a close frame
+    /// with the error's code is appended to `out`, the connection enters [`CloseState::Failed`] and the
+    /// error is returned: send `out`, then close the transport. After the peer's close frame or a failure,
+    /// further bytes are consumed and ignored.
+    pub fn read<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        let (consumed, deliver) = match self.advance(buf, out) {
+            Ok(step) => step,
+            Err(err) => {
+                self.fail(err, out);
+                return Err(err);
+            }
+        };
+        let buf: &'a [u8] = buf;
+        let event = match deliver {
+            Deliver::None => None,
+            Deliver::Text(range) => match utf8::validate(&buf[range]) {
+                Ok(text) => Some(Event::Text(Cow::Borrowed(text))),
+                Err(_) => {
+                    self.fail(invalid_utf8(), out);
+                    return Err(invalid_utf8());
+                }
+            },
+            Deliver::Binary(range) => Some(Event::Binary(Cow::Borrowed(&buf[range]))),
+            Deliver::OwnedText(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Some(Event::Text(Cow::Owned(text))),
+                Err(_) => {
+                    self.fail(invalid_utf8(), out);
+                    return Err(invalid_utf8());
+                }
+            },
+            Deliver::OwnedBinary(bytes) => Some(Event::Binary(Cow::Owned(bytes))),
+            Deliver::Ping(range) => Some(Event::Ping(&buf[range])),
+            Deliver::Pong(range) => Some(Event::Pong(&buf[range])),
+            // Validated in `control_frame`, so it parses again.
+            Deliver::Close(range) => Some(Event::Close(
+                parse_close_payload(&buf[range]).ok().flatten(),
+            )),
+        };
+        Ok((consumed, event))
+    }
+
+    /// Walks frames, unmasking and validating in place, until something is to be delivered.
+    fn advance(
+        &mut self,
+        buf: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Deliver), ProtocolError> {
+        let mut pos = 0;
+        loop {
+            if self.close_received || self.close == CloseState::Failed {
+                return Ok((buf.len(), Deliver::None));
+            }
+            let frame = match self.current {
+                Some(frame) => frame,
+                None => match self.begin_frame(&buf[pos..])? {
+                    Some(frame) => frame,
+                    None => return Ok((pos, Deliver::None)),
+                },
+            };
+            let is_control = frame.header.opcode.is_control();
+            let payload_start = pos + frame.header_len;
+            let available = buf.len() - pos;
+            if available < frame.header_len + frame.payload_len {
+                // Incomplete: unmask and check what we have of a data frame now, to fail fast.
+                let have = available - frame.header_len;
+                if !is_control && have > frame.processed {
+                    let validate = self
+                        .message
+                        .is_some_and(|m| m.text && m.extension.is_none());
+                    let part = &mut buf[payload_start + frame.processed..payload_start + have];
+                    self.process_data(part, frame.processed, frame.header.mask, validate)?;
+                    if let Some(current) = self.current.as_mut() {
+                        current.processed = have;
+                    }
+                }
+                return Ok((pos, Deliver::None));
+            }
+            self.current = None;
+            pos = payload_start + frame.payload_len;
+            let range = payload_start..pos;
+            if is_control {
+                if let Some(key) = frame.header.mask {
+                    apply_mask(&mut buf[range.clone()], key, 0);
+                }
+                let deliver =
+                    self.control_frame(frame.header.opcode, &buf[range.clone()], range, out)?;
+                return Ok((pos, deliver));
+            }
+            let Some(message) = self.message else {
+                return Err(ProtocolError::protocol("data frame outside a message"));
+            };
+            let whole_in_one_frame =
+                frame.header.fin && !message.fragmented && frame.processed == 0;
+            if frame.payload_len > frame.processed {
+                // A text message that arrived whole in one frame is validated once, at delivery.
+                let validate = message.text && message.extension.is_none() && !whole_in_one_frame;
+                let part = &mut buf[payload_start + frame.processed..range.end];
+                self.process_data(part, frame.processed, frame.header.mask, validate)?;
+            }
+            if let Some(deliver) =
+                self.finish_data_frame(frame.header.fin, &buf[range.clone()], range)?
+            {
+                return Ok((pos, deliver));
+            }
+        }
+    }
+
+    /// Parses and checks the next frame header; `None` when it is incomplete.
+    fn begin_frame(&mut self, bytes: &[u8]) -> Result<Option<CurrentFrame>, ProtocolError> {
+        let (header, header_len) = match FrameHeader::parse(bytes) {
+            Ok(HeaderParse::Complete { header, header_len }) => (header, header_len),
+            Ok(HeaderParse::Incomplete { .. }) => return Ok(None),
+            Err(HeaderError::LengthTopBitSet) => {
+                return Err(ProtocolError::protocol(
+                    "64-bit payload length with its top bit set",
+                ))
+            }
+            Err(HeaderError::NonMinimalLength) => {
+                return Err(ProtocolError::protocol(
+                    "payload length not minimally encoded",
+                ))
+            }
+        };
+        self.check_header(&header)?;
+        let frame = CurrentFrame {
+            header,
+            header_len,
+            // check_header bounded it by max_frame_size (or 125 for control frames).
+            payload_len: header.payload_len as usize,
+            processed: 0,
+        };
+        self.current = Some(frame);
+        Ok(Some(frame))
+    }
+
+    /// Applies every per-frame rule and opens or extends the current message.
+    fn check_header(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let opcode = header.opcode;
+        if opcode.is_reserved() {
+            return Err(ProtocolError::protocol("reserved opcode"));
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => {
+                return Err(ProtocolError::protocol("unmasked frame from a client"))
+            }
+            (Role::Client, true) => {
+                return Err(ProtocolError::protocol("masked frame from a server"))
+            }
+            _ => {}
+        }
+        if opcode.is_control() {
+            if header.rsv != 0 {
+                return Err(ProtocolError::protocol(
+                    "reserved bits set on a control frame",
+                ));
+            }
+            if !header.fin {
+                return Err(ProtocolError::protocol("fragmented control frame"));
+            }
+            if header.payload_len > 125 {
+                return Err(ProtocolError::protocol(
+                    "control frame payload longer than 125 bytes",
+                ));
+            }
+            return Ok(());
+        }
+        let too_big = |what| ProtocolError::new(CloseCode::MESSAGE_TOO_BIG, what);
+        if header.payload_len > self.config.max_frame_size as u64 {
+            return Err(too_big("frame larger than the maximum frame size"));
+        }
+        let len = header.payload_len as usize;
+        match opcode {
+            OpCode::Continuation => {
+                let Some(message) = self.message.as_mut() else {
+                    return Err(ProtocolError::protocol(
+                        "continuation frame without a message to continue",
+                    ));
+                };
+                if header.rsv != 0 {
+                    return Err(ProtocolError::protocol(
+                        "reserved bits set on a continuation frame",
+                    ));
+                }
+                message.len = message.len.saturating_add(len);
+                if message.len > self.config.max_message_size {
+                    return Err(too_big("message larger than the maximum message size"));
+                }
+            }
+            _ => {
+                if self.message.is_some() {
+                    return Err(ProtocolError::protocol(
+                        "new data frame inside a fragmented message",
+                    ));
+                }
+                if header.rsv & !self.allowed_rsv != 0 {
+                    return Err(ProtocolError::protocol(
+                        "reserved bits set without a negotiated extension",
+                    ));
+                }
+                if len > self.config.max_message_size {
+                    return Err(too_big("message larger than the maximum message size"));
+                }
+                let extension = if header.rsv == 0 {
+                    None
+                } else {
+                    self.extensions
+                        .iter()
+                        .position(|e| e.rsv_bits() & header.rsv != 0)
+                };
+                let text = opcode == OpCode::Text;
+                if text {
+                    self.utf8.reset();
+                }
+                self.message = Some(OpenMessage {
+                    text,
+                    extension,
+                    fragmented: false,
+                    len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmasks part of a data frame's payload and, for uncompressed text, validates it.
+    fn process_data(
+        &mut self,
+        part: &mut [u8],
+        offset: usize,
+        mask: Option<[u8; 4]>,
+        validate: bool,
+    ) -> Result<(), ProtocolError> {
+        if let Some(key) = mask {
+            apply_mask(part, key, offset);
+        }
+        if validate {
+            self.utf8.feed(part).map_err(|_| invalid_utf8())?;
+        }
+        Ok(())
+    }
+
+    /// Handles a fully received (and unmasked) data frame: delivers the message when it is complete.
+    fn finish_data_frame(
+        &mut self,
+        fin: bool,
+        payload: &[u8],
+        range: Range<usize>,
+    ) -> Result<Option<Deliver>, ProtocolError> {
+        let Some(message) = self.message.as_mut() else {
+            return Err(ProtocolError::protocol("data frame outside a message"));
+        };
+        if !fin {
+            message.fragmented = true;
+            self.assembly.extend_from_slice(payload);
+            return Ok(None);
+        }
+        let message = *message;
+        self.message = None;
+        let text = message.text;
+        if message.extension.is_none()
+            && message.text
+            && (message.fragmented || self.utf8.is_mid_code_point())
+        {
+            self.utf8.finish().map_err(|_| invalid_utf8())?;
+        }
+        let whole = if message.fragmented {
+            self.assembly.extend_from_slice(payload);
+            Some(std::mem::take(&mut self.assembly))
+        } else {
+            None
+        };
+        if let Some(index) = message.extension {
+            let input: &[u8] = whole.as_deref().unwrap_or(payload);
+            let mut decoded = Vec::new();
+            let rsv = self.extensions[index].rsv_bits();
+            self.extensions[index].decode_message(
+                rsv,
+                input,
+                self.config.max_message_size,
+                &mut decoded,
+            )?;
+            if decoded.len() > self.config.max_message_size {
+                return Err(ProtocolError::new(
+                    CloseCode::MESSAGE_TOO_BIG,
+                    "decoded message larger than the maximum message size",
+                ));
+            }
+            return Ok(Some(if text {
+                Deliver::OwnedText(decoded)
+            } else {
+                Deliver::OwnedBinary(decoded)
+            }));
+        }
+        Ok(Some(match (whole, text) {
+            (Some(bytes), true) => Deliver::OwnedText(bytes),
+            (Some(bytes), false) => Deliver::OwnedBinary(bytes),
+            (None, true) => Deliver::Text(range),
+            (None, false) => Deliver::Binary(range),
+        }))
+    }
+
+    /// Handles a complete, unmasked control frame.
+    fn control_frame(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<Deliver, ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                if self.config.auto_pong && self.close == CloseState::Open {
+                    self.write_frame(out, OpCode::Pong, true, 0, payload);
+                }
+                Ok(Deliver::Ping(range))
+            }
+            OpCode::Pong => Ok(Deliver::Pong(range)),
+            OpCode::Close => {
+                let parsed = parse_close_payload(payload)
+                    .map_err(|e| ProtocolError::new(e.close_code(), e.reason()))?;
+                self.close_received = true;
+                if self.close == CloseState::Open {
+                    // Echo the peer's code (RFC 6455 §5.5.1); a close without a code is answered in kind.
+                    let reply = parsed.map(|frame| frame.code.0.to_be_bytes());
+                    let reply: &[u8] = reply.as_ref().map_or(&[], |code| code.as_slice());
+                    self.write_frame(out, OpCode::Close, true, 0, reply);
+                }
+                self.close = CloseState::Closed;
+                Ok(Deliver::Close(range))
+            }
+            _ => Err(ProtocolError::protocol("reserved opcode")),
+        }
+    }
+
+    /// Fails the connection: writes a close frame with the error's code unless one was sent already.
+    fn fail(&mut self, err: ProtocolError, out: &mut Vec<u8>) {
+        if self.close == CloseState::Open {
+            self.write_close(out, err.code, err.reason);
+        }
+        self.close = CloseState::Failed;
+        self.current = None;
+        self.message = None;
+        self.assembly = Vec::new();
+    }
+
+    fn write_close(&mut self, out: &mut Vec<u8>, code: CloseCode, reason: &str) {
+        let reason = truncate_reason(reason);
+        let mut payload = [0u8; 125];
+        payload[..2].copy_from_slice(&code.0.to_be_bytes());
+        payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+        self.write_frame(out, OpCode::Close, true, 0, &payload[..2 + reason.len()]);
+    }
+
+    fn write_frame(
+        &mut self,
+        out: &mut Vec<u8>,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        payload: &[u8],
+    ) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+        };
+        encode_frame(out, opcode, fin, rsv, mask, payload);
+    }
+
+    /// Appends a text message as one frame to `out` (through the negotiated extension, if any).
+    pub fn send_text(&mut self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_message(OpCode::Text, text.as_bytes(), out)
+    }
+
+    /// Appends a binary message as one frame to `out` (through the negotiated extension, if any).
+    pub fn send_binary(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_message(OpCode::Binary, data, out)
+    }
+
+    fn send_message(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if let Some(extension) = self.extensions.first_mut() {
+            let mut encoded = Vec::new();
+            if let Some(rsv) = extension
+                .encode_message(opcode, payload, &mut encoded)
+                .map_err(SendError::Extension)?
+            {
+                self.write_frame(out, opcode, true, rsv, &encoded);
+                return Ok(());
+            }
+        }
+        self.write_frame(out, opcode, true, 0, payload);
+        Ok(())
+    }
+
+    /// Appends one raw data frame to `out`, for callers that fragment messages themselves: `opcode` is
+    /// `Text` or `Binary` on the first frame and `Continuation` after it; `fin` on the last. Extensions are
+    /// not applied.
+    pub fn send_frame(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if opcode.is_control() || opcode.is_reserved() {
+            return Err(SendError::NotDataOpcode(opcode));
+        }
+        self.write_frame(out, opcode, fin, 0, payload);
+        Ok(())
+    }
+
+    /// Appends a ping (payload at most 125 bytes) to `out`.
+    pub fn send_ping(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload, out)
+    }
+
+    /// Appends a pong (payload at most 125 bytes) to `out`; useful when auto-pong is off.
+    pub fn send_pong(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload, out)
+    }
+
+    fn send_control(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > 125 {
+            return Err(SendError::ControlTooLong);
+        }
+        self.write_frame(out, opcode, true, 0, payload);
+        Ok(())
+    }
+
+    /// Starts the close handshake: appends a close frame with `code` and `reason` (cut to 123 bytes on a
+    /// character boundary) to `out`. Afterwards nothing more may be sent; keep reading until
+    /// [`Connection::transport_may_close`].
+    pub fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if !code.is_allowed_on_wire() {
+            return Err(SendError::InvalidCloseCode(code));
+        }
+        self.write_close(out, code, reason);
+        self.close = CloseState::CloseSent;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;
