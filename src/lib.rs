@@ -8,8 +8,12 @@
 //!   It never touches sockets, threads or clocks.
 //! - [`buf`]: buffers and per-reactor buffer pools.
 //! - [`timer`]: the hashed timer wheel that drives deadlines.
+//! - [`server`]: the reactor engine: per-core mio loops serving connections through [`server::Handler`]s.
+//! - [`metrics`]: per-reactor counters and snapshots.
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod buf;
+pub mod metrics;
 pub mod proto;
+pub mod server;
 pub mod timer;

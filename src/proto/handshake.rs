@@ -745,6 +745,18 @@ pub fn error_response(err: &HandshakeError) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A minimal HTTP/1.1 response with a short text body and `Connection: close`, for refusals decided
+/// above the protocol (unknown path: 404, origin not allowed: 403, ...).
+pub fn plain_response(status: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; \
+         charset=utf-8\r\nContent-Length: {len}\r\n\r\n{body}",
+        reason = reason_phrase(status),
+        len = body.len(),
+    )
+    .into_bytes()
+}
+
 /// Whether `value` can be written as a header value: HTAB, SP, visible ASCII and obs-text (no CR,
 /// LF, NUL or other controls).
 fn is_header_value(value: &str) -> bool {

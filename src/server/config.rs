@@ -1,0 +1,95 @@
+//! Server configuration: every limit and timeout, with defaults safe for the internet.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::proto::negotiate::SubprotocolPolicy;
+
+/// What to do when a peer reads slower than we send and its buffered bytes reach the ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackpressurePolicy {
+    /// Close the slow peer (it is counted in `slow_peers_closed`). The default.
+    Close,
+    /// Drop the data message that would pass the ceiling (counted in `messages_dropped`); pongs and close
+    /// frames are never dropped.
+    Drop,
+}
+
+/// Server settings. Build with [`Config::default`] and adjust fields; every default is documented.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:9001`.
+    pub addr: SocketAddr,
+    /// Reactor threads, each with its own listener (`SO_REUSEPORT`). Default: the number of cores.
+    pub threads: usize,
+    /// Maximum connections per server (split evenly over reactors); more are accepted and closed at
+    /// once. Default 100,000.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers) in bytes. Default 8 KiB; beyond it: 431.
+    pub max_request_head: usize,
+    /// Most request headers. Default 64.
+    pub max_headers: usize,
+    /// Largest frame payload. Default 16 MiB; beyond it the connection fails with 1009.
+    pub max_frame_size: usize,
+    /// Largest message. Default 64 MiB; beyond it the connection fails with 1009.
+    pub max_message_size: usize,
+    /// Ceiling on bytes queued for one peer that does not read. Default 16 MiB.
+    pub max_buffered_bytes: usize,
+    /// What happens at that ceiling. Default [`BackpressurePolicy::Close`].
+    pub backpressure: BackpressurePolicy,
+    /// Time allowed from accept to a complete upgrade request. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Close a connection that received nothing for this long (1001). Default `None`: keepalive pings
+    /// already reap dead peers.
+    pub idle_timeout: Option<Duration>,
+    /// Time allowed for the peer's close frame after ours, before the socket is dropped. Default 5 s.
+    pub close_timeout: Duration,
+    /// Send a ping after this long without traffic from the peer. Default 30 s; `None` disables it.
+    pub ping_interval: Option<Duration>,
+    /// Close the connection when a ping is not answered within this time. Default 30 s.
+    pub pong_timeout: Duration,
+    /// How the server picks a subprotocol among those offered. Default: none is picked.
+    pub subprotocols: SubprotocolPolicy,
+    /// When set, only upgrade requests whose `Origin` is in this list are accepted (403 otherwise).
+    /// Default `None`: every origin (and none) is accepted.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Answer pings automatically. Default true.
+    pub auto_pong: bool,
+    /// Size of each reactor's read buffer and of pooled connection buffers. Default 64 KiB.
+    pub read_buffer_size: usize,
+    /// Idle buffers each reactor's pool keeps for reuse. Default 64.
+    pub pooled_buffers: usize,
+    /// Resolution of the timer wheel. Default 100 ms.
+    pub timer_tick: Duration,
+    /// Keep the request headers for the connection's whole life (readable from any callback). Default
+    /// false: headers are readable in `on_open` only, so an idle connection holds no copy of them.
+    pub keep_request_headers: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 100_000,
+            max_request_head: 8 * 1024,
+            max_headers: 64,
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            max_buffered_bytes: 16 << 20,
+            backpressure: BackpressurePolicy::Close,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(30),
+            subprotocols: SubprotocolPolicy::None,
+            allowed_origins: None,
+            auto_pong: true,
+            read_buffer_size: 64 * 1024,
+            pooled_buffers: 64,
+            timer_tick: Duration::from_millis(100),
+            keep_request_headers: false,
+        }
+    }
+}

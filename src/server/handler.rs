@@ -1,0 +1,352 @@
+//! The user surface inside the loop: the [`Handler`] trait, the [`Message`] it receives and the [`Ctx`]
+//! it acts through.
+//!
+//! Callbacks run synchronously on the reactor thread that owns the connection: they must not block. A
+//! panic in a callback closes that connection with 1011; the loop and other connections live on.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::proto::frame::{encode_frame, OpCode};
+use crate::proto::{self, CloseCode, Connection};
+
+use super::config::BackpressurePolicy;
+use super::Handle;
+
+/// A connection's identity, unique within one server for its lifetime (reactor, slot and generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    pub(crate) fn new(reactor: usize, slot: usize, generation: u32) -> Self {
+        Self(
+            ((reactor as u64) << 56)
+                | ((u64::from(generation) & 0xff_ffff) << 32)
+                | (slot as u64 & 0xffff_ffff),
+        )
+    }
+    pub(crate) fn reactor(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    pub(crate) fn generation(self) -> u32 {
+        ((self.0 >> 32) & 0xff_ffff) as u32
+    }
+    /// The raw value, e.g. for logs or maps.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}.{}",
+            self.reactor(),
+            self.slot(),
+            self.generation()
+        )
+    }
+}
+
+/// A complete data message, borrowed from the reactor's buffers for the duration of the callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message (valid UTF-8).
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Self::Text(t) => t.as_bytes(),
+            Self::Binary(b) => b,
+        }
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
+}
+
+/// Per-connection callbacks. Every method has an empty default; implement what you need.
+///
+/// One handler instance serves one connection. It lives on its reactor thread, so it need not be `Send`.
+#[allow(unused_variables)]
+pub trait Handler: 'static {
+    /// The upgrade completed. Request headers are readable here (see [`Ctx::header`]).
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {}
+    /// A complete message arrived. It borrows the reactor's buffer: copy what you keep.
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {}
+    /// A ping arrived (already answered when auto-pong is on).
+    fn on_ping(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) {}
+    /// A pong arrived.
+    fn on_pong(&mut self, ctx: &mut Ctx<'_>, payload: &[u8]) {}
+    /// The connection ended: `code` is the peer's close code, ours when we closed, 1005 for a close frame
+    /// without a code, or 1006 when the transport closed without a close handshake. Called once.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, code: CloseCode, reason: &str) {}
+    /// Every byte queued for a slow peer was written: the backlog is gone.
+    fn on_drain(&mut self, ctx: &mut Ctx<'_>) {}
+    /// The peer broke the protocol (the connection is being failed with `error.code`) or a limit was hit.
+    fn on_error(&mut self, ctx: &mut Ctx<'_>, error: &proto::ProtocolError) {}
+}
+
+/// Why a send through [`Ctx`] did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The protocol state refused it (closing, or a control payload over 125 bytes).
+    Protocol(proto::SendError),
+    /// The peer's buffered bytes are at the ceiling and the policy drops messages.
+    Dropped,
+    /// The peer's buffered bytes are at the ceiling and the policy closes slow peers: it is being closed.
+    SlowPeer,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Protocol(e) => e.fmt(f),
+            Self::Dropped => {
+                f.write_str("message dropped: the peer's buffered bytes are at the ceiling")
+            }
+            Self::SlowPeer => {
+                f.write_str("the peer does not read and is being closed (buffered bytes ceiling)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What a callback asked the reactor to do after it returns (things that touch other connections).
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    pub broadcasts: Vec<Bytes>,
+    pub publishes: Vec<(String, Bytes)>,
+    pub subscribe: Vec<String>,
+    pub unsubscribe: Vec<String>,
+}
+
+impl Deferred {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.broadcasts.is_empty()
+            && self.publishes.is_empty()
+            && self.subscribe.is_empty()
+            && self.unsubscribe.is_empty()
+    }
+}
+
+/// A request header as received: name as sent, raw value.
+pub(crate) type Header = (String, Vec<u8>);
+
+/// What the reactor knows about a connection that a callback may read.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    pub peer: SocketAddr,
+    pub path: Box<str>,
+    pub query: Option<Box<str>>,
+    pub protocol: Option<Box<str>>,
+    pub headers: Option<Box<[Header]>>,
+}
+
+/// The connection a callback runs for, and the server around it.
+pub struct Ctx<'a> {
+    pub(crate) id: ConnId,
+    pub(crate) proto: &'a mut Connection,
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) info: &'a ConnInfo,
+    pub(crate) headers: Option<&'a [Header]>,
+    pub(crate) queued: usize,
+    pub(crate) max_buffered: usize,
+    pub(crate) policy: BackpressurePolicy,
+    pub(crate) slow_peer: &'a mut bool,
+    pub(crate) dropped: &'a mut u64,
+    pub(crate) deferred: &'a mut Deferred,
+    pub(crate) handle: &'a Handle,
+    pub(crate) counters: &'a crate::metrics::Counters,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("id", &self.id)
+            .field("peer", &self.info.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx<'_> {
+    /// This connection's id (usable with [`Handle::send_text`] from any thread).
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.info.peer
+    }
+
+    /// The request path, without the query.
+    pub fn path(&self) -> &str {
+        &self.info.path
+    }
+
+    /// The request query (after `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.info.query.as_deref()
+    }
+
+    /// The subprotocol chosen during the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.info.protocol.as_deref()
+    }
+
+    /// A request header (case-insensitive name). Available in `on_open`, and in every callback when
+    /// `Config::keep_request_headers` is set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let headers = self.headers.or(self.info.headers.as_deref())?;
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Bytes queued for this peer and not yet taken by the socket (backpressure).
+    pub fn buffered_amount(&self) -> usize {
+        self.queued + self.out.len()
+    }
+
+    /// A handle to the server, usable from any thread.
+    pub fn handle(&self) -> &Handle {
+        self.handle
+    }
+
+    /// Whether data may still be sent (no close frame sent yet).
+    pub fn is_open(&self) -> bool {
+        self.proto.can_send() && !*self.slow_peer
+    }
+
+    fn admit(&mut self, len: usize) -> Result<(), SendError> {
+        if *self.slow_peer {
+            return Err(SendError::SlowPeer);
+        }
+        if self.buffered_amount() + len > self.max_buffered && self.buffered_amount() > 0 {
+            return match self.policy {
+                BackpressurePolicy::Drop => {
+                    *self.dropped += 1;
+                    Err(SendError::Dropped)
+                }
+                BackpressurePolicy::Close => {
+                    *self.slow_peer = true;
+                    Err(SendError::SlowPeer)
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.admit(text.len())?;
+        self.proto
+            .send_text(text, self.out)
+            .map_err(SendError::Protocol)?;
+        crate::metrics::Counters::add(&self.counters.messages_sent, 1);
+        Ok(())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.admit(data.len())?;
+        self.proto
+            .send_binary(data, self.out)
+            .map_err(SendError::Protocol)?;
+        crate::metrics::Counters::add(&self.counters.messages_sent, 1);
+        Ok(())
+    }
+
+    /// Sends a ping (payload at most 125 bytes). Never dropped by the backpressure policy.
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.proto
+            .send_ping(payload, self.out)
+            .map_err(SendError::Protocol)
+    }
+
+    /// Starts the close handshake with `code` and `reason`; the socket closes when the peer answers or
+    /// the close timeout passes.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.proto
+            .close(code, reason, self.out)
+            .map_err(SendError::Protocol)
+    }
+
+    /// Sends a text message to every open connection of the server (this one included). The frame is
+    /// encoded once and shared.
+    pub fn broadcast_text(&mut self, text: &str) {
+        self.deferred
+            .broadcasts
+            .push(server_frame(OpCode::Text, text.as_bytes()));
+    }
+
+    /// Sends a binary message to every open connection of the server (this one included).
+    pub fn broadcast_binary(&mut self, data: &[u8]) {
+        self.deferred
+            .broadcasts
+            .push(server_frame(OpCode::Binary, data));
+    }
+
+    /// Subscribes this connection to `topic` (takes effect when the callback returns).
+    pub fn subscribe(&mut self, topic: &str) {
+        self.deferred.subscribe.push(topic.to_owned());
+    }
+
+    /// Unsubscribes this connection from `topic`.
+    pub fn unsubscribe(&mut self, topic: &str) {
+        self.deferred.unsubscribe.push(topic.to_owned());
+    }
+
+    /// Sends a text message to every subscriber of `topic`, on every reactor (this connection included
+    /// when it is subscribed).
+    pub fn publish_text(&mut self, topic: &str, text: &str) {
+        self.deferred.publishes.push((
+            topic.to_owned(),
+            server_frame(OpCode::Text, text.as_bytes()),
+        ));
+    }
+
+    /// Sends a binary message to every subscriber of `topic`.
+    pub fn publish_binary(&mut self, topic: &str, data: &[u8]) {
+        self.deferred
+            .publishes
+            .push((topic.to_owned(), server_frame(OpCode::Binary, data)));
+    }
+}
+
+/// Encodes an unmasked single-frame message once, to be shared by reference between connections.
+pub(crate) fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    encode_frame(&mut out, opcode, true, 0, None, payload);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_id_packs_reactor_slot_and_generation() {
+        let id = ConnId::new(3, 123_456, 0xabcdef);
+        assert_eq!(
+            (id.reactor(), id.slot(), id.generation()),
+            (3, 123_456, 0xabcdef)
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The engine: reactor threads (one `mio::Poll` each) serving WebSocket connections through [`Handler`]s.
+//!
+//! Owns: listeners, the per-reactor slab of connections, the read and write paths, timers, routing, and
+//! the cross-thread [`Handle`]. Never touches: protocol rules (those are [`crate::proto`]'s).
+//!
+//! ```no_run
+//! use wsloop::server::{Config, Ctx, Handler, Message, Server};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
+//!         let _ = match message {
+//!             Message::Text(text) => ctx.send_text(text),
+//!             Message::Binary(data) => ctx.send_binary(data),
+//!         };
+//!     }
+//! }
+//!
+//! let mut server = Server::new(Config::default());
+//! server.register_handler("/echo", |_req| Echo);
+//! let running = server.start().expect("bind");
+//! println!("listening on ws://{}/echo", running.local_addr());
+//! running.join();
+//! ```
+
+mod config;
+mod handler;
+mod reactor;
+mod router;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+pub use config::{BackpressurePolicy, Config};
+pub use handler::{ConnId, Ctx, Handler, Message, SendError};
+
+use crate::metrics::{Counters, MetricsSnapshot};
+use crate::proto::frame::OpCode;
+use crate::proto::handshake::UpgradeRequest;
+use crate::proto::CloseCode;
+use handler::server_frame;
+use reactor::{Command, Reactor};
+use router::Router;
+
+/// A server being configured: add handlers, then [`Server::start`] it.
+pub struct Server {
+    config: Config,
+    router: Router,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server with `config` and no handlers yet.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            router: Router::default(),
+        }
+    }
+
+    /// Routes upgrade requests for `path` (exact match, without the query) to handlers made by
+    /// `factory`, one per connection. The path `"*"` matches every path without its own route.
+    /// Requests for an unrouted path are answered with 404.
+    pub fn register_handler<F, H>(&mut self, path: &str, factory: F) -> &mut Self
+    where
+        F: Fn(&UpgradeRequest) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        self.router.add(
+            path,
+            Arc::new(move |req: &UpgradeRequest| Box::new(factory(req)) as Box<dyn Handler>),
+        );
+        self
+    }
+
+    /// Binds one listener per reactor (`SO_REUSEPORT`) and starts the reactor threads.
+    pub fn start(self) -> io::Result<RunningServer> {
+        let threads = self.config.threads.max(1);
+        let mut addr = self.config.addr;
+        let mut listeners = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let listener = reactor::bind_listener(addr)?;
+            addr = listener.local_addr()?;
+            listeners.push(listener);
+        }
+        let config = Arc::new(self.config);
+        let router = Arc::new(self.router);
+        let mut reactors = Vec::with_capacity(threads);
+        let mut links = Vec::with_capacity(threads);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (reactor, link) =
+                Reactor::prepare(index, listener, config.clone(), router.clone())?;
+            reactors.push(reactor);
+            links.push(link);
+        }
+        let shared = Arc::new(Shared {
+            counters: links.iter().map(|l| l.counters.clone()).collect(),
+            links,
+            local_addr: addr,
+            stopping: AtomicBool::new(false),
+        });
+        let handle = Handle { shared };
+        let mut joins = Vec::with_capacity(threads);
+        for reactor in reactors {
+            let handle = handle.clone();
+            let name = format!("wsloop-reactor-{}", reactor.index());
+            joins.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || reactor.run(handle))?,
+            );
+        }
+        Ok(RunningServer {
+            handle,
+            threads: joins,
+        })
+    }
+}
+
+/// A started server: its [`Handle`] and its threads.
+#[derive(Debug)]
+pub struct RunningServer {
+    handle: Handle,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// A handle usable from any thread.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The address the listeners are bound to (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// Waits for every reactor thread to finish (after [`Handle::stop`]).
+    pub fn join(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                log::error!("a reactor thread panicked");
+            }
+        }
+    }
+
+    /// Stops gracefully (close every connection with 1001, wait for the close handshakes up to the close
+    /// timeout) and joins the threads.
+    pub fn stop(self) {
+        self.handle.stop();
+        self.join();
+    }
+}
+
+pub(crate) struct ReactorLink {
+    pub(crate) tx: Sender<Command>,
+    pub(crate) waker: Arc<mio::Waker>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+struct Shared {
+    links: Vec<ReactorLink>,
+    counters: Vec<Arc<Counters>>,
+    local_addr: SocketAddr,
+    stopping: AtomicBool,
+}
+
+/// A cheap, cloneable, `Send` handle to a running server, usable from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    fn send(&self, reactor: usize, command: Command) {
+        if let Some(link) = self.shared.links.get(reactor) {
+            if link.tx.send(command).is_ok() {
+                if let Err(e) = link.waker.wake() {
+                    log::warn!("could not wake reactor {reactor}: {e}");
+                }
+            }
+        }
+    }
+
+    fn send_all(&self, make: impl Fn() -> Command) {
+        for reactor in 0..self.shared.links.len() {
+            self.send(reactor, make());
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Starts a graceful shutdown: listeners close, every connection gets a 1001 close, reactors exit once
+    /// the close handshakes finish or the close timeout passes. Returns at once.
+    pub fn stop(&self) {
+        if !self.shared.stopping.swap(true, Ordering::SeqCst) {
+            self.send_all(|| Command::Stop);
+        }
+    }
+
+    /// Whether [`Handle::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sends a text message to every open connection (encoded once, shared by reference).
+    pub fn broadcast_text(&self, text: &str) {
+        let frame = server_frame(OpCode::Text, text.as_bytes());
+        self.send_all(|| Command::Broadcast(frame.clone()));
+    }
+
+    /// Sends a binary message to every open connection.
+    pub fn broadcast_binary(&self, data: &[u8]) {
+        let frame = server_frame(OpCode::Binary, data);
+        self.send_all(|| Command::Broadcast(frame.clone()));
+    }
+
+    /// Sends a text message to every subscriber of `topic`.
+    pub fn publish_text(&self, topic: &str, text: &str) {
+        self.publish(topic, server_frame(OpCode::Text, text.as_bytes()));
+    }
+
+    /// Sends a binary message to every subscriber of `topic`.
+    pub fn publish_binary(&self, topic: &str, data: &[u8]) {
+        self.publish(topic, server_frame(OpCode::Binary, data));
+    }
+
+    pub(crate) fn publish(&self, topic: &str, frame: Bytes) {
+        let topic: Arc<str> = Arc::from(topic);
+        self.send_all(|| Command::Publish(topic.clone(), frame.clone()));
+    }
+
+    pub(crate) fn broadcast_frame_except(&self, skip: usize, frame: Bytes) {
+        for reactor in 0..self.shared.links.len() {
+            if reactor != skip {
+                self.send(reactor, Command::Broadcast(frame.clone()));
+            }
+        }
+    }
+
+    pub(crate) fn publish_except(&self, skip: usize, topic: &Arc<str>, frame: &Bytes) {
+        for reactor in 0..self.shared.links.len() {
+            if reactor != skip {
+                self.send(reactor, Command::Publish(topic.clone(), frame.clone()));
+            }
+        }
+    }
+
+    /// Sends a text message to one connection (dropped silently if it is gone).
+    pub fn send_text(&self, id: ConnId, text: &str) {
+        self.send(
+            id.reactor(),
+            Command::SendTo(id, server_frame(OpCode::Text, text.as_bytes())),
+        );
+    }
+
+    /// Sends a binary message to one connection.
+    pub fn send_binary(&self, id: ConnId, data: &[u8]) {
+        self.send(
+            id.reactor(),
+            Command::SendTo(id, server_frame(OpCode::Binary, data)),
+        );
+    }
+
+    /// Starts the close handshake on one connection.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) {
+        self.send(id.reactor(), Command::Close(id, code, reason.to_owned()));
+    }
+
+    /// The counters of every reactor, summed.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut snapshot = MetricsSnapshot::default();
+        for counters in &self.shared.counters {
+            snapshot.add(counters);
+        }
+        snapshot
+    }
+
+    /// Number of reactor threads.
+    pub fn reactors(&self) -> usize {
+        self.shared.links.len()
+    }
+
+    /// Counters of one reactor (for tests and per-core views).
+    pub fn reactor_metrics(&self, reactor: usize) -> Option<MetricsSnapshot> {
+        self.shared.counters.get(reactor).map(|c| {
+            let mut snapshot = MetricsSnapshot::default();
+            snapshot.add(c);
+            snapshot
+        })
+    }
+}

@@ -1,0 +1,1182 @@
+//! One reactor: a thread with its own `mio::Poll`, listener, slab of connections, timer wheel, buffer pool
+//! and counters. Nothing here is shared with other reactors except through the command channel.
+//!
+//! Read path: read until `WouldBlock` into the reactor's scratch buffer, parse and unmask in place, hand
+//! borrowed slices to the handler; only an incomplete tail is copied into a connection buffer taken from
+//! the pool (and given back once empty). Write path: sends made while handling one readiness event are
+//! corked in one buffer and written with one `write`; what the socket does not take is queued on the
+//! connection (owned bytes, or shared broadcast frames by reference) and written with `writev` when the
+//! socket becomes writable again.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{channel, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::buf::{BufferPool, Fill, InboundBuf, OutboundQueue};
+use crate::metrics::Counters;
+use crate::proto::handshake::{self, HandshakeLimits, UpgradeRequest};
+use crate::proto::{CloseCode, Connection, ConnectionConfig, Event, Role};
+use crate::timer::{TimerKey, TimerWheel};
+
+use super::handler::{ConnId, ConnInfo, Ctx, Deferred, Handler, Message};
+use super::router::Router;
+use super::{Config, Handle, ReactorLink};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX);
+
+/// Work sent to a reactor from other threads.
+pub(crate) enum Command {
+    Broadcast(Bytes),
+    Publish(Arc<str>, Bytes),
+    SendTo(ConnId, Bytes),
+    Close(ConnId, CloseCode, String),
+    Stop,
+}
+
+/// Binds a non-blocking listener with `SO_REUSEPORT`, so each reactor can have its own.
+pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Where a connection stands.
+enum Phase {
+    /// Waiting for the upgrade request.
+    Handshake,
+    /// Upgraded: frames flow.
+    Open(Box<OpenConn>),
+    /// An HTTP error response is being written; the socket closes once it is out.
+    Rejected,
+}
+
+struct OpenConn {
+    proto: Connection,
+    handler: Box<dyn Handler>,
+    info: ConnInfo,
+    /// The handler panicked: it is never called again.
+    poisoned: bool,
+    /// `on_close` was called.
+    notified: bool,
+    /// Backlog seen since the last `on_drain`.
+    drain_pending: bool,
+    /// When our ping went out, if its pong is still awaited (ms since the reactor epoch).
+    ping_sent: Option<u64>,
+    /// When our close frame went out.
+    close_sent: Option<u64>,
+    topics: Vec<Arc<str>>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    phase: Phase,
+    inbound: Option<InboundBuf>,
+    outbound: OutboundQueue,
+    timer: Option<TimerKey>,
+    generation: u32,
+    /// Accept time, then last time bytes arrived (ms since the reactor epoch).
+    last_read: u64,
+    /// Close the socket as soon as the outbound queue is empty.
+    close_when_flushed: bool,
+}
+
+/// What a reactor thread starts from (everything here is `Send`; the reactor itself is not).
+pub(crate) struct ReactorSeed {
+    index: usize,
+    poll: Poll,
+    listener: TcpListener,
+    rx: Receiver<Command>,
+    counters: Arc<Counters>,
+    config: Arc<Config>,
+    router: Arc<Router>,
+}
+
+impl ReactorSeed {
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Builds the reactor on the current thread and runs its loop until a stop completes.
+    pub(crate) fn run(self, handle: Handle) {
+        Reactor::from_seed(self).run(handle);
+    }
+}
+
+pub(crate) struct Reactor {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    scratch: Vec<u8>,
+    cork: Vec<u8>,
+    pool: BufferPool,
+    wheel: TimerWheel<usize>,
+    topics: HashMap<Arc<str>, Vec<usize>>,
+    rx: Receiver<Command>,
+    counters: Arc<Counters>,
+    config: Arc<Config>,
+    proto_config: ConnectionConfig,
+    limits: HandshakeLimits,
+    router: Arc<Router>,
+    epoch: Instant,
+    now: u64,
+    stopping: Option<u64>,
+    max_conns: usize,
+    deferred: Deferred,
+    dropped: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl Reactor {
+    /// Makes the parts that cross into the reactor thread, and the link other threads use to reach it.
+    pub(crate) fn prepare(
+        index: usize,
+        mut listener: TcpListener,
+        config: Arc<Config>,
+        router: Arc<Router>,
+    ) -> io::Result<(ReactorSeed, ReactorLink)> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = channel();
+        let counters = Arc::new(Counters::default());
+        let seed = ReactorSeed {
+            index,
+            poll,
+            listener,
+            rx,
+            counters: counters.clone(),
+            config,
+            router,
+        };
+        Ok((
+            seed,
+            ReactorLink {
+                tx,
+                waker,
+                counters,
+            },
+        ))
+    }
+
+    fn from_seed(seed: ReactorSeed) -> Self {
+        let ReactorSeed {
+            index,
+            poll,
+            listener,
+            rx,
+            counters,
+            config,
+            router,
+        } = seed;
+        let threads = config.threads.max(1);
+        Self {
+            index,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            next_generation: 0,
+            scratch: vec![0; config.read_buffer_size.max(4096)],
+            cork: Vec::with_capacity(config.read_buffer_size),
+            pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
+            wheel: TimerWheel::with_config(Instant::now(), config.timer_tick, 512),
+            topics: HashMap::new(),
+            rx,
+            counters,
+            proto_config: ConnectionConfig {
+                max_frame_size: config.max_frame_size,
+                max_message_size: config.max_message_size,
+                auto_pong: config.auto_pong,
+            },
+            limits: HandshakeLimits {
+                max_head_bytes: config.max_request_head,
+                max_headers: config.max_headers,
+            },
+            max_conns: config.max_connections.div_ceil(threads),
+            config,
+            router,
+            epoch: Instant::now(),
+            now: 0,
+            stopping: None,
+            deferred: Deferred::default(),
+            dropped: 0,
+        }
+    }
+
+    fn instant(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Runs the loop until a stop completes.
+    fn run(mut self, handle: Handle) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.wheel.is_empty() && self.stopping.is_none() {
+                None
+            } else {
+                Some(self.config.timer_tick)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("reactor {}: poll failed: {e}", self.index);
+                break;
+            }
+            self.now = millis(self.epoch.elapsed());
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.drain_commands(&handle),
+                    Token(slot) => {
+                        if event.is_writable() {
+                            self.on_writable(slot, &handle);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(slot, &handle);
+                        }
+                    }
+                }
+            }
+            self.fire_timers(&handle);
+            if let Some(deadline) = self.stopping {
+                if self.conns.is_empty() {
+                    break;
+                }
+                if self.now >= deadline {
+                    let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for slot in slots {
+                        Counters::add(&self.counters.close_timeouts, 1);
+                        self.remove(slot, &handle, CloseCode::ABNORMAL, "server stopped");
+                    }
+                    break;
+                }
+            }
+        }
+        log::debug!("reactor {} stopped", self.index);
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    Counters::add(&self.counters.connections_accepted, 1);
+                    if self.conns.len() >= self.max_conns {
+                        Counters::add(&self.counters.connections_refused, 1);
+                        log::warn!(
+                            "reactor {}: max connections reached, refusing {peer}",
+                            self.index
+                        );
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let slot = entry.key();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(slot),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("reactor {}: register failed: {e}", self.index);
+                        continue;
+                    }
+                    self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
+                    entry.insert(Conn {
+                        stream,
+                        phase: Phase::Handshake,
+                        inbound: None,
+                        outbound: OutboundQueue::new(),
+                        timer: None,
+                        generation: self.next_generation,
+                        last_read: self.now,
+                        close_when_flushed: false,
+                    });
+                    Counters::add(&self.counters.active_connections, 1);
+                    self.arm(slot);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: leave the rest in the backlog for the next readiness event.
+                    log::warn!("reactor {}: accept failed: {e}", self.index);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next deadline this connection cares about, in ms since the epoch.
+    fn deadline(&self, conn: &Conn) -> Option<u64> {
+        let c = &self.config;
+        match &conn.phase {
+            Phase::Handshake | Phase::Rejected => {
+                Some(conn.last_read + millis(c.handshake_timeout))
+            }
+            Phase::Open(open) => {
+                if let Some(sent) = open.close_sent {
+                    return Some(sent + millis(c.close_timeout));
+                }
+                let mut next: Option<u64> = None;
+                let mut consider = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+                if let Some(idle) = c.idle_timeout {
+                    consider(conn.last_read + millis(idle));
+                }
+                match (open.ping_sent, c.ping_interval) {
+                    (Some(sent), _) => consider(sent + millis(c.pong_timeout)),
+                    (None, Some(interval)) => consider(conn.last_read + millis(interval)),
+                    (None, None) => {}
+                }
+                next
+            }
+        }
+    }
+
+    /// (Re)arms the connection's single timer for its next deadline.
+    fn arm(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        let deadline = self.deadline(conn);
+        let conn = &mut self.conns[slot];
+        if let Some(key) = conn.timer.take() {
+            self.wheel.cancel(key);
+        }
+        if let Some(deadline) = deadline {
+            let at = self.epoch + Duration::from_millis(deadline);
+            conn.timer = Some(self.wheel.insert_at(at, slot));
+        }
+    }
+
+    fn fire_timers(&mut self, handle: &Handle) {
+        let now = self.instant(self.now);
+        while let Some(slot) = self.wheel.poll_at(now) {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.timer = None;
+                self.on_timer(slot, handle);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, slot: usize, handle: &Handle) {
+        let now = self.now;
+        let c = self.config.clone();
+        let conn = &mut self.conns[slot];
+        match &mut conn.phase {
+            Phase::Handshake | Phase::Rejected => {
+                if now >= conn.last_read + millis(c.handshake_timeout) {
+                    Counters::add(&self.counters.handshake_timeouts, 1);
+                    log::debug!("reactor {}: handshake timeout on slot {slot}", self.index);
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "handshake timeout");
+                    return;
+                }
+            }
+            Phase::Open(open) => {
+                if let Some(sent) = open.close_sent {
+                    if now >= sent + millis(c.close_timeout) {
+                        Counters::add(&self.counters.close_timeouts, 1);
+                        self.remove(slot, handle, CloseCode::ABNORMAL, "close handshake timeout");
+                        return;
+                    }
+                } else if open
+                    .ping_sent
+                    .is_some_and(|sent| now >= sent + millis(c.pong_timeout))
+                {
+                    Counters::add(&self.counters.pong_timeouts, 1);
+                    log::debug!("reactor {}: pong timeout on slot {slot}", self.index);
+                    let _ = open
+                        .proto
+                        .close(CloseCode::GOING_AWAY, "pong timeout", &mut self.cork);
+                    self.flush(slot, handle);
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "pong timeout");
+                    return;
+                } else if c
+                    .idle_timeout
+                    .is_some_and(|idle| now >= conn.last_read + millis(idle))
+                {
+                    Counters::add(&self.counters.idle_timeouts, 1);
+                    if open
+                        .proto
+                        .close(CloseCode::GOING_AWAY, "idle timeout", &mut self.cork)
+                        .is_ok()
+                    {
+                        open.close_sent = Some(now);
+                    }
+                    self.flush(slot, handle);
+                } else if open.ping_sent.is_none()
+                    && c.ping_interval
+                        .is_some_and(|interval| now >= conn.last_read + millis(interval))
+                {
+                    if open.proto.send_ping(b"", &mut self.cork).is_ok() {
+                        open.ping_sent = Some(now);
+                    }
+                    self.flush(slot, handle);
+                }
+            }
+        }
+        if self.conns.contains(slot) {
+            self.arm(slot);
+        }
+    }
+
+    fn on_writable(&mut self, slot: usize, handle: &Handle) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.outbound.is_empty() {
+            return;
+        }
+        self.write_queued(slot, handle);
+    }
+
+    /// Writes the outbound queue until it is empty or the socket would block.
+    fn write_queued(&mut self, slot: usize, handle: &Handle) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        loop {
+            if conn.outbound.is_empty() {
+                break;
+            }
+            match conn.outbound.write_to(&mut conn.stream, &mut self.pool) {
+                Ok(0) => {
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "connection reset");
+                    return;
+                }
+                Ok(n) => Counters::add(&self.counters.bytes_written, n as u64),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "connection reset");
+                    return;
+                }
+            }
+        }
+        // Drained.
+        if conn.close_when_flushed {
+            self.remove(slot, handle, CloseCode::NORMAL, "");
+            return;
+        }
+        if let Phase::Open(open) = &mut conn.phase {
+            if open.drain_pending {
+                open.drain_pending = false;
+                let mut env = Env {
+                    id: ConnId::new(self.index, slot, conn.generation),
+                    cork: &mut self.cork,
+                    queued: 0,
+                    config: &self.config,
+                    slow_peer: false,
+                    dropped: &mut self.dropped,
+                    deferred: &mut self.deferred,
+                    handle,
+                    counters: &self.counters,
+                };
+                invoke(open, &mut env, None, |h, ctx| h.on_drain(ctx));
+                let slow_peer = env.slow_peer;
+                self.after_event(slot, handle, slow_peer);
+            }
+        }
+    }
+
+    /// Sends the cork to the connection: straight to the socket when nothing is queued before it, the
+    /// rest into the outbound queue.
+    fn flush(&mut self, slot: usize, handle: &Handle) {
+        if self.cork.is_empty() {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(slot) else {
+            self.cork.clear();
+            return;
+        };
+        let mut written = 0;
+        if conn.outbound.is_empty() {
+            while written < self.cork.len() {
+                match conn.stream.write(&self.cork[written..]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.cork.clear();
+                        self.remove(slot, handle, CloseCode::ABNORMAL, "connection reset");
+                        return;
+                    }
+                }
+            }
+            Counters::add(&self.counters.bytes_written, written as u64);
+        }
+        if written < self.cork.len() {
+            conn.outbound
+                .push_owned(&self.cork[written..], &mut self.pool);
+            if let Phase::Open(open) = &mut conn.phase {
+                open.drain_pending = true;
+            }
+        }
+        self.cork.clear();
+        self.update_pool_gauge();
+    }
+
+    fn update_pool_gauge(&self) {
+        Counters::set(
+            &self.counters.pool_buffers_outstanding,
+            self.pool.outstanding() as u64,
+        );
+    }
+
+    fn on_readable(&mut self, slot: usize, handle: &Handle) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            if matches!(conn.phase, Phase::Rejected) || conn.close_when_flushed {
+                // Discard whatever arrives while an error response or a final close goes out.
+                match conn.stream.read(&mut self.scratch) {
+                    Ok(0) => {
+                        self.remove(slot, handle, CloseCode::ABNORMAL, "");
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => {
+                        self.remove(slot, handle, CloseCode::ABNORMAL, "");
+                        return;
+                    }
+                }
+            }
+            let read = match conn.inbound.as_mut() {
+                Some(inbound) => {
+                    let limit = self
+                        .config
+                        .max_frame_size
+                        .saturating_add(14)
+                        .max(self.config.max_request_head);
+                    match inbound.fill_from(&mut conn.stream, limit) {
+                        Ok(Fill::Read(n)) => Ok(Some((n, false))),
+                        Ok(Fill::Eof) => Ok(None),
+                        Ok(Fill::Full) => Err(io::Error::other("inbound buffer full")),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => match conn.stream.read(&mut self.scratch) {
+                    Ok(0) => Ok(None),
+                    Ok(n) => Ok(Some((n, true))),
+                    Err(e) => Err(e),
+                },
+            };
+            match read {
+                Ok(Some((n, from_scratch))) => {
+                    conn.last_read = self.now;
+                    let outcome = self.process(slot, handle, from_scratch.then_some(n));
+                    self.after_event(slot, handle, outcome.slow_peer);
+                    if outcome.upgraded {
+                        self.arm(slot);
+                    }
+                }
+                Ok(None) => {
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "");
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("reactor {}: read error on slot {slot}: {e}", self.index);
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses what was read (in the scratch buffer when `from_scratch` is set, else in the connection's
+    /// inbound buffer) and dispatches events. Keeps any incomplete tail in the connection's buffer.
+    fn process(&mut self, slot: usize, handle: &Handle, from_scratch: Option<usize>) -> Outcome {
+        let index = self.index;
+        let Self {
+            conns,
+            scratch,
+            cork,
+            pool,
+            counters,
+            deferred,
+            dropped,
+            config,
+            router,
+            limits,
+            proto_config,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(slot) else {
+            return Outcome::default();
+        };
+        let mut env = Env {
+            id: ConnId::new(index, slot, conn.generation),
+            cork,
+            queued: conn.outbound.len_bytes(),
+            config,
+            slow_peer: false,
+            dropped,
+            deferred,
+            handle,
+            counters,
+        };
+        let Conn {
+            inbound,
+            phase,
+            stream,
+            ..
+        } = conn;
+        let buf: &mut [u8] = match from_scratch {
+            Some(n) => &mut scratch[..n],
+            None => match inbound.as_mut() {
+                Some(inbound) => inbound.readable_mut(),
+                None => return Outcome::default(),
+            },
+        };
+        let mut pos = 0;
+        let mut upgraded = false;
+        if matches!(phase, Phase::Handshake) {
+            match handshake::parse_request(buf, limits) {
+                Ok(None) => {}
+                Ok(Some((request, head_len))) => {
+                    pos = head_len;
+                    let peer = stream
+                        .peer_addr()
+                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    match upgrade(
+                        &request,
+                        env.config,
+                        router,
+                        peer,
+                        env.cork,
+                        proto_config.clone(),
+                    ) {
+                        Ok(open) => {
+                            Counters::add(&env.counters.connections_upgraded, 1);
+                            upgraded = true;
+                            *phase = Phase::Open(open);
+                            if let Phase::Open(open) = phase {
+                                invoke(open, &mut env, Some(&request.headers), |h, ctx| {
+                                    h.on_open(ctx)
+                                });
+                            }
+                        }
+                        Err(response) => {
+                            Counters::add(&env.counters.handshake_failures, 1);
+                            env.cork.extend_from_slice(&response);
+                            *phase = Phase::Rejected;
+                        }
+                    }
+                }
+                Err(err) => {
+                    Counters::add(&env.counters.handshake_failures, 1);
+                    log::debug!("reactor {index}: upgrade request refused: {err}");
+                    env.cork.extend_from_slice(&handshake::error_response(&err));
+                    *phase = Phase::Rejected;
+                }
+            }
+        }
+        if let Phase::Open(open) = phase {
+            while !env.slow_peer {
+                match open.proto.read(&mut buf[pos..], env.cork) {
+                    Ok((n, None)) => {
+                        pos += n;
+                        break;
+                    }
+                    Ok((n, Some(event))) => {
+                        pos += n;
+                        dispatch(open, &mut env, event);
+                    }
+                    Err(err) => {
+                        pos = buf.len();
+                        Counters::add(&env.counters.protocol_errors, 1);
+                        log::debug!("reactor {index}: {} failed: {err}", env.id);
+                        invoke(open, &mut env, None, |h, ctx| h.on_error(ctx, &err));
+                        notify_close(open, &mut env, err.code, err.reason);
+                        break;
+                    }
+                }
+            }
+        } else if matches!(phase, Phase::Rejected) {
+            pos = buf.len();
+        }
+        // Keep the incomplete tail, and only that.
+        match from_scratch {
+            Some(n) => {
+                if pos < n {
+                    let tail = inbound.get_or_insert_with(|| InboundBuf::from_vec(pool.take()));
+                    tail.append(&scratch[pos..n]);
+                }
+            }
+            None => {
+                if let Some(tail) = inbound.as_mut() {
+                    tail.consume(pos);
+                    if tail.is_empty() {
+                        if let Some(tail) = inbound.take() {
+                            pool.give(tail.into_vec());
+                        }
+                    }
+                }
+            }
+        }
+        Outcome {
+            slow_peer: env.slow_peer,
+            upgraded,
+        }
+    }
+
+    /// Settles a connection after its callbacks ran: flush, then close or re-arm as its state asks, then
+    /// carry out what the callbacks deferred (broadcasts, publishes, subscriptions).
+    fn after_event(&mut self, slot: usize, handle: &Handle, slow_peer: bool) {
+        self.flush(slot, handle);
+        if slow_peer {
+            Counters::add(&self.counters.slow_peers_closed, 1);
+            log::info!(
+                "reactor {}: closing a peer that does not read (buffered bytes ceiling)",
+                self.index
+            );
+            self.remove(slot, handle, CloseCode::ABNORMAL, "slow peer");
+        }
+        if let Some(conn) = self.conns.get_mut(slot) {
+            let mut rearm = false;
+            match &mut conn.phase {
+                Phase::Rejected => conn.close_when_flushed = true,
+                Phase::Open(open) => {
+                    if open.proto.transport_may_close() {
+                        conn.close_when_flushed = true;
+                    } else if open.close_sent.is_none()
+                        && open.proto.close_state() == crate::proto::CloseState::CloseSent
+                    {
+                        open.close_sent = Some(self.now);
+                        rearm = true;
+                    }
+                }
+                Phase::Handshake => {}
+            }
+            if conn.close_when_flushed && conn.outbound.is_empty() {
+                self.remove(slot, handle, CloseCode::NORMAL, "");
+            } else if rearm {
+                self.arm(slot);
+            }
+        }
+        if self.dropped > 0 {
+            Counters::add(
+                &self.counters.messages_dropped,
+                std::mem::take(&mut self.dropped),
+            );
+        }
+        self.update_pool_gauge();
+        if !self.deferred.is_empty() {
+            self.apply_deferred(slot, handle);
+        }
+    }
+
+    fn apply_deferred(&mut self, slot: usize, handle: &Handle) {
+        let deferred = std::mem::take(&mut self.deferred);
+        if let Some(Conn {
+            phase: Phase::Open(open),
+            ..
+        }) = self.conns.get_mut(slot)
+        {
+            for topic in deferred.subscribe {
+                if open.topics.iter().any(|t| **t == *topic) {
+                    continue;
+                }
+                let key: Arc<str> = match self.topics.get_key_value(topic.as_str()) {
+                    Some((key, _)) => key.clone(),
+                    None => Arc::from(topic.as_str()),
+                };
+                self.topics.entry(key.clone()).or_default().push(slot);
+                open.topics.push(key);
+            }
+            for topic in deferred.unsubscribe {
+                if let Some(i) = open.topics.iter().position(|t| **t == *topic) {
+                    let key = open.topics.swap_remove(i);
+                    unsubscribe(&mut self.topics, &key, slot);
+                }
+            }
+        }
+        for frame in deferred.broadcasts {
+            self.broadcast_local(&frame, handle);
+            handle.broadcast_frame_except(self.index, frame);
+        }
+        for (topic, frame) in deferred.publishes {
+            let topic: Arc<str> = Arc::from(topic);
+            self.publish_local(&topic, &frame, handle);
+            handle.publish_except(self.index, &topic, &frame);
+        }
+    }
+
+    fn broadcast_local(&mut self, frame: &Bytes, handle: &Handle) {
+        let slots: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.phase, Phase::Open(o) if o.proto.can_send()))
+            .map(|(k, _)| k)
+            .collect();
+        for slot in slots {
+            self.queue_frame(slot, frame.clone(), handle);
+        }
+    }
+
+    fn publish_local(&mut self, topic: &str, frame: &Bytes, handle: &Handle) {
+        let Some(slots) = self.topics.get(topic) else {
+            return;
+        };
+        for slot in slots.clone() {
+            self.queue_frame(slot, frame.clone(), handle);
+        }
+    }
+
+    /// Queues a shared, pre-encoded frame on one connection, applying the backpressure policy.
+    fn queue_frame(&mut self, slot: usize, frame: Bytes, handle: &Handle) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Phase::Open(open) = &mut conn.phase else {
+            return;
+        };
+        if !open.proto.can_send() {
+            return;
+        }
+        let queued = conn.outbound.len_bytes();
+        if queued > 0 && queued + frame.len() > self.config.max_buffered_bytes {
+            match self.config.backpressure {
+                super::BackpressurePolicy::Drop => {
+                    Counters::add(&self.counters.messages_dropped, 1)
+                }
+                super::BackpressurePolicy::Close => {
+                    Counters::add(&self.counters.slow_peers_closed, 1);
+                    self.remove(slot, handle, CloseCode::ABNORMAL, "slow peer");
+                }
+            }
+            return;
+        }
+        Counters::add(&self.counters.messages_sent, 1);
+        if queued == 0 {
+            let mut written = 0;
+            while written < frame.len() {
+                match conn.stream.write(&frame[written..]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            Counters::add(&self.counters.bytes_written, written as u64);
+            if written < frame.len() {
+                conn.outbound.push_shared(frame.slice(written..));
+                open.drain_pending = true;
+            }
+        } else {
+            conn.outbound.push_shared(frame);
+        }
+    }
+
+    /// Removes a connection: tells its handler (once), unsubscribes it, returns its buffers, closes the
+    /// socket.
+    fn remove(&mut self, slot: usize, handle: &Handle, code: CloseCode, reason: &str) {
+        let Some(mut conn) = self.conns.try_remove(slot) else {
+            return;
+        };
+        if let Some(key) = conn.timer.take() {
+            self.wheel.cancel(key);
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Phase::Open(open) = &mut conn.phase {
+            let mut env = Env {
+                id: ConnId::new(self.index, slot, conn.generation),
+                cork: &mut self.cork,
+                queued: 0,
+                config: &self.config,
+                slow_peer: false,
+                dropped: &mut self.dropped,
+                deferred: &mut self.deferred,
+                handle,
+                counters: &self.counters,
+            };
+            notify_close(open, &mut env, code, reason);
+            self.cork.clear();
+            for topic in std::mem::take(&mut open.topics) {
+                unsubscribe(&mut self.topics, &topic, slot);
+            }
+        }
+        if let Some(inbound) = conn.inbound.take() {
+            self.pool.give(inbound.into_vec());
+        }
+        conn.outbound.clear(&mut self.pool);
+        Counters::sub(&self.counters.active_connections, 1);
+        Counters::add(&self.counters.connections_closed, 1);
+        self.update_pool_gauge();
+        // Deferred work from on_close (e.g. a broadcast that someone left) still runs.
+        if !self.deferred.is_empty() {
+            self.apply_deferred(slot, handle);
+        }
+    }
+
+    fn drain_commands(&mut self, handle: &Handle) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Broadcast(frame)) => self.broadcast_local(&frame, handle),
+                Ok(Command::Publish(topic, frame)) => self.publish_local(&topic, &frame, handle),
+                Ok(Command::SendTo(id, frame)) => {
+                    if self
+                        .conns
+                        .get(id.slot())
+                        .is_some_and(|c| c.generation == id.generation())
+                    {
+                        self.queue_frame(id.slot(), frame, handle);
+                    }
+                }
+                Ok(Command::Close(id, code, reason)) => {
+                    let slot = id.slot();
+                    if let Some(Conn {
+                        phase: Phase::Open(open),
+                        generation,
+                        ..
+                    }) = self.conns.get_mut(slot)
+                    {
+                        if *generation == id.generation() {
+                            let _ = open.proto.close(code, &reason, &mut self.cork);
+                            self.after_event(slot, handle, false);
+                        }
+                    }
+                }
+                Ok(Command::Stop) => self.begin_stop(handle),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, send 1001 to every open connection, drop the rest.
+    fn begin_stop(&mut self, handle: &Handle) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.stopping = Some(self.now + millis(self.config.close_timeout));
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            match &mut self.conns[slot].phase {
+                Phase::Open(open) => {
+                    let _ = open.proto.close(
+                        CloseCode::GOING_AWAY,
+                        "server shutting down",
+                        &mut self.cork,
+                    );
+                    self.after_event(slot, handle, false);
+                }
+                _ => self.remove(slot, handle, CloseCode::ABNORMAL, "server shutting down"),
+            }
+        }
+    }
+}
+
+fn unsubscribe(topics: &mut HashMap<Arc<str>, Vec<usize>>, topic: &Arc<str>, slot: usize) {
+    if let Some(slots) = topics.get_mut(topic) {
+        if let Some(i) = slots.iter().position(|s| *s == slot) {
+            slots.swap_remove(i);
+        }
+        if slots.is_empty() {
+            topics.remove(topic);
+        }
+    }
+}
+
+/// What parsing one read led to.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// A send found the peer at the buffered-bytes ceiling under the `Close` policy.
+    slow_peer: bool,
+    /// The upgrade completed: the connection's deadlines changed.
+    upgraded: bool,
+}
+
+/// What a callback's [`Ctx`] borrows from the reactor.
+struct Env<'a> {
+    id: ConnId,
+    cork: &'a mut Vec<u8>,
+    queued: usize,
+    config: &'a Config,
+    slow_peer: bool,
+    dropped: &'a mut u64,
+    deferred: &'a mut Deferred,
+    handle: &'a Handle,
+    counters: &'a Counters,
+}
+
+/// Runs one callback, isolating a panic: the connection is closed with 1011 and never called again.
+fn invoke(
+    open: &mut OpenConn,
+    env: &mut Env<'_>,
+    headers: Option<&[(String, Vec<u8>)]>,
+    f: impl FnOnce(&mut dyn Handler, &mut Ctx<'_>),
+) {
+    if open.poisoned {
+        return;
+    }
+    let OpenConn {
+        proto,
+        handler,
+        info,
+        poisoned,
+        ..
+    } = open;
+    let result = {
+        let mut ctx = Ctx {
+            id: env.id,
+            proto,
+            out: env.cork,
+            info,
+            headers,
+            queued: env.queued,
+            max_buffered: env.config.max_buffered_bytes,
+            policy: env.config.backpressure,
+            slow_peer: &mut env.slow_peer,
+            dropped: env.dropped,
+            deferred: env.deferred,
+            handle: env.handle,
+            counters: env.counters,
+        };
+        catch_unwind(AssertUnwindSafe(|| f(handler.as_mut(), &mut ctx)))
+    };
+    if result.is_err() {
+        *poisoned = true;
+        Counters::add(&env.counters.handler_panics, 1);
+        log::error!(
+            "handler panicked on connection {}: closing it with 1011",
+            env.id
+        );
+        let _ = proto.close(CloseCode::INTERNAL_ERROR, "internal error", env.cork);
+    }
+}
+
+/// Calls `on_close` once per connection.
+fn notify_close(open: &mut OpenConn, env: &mut Env<'_>, code: CloseCode, reason: &str) {
+    if open.notified {
+        return;
+    }
+    open.notified = true;
+    invoke(open, env, None, |h, ctx| h.on_close(ctx, code, reason));
+}
+
+/// Hands one protocol event to the handler.
+fn dispatch(open: &mut OpenConn, env: &mut Env<'_>, event: Event<'_>) {
+    let counters = env.counters;
+    match event {
+        Event::Text(text) => {
+            Counters::add(&counters.text_messages_received, 1);
+            Counters::add(&counters.bytes_received, text.len() as u64);
+            invoke(open, env, None, |h, ctx| {
+                h.on_message(ctx, Message::Text(&text))
+            });
+        }
+        Event::Binary(data) => {
+            Counters::add(&counters.binary_messages_received, 1);
+            Counters::add(&counters.bytes_received, data.len() as u64);
+            invoke(open, env, None, |h, ctx| {
+                h.on_message(ctx, Message::Binary(&data))
+            });
+        }
+        Event::Ping(payload) => {
+            Counters::add(&counters.pings_received, 1);
+            invoke(open, env, None, |h, ctx| h.on_ping(ctx, payload));
+        }
+        Event::Pong(payload) => {
+            Counters::add(&counters.pongs_received, 1);
+            open.ping_sent = None;
+            invoke(open, env, None, |h, ctx| h.on_pong(ctx, payload));
+        }
+        Event::Close(frame) => {
+            Counters::add(&counters.closes_received, 1);
+            let (code, reason) = frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
+            notify_close(open, env, code, reason);
+        }
+    }
+}
+
+/// Checks an upgrade request against the origin policy and the routes, makes the handler and writes the
+/// 101 response into `out`. On refusal, returns the HTTP response to send instead.
+fn upgrade(
+    request: &UpgradeRequest,
+    config: &Config,
+    router: &Router,
+    peer: SocketAddr,
+    out: &mut Vec<u8>,
+    proto: ConnectionConfig,
+) -> Result<Box<OpenConn>, Vec<u8>> {
+    if let Some(allowed) = &config.allowed_origins {
+        let ok = request
+            .origin
+            .as_deref()
+            .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        if !ok {
+            return Err(handshake::plain_response(403, "origin not allowed\n"));
+        }
+    }
+    let Some(factory) = router.route(&request.path) else {
+        return Err(handshake::plain_response(
+            404,
+            "no WebSocket handler for this path\n",
+        ));
+    };
+    let handler = match catch_unwind(AssertUnwindSafe(|| factory(request))) {
+        Ok(handler) => handler,
+        Err(_) => {
+            log::error!("handler factory for {} panicked", request.path);
+            return Err(handshake::plain_response(500, "handler factory failed\n"));
+        }
+    };
+    let protocol = config.subprotocols.select(&request.offered_protocols());
+    if let Err(e) = handshake::write_response(out, &request.key, protocol.as_deref(), None, &[]) {
+        log::error!("cannot write the upgrade response: {e}");
+        return Err(handshake::plain_response(
+            500,
+            "cannot complete the upgrade\n",
+        ));
+    }
+    Ok(Box::new(OpenConn {
+        proto: Connection::new(Role::Server, proto),
+        handler,
+        info: ConnInfo {
+            peer,
+            path: request.path.clone().into_boxed_str(),
+            query: request.query.clone().map(String::into_boxed_str),
+            protocol: protocol.map(String::into_boxed_str),
+            headers: config
+                .keep_request_headers
+                .then(|| request.headers.clone().into_boxed_slice()),
+        },
+        poisoned: false,
+        notified: false,
+        drain_pending: false,
+        ping_sent: None,
+        close_sent: None,
+        topics: Vec::new(),
+    }))
+}

@@ -1,0 +1,250 @@
+//! A minimal blocking test client built on the protocol core, for driving the server over real sockets.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use wsloop::proto::frame::{encode_frame, OpCode};
+use wsloop::proto::{CloseCode, Connection, ConnectionConfig, Event, Role};
+
+/// An owned event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Got {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+}
+
+pub struct TestClient {
+    pub stream: TcpStream,
+    pub conn: Connection,
+    buf: Vec<u8>,
+    pub response_head: String,
+}
+
+pub const KEY: [u8; 4] = [9, 8, 7, 6];
+
+/// Sends a raw HTTP request and returns the whole response head plus whatever followed.
+pub fn raw_request(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+impl TestClient {
+    pub fn connect(addr: SocketAddr, path: &str) -> Self {
+        Self::connect_with(addr, path, "", ConnectionConfig::default())
+    }
+
+    pub fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        extra_headers: &str,
+        config: ConnectionConfig,
+    ) -> Self {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .write_all(upgrade_request(path, extra_headers).as_bytes())
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(
+                n > 0,
+                "server closed during handshake: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let response_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        assert!(
+            response_head.starts_with("HTTP/1.1 101"),
+            "upgrade refused: {response_head}"
+        );
+        assert!(
+            response_head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "bad accept key: {response_head}"
+        );
+        buf.drain(..head_end);
+        Self {
+            stream,
+            conn: Connection::new(Role::Client, config),
+            buf,
+            response_head,
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        let mut out = Vec::new();
+        self.conn.send_text(text, &mut out).unwrap();
+        self.send_raw(&out);
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) {
+        let mut out = Vec::new();
+        self.conn.send_binary(data, &mut out).unwrap();
+        self.send_raw(&out);
+    }
+
+    pub fn send_ping(&mut self, data: &[u8]) {
+        let mut out = Vec::new();
+        self.conn.send_ping(data, &mut out).unwrap();
+        self.send_raw(&out);
+    }
+
+    pub fn close(&mut self, code: u16, reason: &str) {
+        let mut out = Vec::new();
+        self.conn.close(CloseCode(code), reason, &mut out).unwrap();
+        self.send_raw(&out);
+    }
+
+    /// The next event within `timeout`, or `None` on timeout or EOF.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Got> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut out = Vec::new();
+            let (n, got) = match self.conn.read(&mut self.buf, &mut out) {
+                Ok((n, ev)) => (n, ev.map(to_got)),
+                Err(e) => panic!("client saw a protocol error: {e}"),
+            };
+            self.buf.drain(..n);
+            if !out.is_empty() {
+                let _ = self.stream.write_all(&out);
+            }
+            if got.is_some() {
+                return got;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut chunk = vec![0u8; 256 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn recv_ok(&mut self) -> Got {
+        self.recv(Duration::from_secs(10))
+            .expect("expected an event")
+    }
+
+    /// Waits until the server closes TCP; true when it did within `timeout`.
+    pub fn wait_eof(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 65536];
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+pub fn to_got(e: Event<'_>) -> Got {
+    match e {
+        Event::Text(t) => Got::Text(t.into_owned()),
+        Event::Binary(b) => Got::Binary(b.into_owned()),
+        Event::Ping(p) => Got::Ping(p.to_vec()),
+        Event::Pong(p) => Got::Pong(p.to_vec()),
+        Event::Close(c) => Got::Close(c.map(|c| (c.code.0, c.reason.to_owned()))),
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(&mut out, opcode, fin, 0, Some(KEY), payload);
+    out
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+impl TestClient {
+    /// Wraps a stream whose upgrade request was already written: reads the 101 head.
+    pub fn from_stream_after_handshake(mut stream: TcpStream) -> Self {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let response_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        assert!(response_head.starts_with("HTTP/1.1 101"), "{response_head}");
+        buf.drain(..head_end);
+        Self {
+            stream,
+            conn: Connection::new(Role::Client, ConnectionConfig::default()),
+            buf,
+            response_head,
+        }
+    }
+}
