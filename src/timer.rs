@@ -74,10 +74,7 @@ struct List {
     tail: usize,
 }
 
-const EMPTY_LIST: List = List {
-    head: NIL,
-    tail: NIL,
-};
+const EMPTY_LIST: List = List { head: NIL, tail: NIL };
 
 /// A hashed timing wheel: timers hashed by deadline tick into a power-of-two number of slots, each slot a
 /// doubly linked list threaded through a slab of entries.
@@ -128,10 +125,7 @@ impl<T> TimerWheel<T> {
     /// If `tick` is zero or `slots` is not a power of two.
     pub fn with_config(origin: Instant, tick: Duration, slots: usize) -> Self {
         assert!(!tick.is_zero(), "TimerWheel tick must be non-zero");
-        assert!(
-            slots.is_power_of_two(),
-            "TimerWheel slots must be a power of two, got {slots}"
-        );
+        assert!(slots.is_power_of_two(), "TimerWheel slots must be a power of two, got {slots}");
         Self {
             entries: Slab::new(),
             lists: vec![EMPTY_LIST; slots + 1].into_boxed_slice(),
@@ -196,14 +190,7 @@ impl<T> TimerWheel<T> {
         let generation = NonZeroU64::new(self.next_generation).unwrap_or(NonZeroU64::MIN);
         self.next_generation = generation.get().wrapping_add(1);
         let when = deadline.max(self.cursor);
-        let index = self.entries.insert(Entry {
-            value,
-            when,
-            generation,
-            list: NIL,
-            prev: NIL,
-            next: NIL,
-        });
+        let index = self.entries.insert(Entry { value, when, generation, list: NIL, prev: NIL, next: NIL });
         self.link_back(self.slot_of(when), index);
         TimerKey { index, generation }
     }
@@ -225,9 +212,7 @@ impl<T> TimerWheel<T> {
 
     /// Whether `key`'s timer is still armed (not fired, not cancelled).
     pub fn contains(&self, key: TimerKey) -> bool {
-        self.entries
-            .get(key.index)
-            .is_some_and(|e| e.generation == key.generation)
+        self.entries.get(key.index).is_some_and(|e| e.generation == key.generation)
     }
 
     /// Moves an armed timer to tick `deadline`, keeping its key; O(1), no allocation. Returns `false`
@@ -368,9 +353,7 @@ impl<T> TimerWheel<T> {
     }
 
     fn unlink(&mut self, index: usize) {
-        let Entry {
-            list, prev, next, ..
-        } = self.entries[index];
+        let Entry { list, prev, next, .. } = self.entries[index];
         if prev == NIL {
             self.lists[list].head = next;
         } else {
@@ -411,10 +394,7 @@ impl<T> Iterator for Expired<'_, T> {
 
 impl<T> fmt::Debug for Expired<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Expired")
-            .field("now", &self.now)
-            .field("wheel", &self.wheel)
-            .finish()
+        f.debug_struct("Expired").field("now", &self.now).field("wheel", &self.wheel).finish()
     }
 }
 
@@ -513,10 +493,7 @@ mod tests {
                 fired.push((now, v));
             }
         }
-        assert_eq!(
-            fired,
-            [(3, "near"), (11, "one rotation"), (43, "five rotations")]
-        );
+        assert_eq!(fired, [(3, "near"), (11, "one rotation"), (43, "five rotations")]);
     }
 
     #[test]
@@ -541,11 +518,7 @@ mod tests {
             w.insert(4 + 8 * u64::from(i % 3), i);
         }
         let at4 = drain(&mut w, 4);
-        assert_eq!(
-            at4,
-            (0..1000).filter(|i| i % 3 == 0).collect::<Vec<_>>(),
-            "insertion order within a tick"
-        );
+        assert_eq!(at4, (0..1000).filter(|i| i % 3 == 0).collect::<Vec<_>>(), "insertion order within a tick");
         assert_eq!(drain(&mut w, 11), Vec::<u32>::new());
         assert_eq!(drain(&mut w, 12).len(), 333);
         assert_eq!(drain(&mut w, 20).len(), 333);
@@ -586,11 +559,7 @@ mod tests {
         let b = w.insert(2, 'b');
         w.insert(2, 'c');
         assert_eq!(w.poll(2), Some('a'));
-        assert_eq!(
-            w.cancel(b),
-            Some('b'),
-            "a due but not yet returned timer can be cancelled"
-        );
+        assert_eq!(w.cancel(b), Some('b'), "a due but not yet returned timer can be cancelled");
         assert_eq!(w.poll(2), Some('c'));
         assert_eq!(w.poll(2), None);
     }
@@ -603,10 +572,7 @@ mod tests {
         assert_eq!(drain(&mut w, 19), Vec::<&str>::new());
         assert!(w.reschedule(k, 21));
         assert_eq!(drain(&mut w, 20), Vec::<&str>::new());
-        assert!(
-            w.reschedule(k, 5),
-            "moving into the past: fires on the next new tick"
-        );
+        assert!(w.reschedule(k, 5), "moving into the past: fires on the next new tick");
         assert_eq!(drain(&mut w, 21), ["idle"]);
         assert!(!w.reschedule(k, 30));
     }
@@ -627,11 +593,7 @@ mod tests {
         w.insert(14, ());
         w.insert(14, ());
         assert_eq!(w.poll(14), Some(()));
-        assert_eq!(
-            w.next_expiry(),
-            Some(14),
-            "an expired timer is still waiting to be returned"
-        );
+        assert_eq!(w.next_expiry(), Some(14), "an expired timer is still waiting to be returned");
         assert_eq!(w.poll(14), Some(()));
         assert_eq!(w.next_expiry(), Some(15));
     }
@@ -672,11 +634,7 @@ mod tests {
         assert_eq!(drain(&mut w, u64::MAX), ["soon"]);
         assert_eq!(w.poll(u64::MAX), None);
         assert_eq!(w.len(), 1);
-        assert_eq!(
-            w.next_expiry(),
-            Some(u64::MAX),
-            "no overflow at the end of time"
-        );
+        assert_eq!(w.next_expiry(), Some(u64::MAX), "no overflow at the end of time");
         assert_eq!(w.cancel(never), Some("never"));
     }
 
@@ -737,12 +695,8 @@ mod tests {
             if now < self.cursor {
                 return BTreeMap::new();
             }
-            let due: BTreeMap<u64, u64> = self
-                .pending
-                .iter()
-                .filter(|(_, &when)| when <= now)
-                .map(|(&id, &when)| (id, when))
-                .collect();
+            let due: BTreeMap<u64, u64> =
+                self.pending.iter().filter(|(_, &when)| when <= now).map(|(&id, &when)| (id, when)).collect();
             for id in due.keys() {
                 self.pending.remove(id);
             }
@@ -754,10 +708,7 @@ mod tests {
     fn matches_the_model(ops: Vec<Op>) -> Result<(), String> {
         const SLOTS: u64 = 8;
         let mut w = wheel::<u64>(SLOTS as usize);
-        let mut model = Model {
-            pending: BTreeMap::new(),
-            cursor: 0,
-        };
+        let mut model = Model { pending: BTreeMap::new(), cursor: 0 };
         let mut keys: Vec<(u64, TimerKey)> = Vec::new();
         let mut now = 0u64;
         let at = |now: u64, offset: i8| now.saturating_add_signed(i64::from(offset));
@@ -793,10 +744,8 @@ mod tests {
                     now += u64::from(delta);
                     let fired: Vec<u64> = w.expired(now).collect();
                     let expected = model.advance(now);
-                    let fired_set: BTreeMap<u64, u64> = fired
-                        .iter()
-                        .map(|id| (*id, expected.get(id).copied().unwrap_or(u64::MAX)))
-                        .collect();
+                    let fired_set: BTreeMap<u64, u64> =
+                        fired.iter().map(|id| (*id, expected.get(id).copied().unwrap_or(u64::MAX))).collect();
                     if fired.len() != fired_set.len() || fired_set != expected {
                         return Err(format!(
                             "advance to {now}: wheel fired {fired:?}, model {:?}",
@@ -806,27 +755,19 @@ mod tests {
                     if lag < SLOTS {
                         let whens: Vec<u64> = fired.iter().map(|id| expected[id]).collect();
                         if whens.windows(2).any(|p| p[0] > p[1]) {
-                            return Err(format!(
-                                "advance to {now}: out of order {fired:?} (due {whens:?})"
-                            ));
+                            return Err(format!("advance to {now}: out of order {fired:?} (due {whens:?})"));
                         }
                     }
                 }
             }
             if w.len() != model.pending.len() {
-                return Err(format!(
-                    "len: wheel {}, model {}",
-                    w.len(),
-                    model.pending.len()
-                ));
+                return Err(format!("len: wheel {}, model {}", w.len(), model.pending.len()));
             }
             let earliest = model.pending.values().min().copied();
             match (w.next_expiry(), earliest) {
                 (None, None) => {}
                 (Some(next), Some(earliest)) if next <= earliest && next >= model.cursor => {}
-                (next, earliest) => {
-                    return Err(format!("next_expiry {next:?} vs earliest due {earliest:?}"))
-                }
+                (next, earliest) => return Err(format!("next_expiry {next:?} vs earliest due {earliest:?}")),
             }
         }
         Ok(())
@@ -840,8 +781,6 @@ mod tests {
                 Err(msg) => TestResult::error(msg),
             }
         }
-        QuickCheck::new()
-            .tests(2000)
-            .quickcheck(prop as fn(Vec<Op>) -> TestResult);
+        QuickCheck::new().tests(2000).quickcheck(prop as fn(Vec<Op>) -> TestResult);
     }
 }

@@ -20,9 +20,7 @@ impl Handler for TestHandler {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
         match message {
             Message::Text("panic") => panic!("handler panic on purpose"),
-            Message::Text("close") => ctx
-                .close(wsloop::proto::CloseCode(4000), "you asked")
-                .unwrap(),
+            Message::Text("close") => ctx.close(wsloop::proto::CloseCode(4000), "you asked").unwrap(),
             Message::Text(t) if t.starts_with("sub ") => ctx.subscribe(&t[4..]),
             Message::Text(t) if t.starts_with("unsub ") => ctx.unsubscribe(&t[6..]),
             Message::Text(t) if t.starts_with("pub ") => {
@@ -57,10 +55,7 @@ fn start(mut config: Config) -> RunningServer {
 }
 
 fn one_thread() -> Config {
-    Config {
-        threads: 1,
-        ..Config::default()
-    }
+    Config { threads: 1, ..Config::default() }
 }
 
 #[test]
@@ -96,10 +91,7 @@ fn echoes_a_16_mib_message() {
     c.send_binary(&big);
     match c.recv(Duration::from_secs(30)) {
         Some(Got::Binary(b)) => assert!(b == big, "16 MiB echo differs"),
-        other => panic!(
-            "expected the 16 MiB echo, got {:?}",
-            other.map(|_| "something else")
-        ),
+        other => panic!("expected the 16 MiB echo, got {:?}", other.map(|_| "something else")),
     }
     server.stop();
 }
@@ -121,10 +113,7 @@ fn echoes_1000_pipelined_messages_sent_in_one_write() {
 
 #[test]
 fn answers_ping_with_pong_and_pings_quiet_peers() {
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(200)),
-        ..one_thread()
-    };
+    let config = Config { ping_interval: Some(Duration::from_millis(200)), ..one_thread() };
     let server = start(config);
     let mut c = TestClient::connect(server.local_addr(), "/");
     c.send_ping(b"hi");
@@ -143,10 +132,7 @@ fn client_initiated_close_is_answered_then_server_closes_tcp() {
     let mut c = TestClient::connect(server.local_addr(), "/");
     c.close(1000, "done");
     assert_eq!(c.recv_ok(), Got::Close(Some((1000, String::new()))));
-    assert!(
-        c.wait_eof(5 * SEC),
-        "server should close TCP after the close handshake"
-    );
+    assert!(c.wait_eof(5 * SEC), "server should close TCP after the close handshake");
     assert!(eventually(5 * SEC, || handle.metrics().active_connections == 0));
     server.stop();
 }
@@ -164,11 +150,7 @@ fn server_initiated_close_completes_when_client_answers() {
 
 #[test]
 fn idle_connections_are_closed_with_1001() {
-    let config = Config {
-        idle_timeout: Some(Duration::from_millis(300)),
-        ping_interval: None,
-        ..one_thread()
-    };
+    let config = Config { idle_timeout: Some(Duration::from_millis(300)), ping_interval: None, ..one_thread() };
     let server = start(config);
     let handle = server.handle();
     let mut c = TestClient::connect(server.local_addr(), "/");
@@ -183,10 +165,7 @@ fn idle_connections_are_closed_with_1001() {
 
 #[test]
 fn half_sent_handshake_times_out() {
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..one_thread()
-    };
+    let config = Config { handshake_timeout: Duration::from_millis(300), ..one_thread() };
     let server = start(config);
     let handle = server.handle();
     let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
@@ -214,10 +193,7 @@ fn unanswered_ping_closes_the_connection() {
         server.local_addr(),
         "/",
         "",
-        ConnectionConfig {
-            auto_pong: false,
-            ..Default::default()
-        },
+        ConnectionConfig { auto_pong: false, ..Default::default() },
     );
     assert_eq!(c.recv(5 * SEC), Some(Got::Ping(Vec::new())));
     match c.recv(5 * SEC) {
@@ -231,10 +207,7 @@ fn unanswered_ping_closes_the_connection() {
 
 #[test]
 fn message_over_the_limit_fails_with_1009() {
-    let config = Config {
-        max_message_size: 1000,
-        ..one_thread()
-    };
+    let config = Config { max_message_size: 1000, ..one_thread() };
     let server = start(config);
     let mut c = TestClient::connect(server.local_addr(), "/");
     c.send_binary(&[0; 1001]);
@@ -262,20 +235,14 @@ fn invalid_utf8_fails_with_1007_and_other_connections_live_on() {
 
 #[test]
 fn a_peer_that_never_reads_is_capped_and_others_are_unaffected() {
-    let config = Config {
-        max_buffered_bytes: 1 << 20,
-        ..one_thread()
-    };
+    let config = Config { max_buffered_bytes: 1 << 20, ..one_thread() };
     let server = start(config);
     let handle = server.handle();
     let mut sluggish = TestClient::connect(server.local_addr(), "/");
     let mut other = TestClient::connect(server.local_addr(), "/");
     // 64 MiB towards a peer that reads nothing: the socket buffers fill, the queue reaches the ceiling.
     sluggish.send_text("flood 1024");
-    assert!(
-        eventually(10 * SEC, || handle.metrics().slow_peers_closed == 1),
-        "slow peer should be closed"
-    );
+    assert!(eventually(10 * SEC, || handle.metrics().slow_peers_closed == 1), "slow peer should be closed");
     other.send_text("unaffected");
     assert_eq!(other.recv_ok(), Got::Text("unaffected".into()));
     server.stop();
@@ -283,11 +250,7 @@ fn a_peer_that_never_reads_is_capped_and_others_are_unaffected() {
 
 #[test]
 fn drop_policy_drops_messages_instead_of_closing() {
-    let config = Config {
-        max_buffered_bytes: 1 << 20,
-        backpressure: BackpressurePolicy::Drop,
-        ..one_thread()
-    };
+    let config = Config { max_buffered_bytes: 1 << 20, backpressure: BackpressurePolicy::Drop, ..one_thread() };
     let server = start(config);
     let handle = server.handle();
     let mut sluggish = TestClient::connect(server.local_addr(), "/");
@@ -314,25 +277,12 @@ fn a_panicking_handler_closes_only_its_connection_with_1011() {
 
 #[test]
 fn connections_land_on_both_reactors_and_broadcast_reaches_all() {
-    let server = start(Config {
-        threads: 2,
-        ..Config::default()
-    });
+    let server = start(Config { threads: 2, ..Config::default() });
     let handle = server.handle();
-    let mut clients: Vec<TestClient> = (0..24)
-        .map(|_| TestClient::connect(server.local_addr(), "/"))
-        .collect();
-    assert!(eventually(5 * SEC, || handle
-        .metrics()
-        .connections_upgraded
-        == 24));
-    let per_reactor: Vec<u64> = (0..2)
-        .map(|r| handle.reactor_metrics(r).unwrap().connections_upgraded)
-        .collect();
-    assert!(
-        per_reactor.iter().all(|&n| n > 0),
-        "connections per reactor: {per_reactor:?}"
-    );
+    let mut clients: Vec<TestClient> = (0..24).map(|_| TestClient::connect(server.local_addr(), "/")).collect();
+    assert!(eventually(5 * SEC, || handle.metrics().connections_upgraded == 24));
+    let per_reactor: Vec<u64> = (0..2).map(|r| handle.reactor_metrics(r).unwrap().connections_upgraded).collect();
+    assert!(per_reactor.iter().all(|&n| n > 0), "connections per reactor: {per_reactor:?}");
     // From a handler on one reactor...
     clients[0].send_text("bcast from-handler");
     for c in clients.iter_mut() {
@@ -348,27 +298,17 @@ fn connections_land_on_both_reactors_and_broadcast_reaches_all() {
 
 #[test]
 fn publish_reaches_every_subscriber_across_reactors() {
-    let server = start(Config {
-        threads: 2,
-        ..Config::default()
-    });
+    let server = start(Config { threads: 2, ..Config::default() });
     let handle = server.handle();
-    let mut subs: Vec<TestClient> = (0..16)
-        .map(|_| TestClient::connect(server.local_addr(), "/"))
-        .collect();
+    let mut subs: Vec<TestClient> = (0..16).map(|_| TestClient::connect(server.local_addr(), "/")).collect();
     let mut outsider = TestClient::connect(server.local_addr(), "/");
     for s in subs.iter_mut() {
         s.send_text("sub news");
         s.send_text("sync");
         assert_eq!(s.recv_ok(), Got::Text("sync".into()));
     }
-    let per_reactor: Vec<u64> = (0..2)
-        .map(|r| handle.reactor_metrics(r).unwrap().connections_upgraded)
-        .collect();
-    assert!(
-        per_reactor.iter().all(|&n| n > 0),
-        "subscribers per reactor: {per_reactor:?}"
-    );
+    let per_reactor: Vec<u64> = (0..2).map(|r| handle.reactor_metrics(r).unwrap().connections_upgraded).collect();
+    assert!(per_reactor.iter().all(|&n| n > 0), "subscribers per reactor: {per_reactor:?}");
     outsider.send_text("pub news extra");
     for s in subs.iter_mut() {
         assert_eq!(s.recv_ok(), Got::Text("extra".into()));
@@ -390,13 +330,8 @@ fn publish_reaches_every_subscriber_across_reactors() {
 
 #[test]
 fn shutdown_sends_1001_to_every_connection() {
-    let server = start(Config {
-        threads: 2,
-        ..Config::default()
-    });
-    let mut clients: Vec<TestClient> = (0..6)
-        .map(|_| TestClient::connect(server.local_addr(), "/"))
-        .collect();
+    let server = start(Config { threads: 2, ..Config::default() });
+    let mut clients: Vec<TestClient> = (0..6).map(|_| TestClient::connect(server.local_addr(), "/")).collect();
     let handle = server.handle();
     let stopper = std::thread::spawn(move || server.stop());
     for c in clients.iter_mut() {
@@ -421,27 +356,17 @@ fn an_idle_connection_owns_no_buffer() {
     // Half a frame: its tail is kept in a pooled buffer...
     let frame = client_frame(OpCode::Binary, true, &[7; 1000]);
     c.send_raw(&frame[..500]);
-    assert!(eventually(5 * SEC, || handle
-        .metrics()
-        .pool_buffers_outstanding
-        == 1));
+    assert!(eventually(5 * SEC, || handle.metrics().pool_buffers_outstanding == 1));
     // ...which goes back to the pool once the frame completes.
     c.send_raw(&frame[500..]);
     assert_eq!(c.recv_ok(), Got::Binary(vec![7; 1000]));
-    assert!(eventually(5 * SEC, || handle
-        .metrics()
-        .pool_buffers_outstanding
-        == 0));
+    assert!(eventually(5 * SEC, || handle.metrics().pool_buffers_outstanding == 0));
     server.stop();
 }
 
 #[test]
 fn http_errors_for_unknown_paths_plain_requests_and_bad_versions() {
-    let mut server = Server::new(Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        threads: 1,
-        ..Config::default()
-    });
+    let mut server = Server::new(Config { addr: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() });
     server.register_handler("/ws", |_| TestHandler);
     let server = server.start().unwrap();
     let addr = server.local_addr();
@@ -455,37 +380,19 @@ fn http_errors_for_unknown_paths_plain_requests_and_bad_versions() {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
     );
     assert!(bad_version.starts_with("HTTP/1.1 426"), "{bad_version}");
-    assert!(
-        bad_version
-            .to_ascii_lowercase()
-            .contains("sec-websocket-version: 13"),
-        "{bad_version}"
-    );
-    assert!(TestClient::connect(addr, "/ws")
-        .response_head
-        .starts_with("HTTP/1.1 101"));
+    assert!(bad_version.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{bad_version}");
+    assert!(TestClient::connect(addr, "/ws").response_head.starts_with("HTTP/1.1 101"));
     server.stop();
 }
 
 #[test]
 fn origin_allow_list_refuses_other_origins_with_403() {
-    let config = Config {
-        allowed_origins: Some(vec!["https://good.example".into()]),
-        ..one_thread()
-    };
+    let config = Config { allowed_origins: Some(vec!["https://good.example".into()]), ..one_thread() };
     let server = start(config);
     let addr = server.local_addr();
-    let refused = raw_request(
-        addr,
-        &upgrade_request("/", "Origin: https://evil.example\r\n"),
-    );
+    let refused = raw_request(addr, &upgrade_request("/", "Origin: https://evil.example\r\n"));
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    TestClient::connect_with(
-        addr,
-        "/",
-        "Origin: https://good.example\r\n",
-        ConnectionConfig::default(),
-    );
+    TestClient::connect_with(addr, "/", "Origin: https://good.example\r\n", ConnectionConfig::default());
     server.stop();
 }
 

@@ -9,11 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, Server};
 
 #[derive(Parser)]
-#[command(
-    name = "wsloop",
-    version,
-    about = "A per-core reactor WebSocket engine: server, client and tools"
-)]
+#[command(name = "wsloop", version, about = "A per-core reactor WebSocket engine: server, client and tools")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -154,8 +150,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.threads = threads.max(1);
     }
     if !args.protocols.is_empty() {
-        config.subprotocols =
-            wsloop::proto::negotiate::SubprotocolPolicy::Preferred(args.protocols);
+        config.subprotocols = wsloop::proto::negotiate::SubprotocolPolicy::Preferred(args.protocols);
     }
     let threads = config.threads;
     let mut server = Server::new(config);
@@ -178,11 +173,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    println!(
-        "wsloop serving on ws://{} ({} reactor threads)",
-        running.local_addr(),
-        threads
-    );
+    println!("wsloop serving on ws://{} ({} reactor threads)", running.local_addr(), threads);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }

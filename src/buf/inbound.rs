@@ -31,11 +31,7 @@ pub struct LimitExceeded {
 
 impl fmt::Display for LimitExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "inbound buffer would need {} bytes, over the limit of {}",
-            self.needed, self.limit
-        )
+        write!(f, "inbound buffer would need {} bytes, over the limit of {}", self.needed, self.limit)
     }
 }
 
@@ -74,22 +70,14 @@ pub struct InboundBuf {
 impl InboundBuf {
     /// An empty buffer with no storage (allocates nothing).
     pub const fn new() -> Self {
-        Self {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-        }
+        Self { buf: Vec::new(), start: 0, end: 0 }
     }
 
     /// An empty buffer using `storage` (normally from [`BufferPool::take`](super::BufferPool::take)).
     /// Any bytes already in `storage` are discarded.
     pub fn from_vec(mut storage: Vec<u8>) -> Self {
         storage.clear();
-        Self {
-            buf: storage,
-            start: 0,
-            end: 0,
-        }
+        Self { buf: storage, start: 0, end: 0 }
     }
 
     /// Gives up the storage, emptied, to hand back to the pool. Unconsumed bytes are discarded.
@@ -128,11 +116,7 @@ impl InboundBuf {
     /// # Panics
     /// If `n > self.len()`.
     pub fn consume(&mut self, n: usize) {
-        assert!(
-            n <= self.len(),
-            "consume({n}) past the {} readable bytes",
-            self.len()
-        );
+        assert!(n <= self.len(), "consume({n}) past the {} readable bytes", self.len());
         self.start += n;
         if self.start == self.end {
             self.start = 0;
@@ -216,10 +200,7 @@ impl InboundBuf {
     /// # Panics
     /// If `n` is longer than that slice was.
     pub fn commit(&mut self, n: usize) {
-        assert!(
-            self.end + n <= self.buf.len(),
-            "commit({n}) past the initialised spare space"
-        );
+        assert!(self.end + n <= self.buf.len(), "commit({n}) past the initialised spare space");
         self.end += n;
     }
 
@@ -300,12 +281,7 @@ mod tests {
 
     impl Trickle {
         fn new(data: &[u8], step: usize) -> Self {
-            Self {
-                data: data.to_vec(),
-                pos: 0,
-                step,
-                errors: Vec::new(),
-            }
+            Self { data: data.to_vec(), pos: 0, step, errors: Vec::new() }
         }
     }
 
@@ -327,10 +303,7 @@ mod tests {
 
     #[test]
     fn option_of_inbound_buf_costs_nothing_extra() {
-        assert_eq!(
-            std::mem::size_of::<Option<InboundBuf>>(),
-            std::mem::size_of::<InboundBuf>()
-        );
+        assert_eq!(std::mem::size_of::<Option<InboundBuf>>(), std::mem::size_of::<InboundBuf>());
         assert!(std::mem::size_of::<InboundBuf>() <= 40);
     }
 
@@ -435,11 +408,7 @@ mod tests {
         }
         assert_eq!(buf.len(), limit, "exactly `limit` bytes held");
         assert_eq!(buf.readable(), &data[..limit]);
-        assert_eq!(
-            buf.capacity(),
-            limit,
-            "1024 -> 2048 -> 4096 -> capped at 5000"
-        );
+        assert_eq!(buf.capacity(), limit, "1024 -> 2048 -> 4096 -> capped at 5000");
         assert_eq!(reads, 4);
         // Once something is parsed, reading resumes.
         buf.consume(1000);
@@ -491,13 +460,7 @@ mod tests {
         assert_eq!(buf.reserve(100, 1000), Ok(()));
         assert!(buf.capacity() >= 106);
         assert_eq!(buf.readable(), b"header");
-        assert_eq!(
-            buf.reserve(995, 1000),
-            Err(LimitExceeded {
-                needed: 1001,
-                limit: 1000
-            })
-        );
+        assert_eq!(buf.reserve(995, 1000), Err(LimitExceeded { needed: 1001, limit: 1000 }));
     }
 
     #[test]
@@ -523,18 +486,12 @@ mod tests {
         buf.consume(4);
         assert!(buf.is_empty());
         pool.give(buf.into_vec());
-        assert_eq!(
-            (pool.outstanding(), pool.idle(), pool.allocated_total()),
-            (0, 1, 1)
-        );
+        assert_eq!((pool.outstanding(), pool.idle(), pool.allocated_total()), (0, 1, 1));
 
         // A buffer that grew for a large frame is freed on give-back, not kept.
         let mut big = InboundBuf::from_vec(pool.take());
         big.reserve(4096, 1 << 20).unwrap();
         pool.give(big.into_vec());
-        assert_eq!(
-            (pool.outstanding(), pool.idle(), pool.freed_total()),
-            (0, 0, 1)
-        );
+        assert_eq!((pool.outstanding(), pool.idle(), pool.freed_total()), (0, 0, 1));
     }
 }

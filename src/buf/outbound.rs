@@ -58,10 +58,7 @@ pub struct OutboundQueue {
 impl OutboundQueue {
     /// An empty queue (allocates nothing).
     pub const fn new() -> Self {
-        Self {
-            chunks: VecDeque::new(),
-            len: 0,
-        }
+        Self { chunks: VecDeque::new(), len: 0 }
     }
 
     /// Bytes queued and not yet written (the connection's buffered amount).
@@ -136,11 +133,7 @@ impl OutboundQueue {
     /// # Panics
     /// If `n > self.len_bytes()`.
     pub fn advance(&mut self, mut n: usize, pool: &mut BufferPool) {
-        assert!(
-            n <= self.len,
-            "advance({n}) past the {} queued bytes",
-            self.len
-        );
+        assert!(n <= self.len, "advance({n}) past the {} queued bytes", self.len);
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
@@ -166,11 +159,7 @@ impl OutboundQueue {
     /// Returns the bytes written (0 when the queue is empty). Errors, including
     /// [`io::ErrorKind::WouldBlock`] and [`io::ErrorKind::Interrupted`], are returned unchanged with nothing
     /// dropped from the queue. An `Ok(0)` from a non-empty queue means the writer accepts no more bytes.
-    pub fn write_to<W: Write + ?Sized>(
-        &mut self,
-        dst: &mut W,
-        pool: &mut BufferPool,
-    ) -> io::Result<usize> {
+    pub fn write_to<W: Write + ?Sized>(&mut self, dst: &mut W, pool: &mut BufferPool) -> io::Result<usize> {
         if self.is_empty() {
             return Ok(0);
         }
@@ -181,9 +170,7 @@ impl OutboundQueue {
             (dst.write_vectored(&iovecs[..count])?, offered)
         };
         if written > offered {
-            return Err(io::Error::other(
-                "writer reported more bytes than it was given",
-            ));
+            return Err(io::Error::other("writer reported more bytes than it was given"));
         }
         self.advance(written, pool);
         Ok(written)
@@ -202,10 +189,7 @@ impl OutboundQueue {
 
 impl fmt::Debug for OutboundQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutboundQueue")
-            .field("len_bytes", &self.len)
-            .field("chunks", &self.chunks.len())
-            .finish()
+        f.debug_struct("OutboundQueue").field("len_bytes", &self.len).field("chunks", &self.chunks.len()).finish()
     }
 }
 
@@ -214,9 +198,7 @@ mod tests {
     use super::*;
 
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
-        (0..n)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
+        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
 
     /// Concatenates what `fill_iovecs` exposes.
@@ -264,10 +246,7 @@ mod tests {
         for part in [&b"ab"[..], b"cd", b"efg"] {
             q.push_owned(part, &mut pool);
         }
-        assert_eq!(
-            (q.len_bytes(), q.chunk_count(), pool.outstanding()),
-            (7, 1, 1)
-        );
+        assert_eq!((q.len_bytes(), q.chunk_count(), pool.outstanding()), (7, 1, 1));
         assert_eq!(exposed(&q), b"abcdefg");
     }
 
@@ -284,15 +263,8 @@ mod tests {
         expected.extend_from_slice(&big);
         assert_eq!(exposed(&q), expected);
         q.advance(50, &mut pool);
-        assert_eq!(
-            (q.chunk_count(), pool.outstanding(), pool.idle()),
-            (0, 0, 4)
-        );
-        assert_eq!(
-            pool.freed_total(),
-            0,
-            "no owned chunk outgrew the pool's capacity"
-        );
+        assert_eq!((q.chunk_count(), pool.outstanding(), pool.idle()), (0, 0, 4));
+        assert_eq!(pool.freed_total(), 0, "no owned chunk outgrew the pool's capacity");
     }
 
     #[test]
@@ -367,11 +339,7 @@ mod tests {
             q.advance(step, &mut pool);
             consumed += step;
             assert_eq!(q.len_bytes(), 320 - consumed);
-            assert_eq!(
-                exposed(&q),
-                &all[consumed..],
-                "after advancing to {consumed}"
-            );
+            assert_eq!(exposed(&q), &all[consumed..], "after advancing to {consumed}");
         }
         assert!(q.is_empty());
         assert_eq!(pool.outstanding(), 0, "every owned buffer went back");
@@ -416,20 +384,9 @@ mod tests {
                 q.push_owned(&o, &mut pool);
             }
         }
-        assert!(
-            q.chunk_count() > WRITE_IOVECS,
-            "more chunks than one writev takes"
-        );
-        let mut w = Stingy {
-            out: Vec::new(),
-            step: 37,
-            errors: vec![io::ErrorKind::WouldBlock],
-            calls: 0,
-        };
-        assert_eq!(
-            q.write_to(&mut w, &mut pool).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
+        assert!(q.chunk_count() > WRITE_IOVECS, "more chunks than one writev takes");
+        let mut w = Stingy { out: Vec::new(), step: 37, errors: vec![io::ErrorKind::WouldBlock], calls: 0 };
+        assert_eq!(q.write_to(&mut w, &mut pool).unwrap_err().kind(), io::ErrorKind::WouldBlock);
         assert_eq!(q.len_bytes(), expected.len(), "an error drops nothing");
         while !q.is_empty() {
             let before = q.len_bytes();

@@ -37,18 +37,8 @@ impl BufferPool {
     /// # Panics
     /// If `buffer_capacity` is zero.
     pub fn new(buffer_capacity: usize, max_idle: usize) -> Self {
-        assert!(
-            buffer_capacity > 0,
-            "BufferPool buffer capacity must be non-zero"
-        );
-        Self {
-            idle: Vec::new(),
-            buffer_capacity,
-            max_idle,
-            outstanding: 0,
-            allocated_total: 0,
-            freed_total: 0,
-        }
+        assert!(buffer_capacity > 0, "BufferPool buffer capacity must be non-zero");
+        Self { idle: Vec::new(), buffer_capacity, max_idle, outstanding: 0, allocated_total: 0, freed_total: 0 }
     }
 
     /// Allocates idle buffers until `count` are idle (capped at `max_idle`), so the first connections do not
@@ -84,10 +74,7 @@ impl BufferPool {
     /// [`freed_total`](Self::freed_total). Give back only buffers taken from this pool: the
     /// [`outstanding`](Self::outstanding) count assumes it.
     pub fn give(&mut self, mut buf: Vec<u8>) {
-        debug_assert!(
-            self.outstanding > 0,
-            "BufferPool::give without a matching take"
-        );
+        debug_assert!(self.outstanding > 0, "BufferPool::give without a matching take");
         self.outstanding = self.outstanding.saturating_sub(1);
         if buf.capacity() == self.buffer_capacity && self.idle.len() < self.max_idle {
             buf.clear();
@@ -158,10 +145,7 @@ mod tests {
         let mut pool = BufferPool::new(1024, 4);
         let a = pool.take();
         assert_eq!((a.len(), a.capacity()), (0, 1024));
-        assert_eq!(
-            (pool.outstanding(), pool.idle(), pool.allocated_total()),
-            (1, 0, 1)
-        );
+        assert_eq!((pool.outstanding(), pool.idle(), pool.allocated_total()), (1, 0, 1));
         pool.give(a);
         assert_eq!((pool.outstanding(), pool.idle()), (0, 1));
         let b = pool.take();
@@ -190,10 +174,7 @@ mod tests {
         for b in bufs {
             pool.give(b);
         }
-        assert_eq!(
-            (pool.outstanding(), pool.idle(), pool.freed_total()),
-            (0, 2, 3)
-        );
+        assert_eq!((pool.outstanding(), pool.idle(), pool.freed_total()), (0, 2, 3));
     }
 
     #[test]

@@ -132,8 +132,7 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, Clo
             if !code.is_allowed_on_wire() {
                 return Err(ClosePayloadError::CodeNotAllowed(code.0));
             }
-            let reason = simdutf8::basic::from_utf8(&payload[2..])
-                .map_err(|_| ClosePayloadError::InvalidUtf8)?;
+            let reason = simdutf8::basic::from_utf8(&payload[2..]).map_err(|_| ClosePayloadError::InvalidUtf8)?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }
@@ -160,21 +159,11 @@ mod tests {
 
     #[test]
     fn wire_allowed_codes_follow_rfc_6455_section_7_4() {
-        for code in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
-        ] {
-            assert!(
-                CloseCode(code).is_allowed_on_wire(),
-                "{code} should be allowed"
-            );
+        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999] {
+            assert!(CloseCode(code).is_allowed_on_wire(), "{code} should be allowed");
         }
-        for code in [
-            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
-        ] {
-            assert!(
-                !CloseCode(code).is_allowed_on_wire(),
-                "{code} should be rejected"
-            );
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
+            assert!(!CloseCode(code).is_allowed_on_wire(), "{code} should be rejected");
         }
     }
 

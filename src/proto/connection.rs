@@ -46,11 +46,7 @@ pub struct ConnectionConfig {
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
-        Self {
-            max_frame_size: 16 << 20,
-            max_message_size: 64 << 20,
-            auto_pong: true,
-        }
+        Self { max_frame_size: 16 << 20, max_message_size: 64 << 20, auto_pong: true }
     }
 }
 
@@ -103,18 +99,13 @@ pub enum SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Closed => {
-                f.write_str("the connection is closing: nothing may be sent after a close frame")
-            }
+            Self::Closed => f.write_str("the connection is closing: nothing may be sent after a close frame"),
             Self::ControlTooLong => f.write_str("control frame payload longer than 125 bytes"),
             Self::InvalidCloseCode(code) => {
                 write!(f, "close code {code} may not be sent on the wire")
             }
             Self::Extension(e) => write!(f, "extension failed to encode the message: {e}"),
-            Self::NotDataOpcode(op) => write!(
-                f,
-                "{op:?} is not a data opcode; use send_ping/send_pong/close"
-            ),
+            Self::NotDataOpcode(op) => write!(f, "{op:?} is not a data opcode; use send_ping/send_pong/close"),
         }
     }
 }
@@ -277,19 +268,13 @@ impl Connection {
             Deliver::Ping(range) => Some(Event::Ping(&buf[range])),
             Deliver::Pong(range) => Some(Event::Pong(&buf[range])),
             // Validated in `control_frame`, so it parses again.
-            Deliver::Close(range) => Some(Event::Close(
-                parse_close_payload(&buf[range]).ok().flatten(),
-            )),
+            Deliver::Close(range) => Some(Event::Close(parse_close_payload(&buf[range]).ok().flatten())),
         };
         Ok((consumed, event))
     }
 
     /// Walks frames, unmasking and validating in place, until something is to be delivered.
-    fn advance(
-        &mut self,
-        buf: &mut [u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(usize, Deliver), ProtocolError> {
+    fn advance(&mut self, buf: &mut [u8], out: &mut Vec<u8>) -> Result<(usize, Deliver), ProtocolError> {
         let mut pos = 0;
         loop {
             if self.close_received || self.close == CloseState::Failed {
@@ -309,9 +294,7 @@ impl Connection {
                 // Incomplete: unmask and check what we have of a data frame now, to fail fast.
                 let have = available - frame.header_len;
                 if !is_control && have > frame.processed {
-                    let validate = self
-                        .message
-                        .is_some_and(|m| m.text && m.extension.is_none());
+                    let validate = self.message.is_some_and(|m| m.text && m.extension.is_none());
                     let part = &mut buf[payload_start + frame.processed..payload_start + have];
                     self.process_data(part, frame.processed, frame.header.mask, validate)?;
                     if let Some(current) = self.current.as_mut() {
@@ -327,24 +310,20 @@ impl Connection {
                 if let Some(key) = frame.header.mask {
                     apply_mask(&mut buf[range.clone()], key, 0);
                 }
-                let deliver =
-                    self.control_frame(frame.header.opcode, &buf[range.clone()], range, out)?;
+                let deliver = self.control_frame(frame.header.opcode, &buf[range.clone()], range, out)?;
                 return Ok((pos, deliver));
             }
             let Some(message) = self.message else {
                 return Err(ProtocolError::protocol("data frame outside a message"));
             };
-            let whole_in_one_frame =
-                frame.header.fin && !message.fragmented && frame.processed == 0;
+            let whole_in_one_frame = frame.header.fin && !message.fragmented && frame.processed == 0;
             if frame.payload_len > frame.processed {
                 // A text message that arrived whole in one frame is validated once, at delivery.
                 let validate = message.text && message.extension.is_none() && !whole_in_one_frame;
                 let part = &mut buf[payload_start + frame.processed..range.end];
                 self.process_data(part, frame.processed, frame.header.mask, validate)?;
             }
-            if let Some(deliver) =
-                self.finish_data_frame(frame.header.fin, &buf[range.clone()], range)?
-            {
+            if let Some(deliver) = self.finish_data_frame(frame.header.fin, &buf[range.clone()], range)? {
                 return Ok((pos, deliver));
             }
         }
@@ -356,14 +335,10 @@ impl Connection {
             Ok(HeaderParse::Complete { header, header_len }) => (header, header_len),
             Ok(HeaderParse::Incomplete { .. }) => return Ok(None),
             Err(HeaderError::LengthTopBitSet) => {
-                return Err(ProtocolError::protocol(
-                    "64-bit payload length with its top bit set",
-                ))
+                return Err(ProtocolError::protocol("64-bit payload length with its top bit set"))
             }
             Err(HeaderError::NonMinimalLength) => {
-                return Err(ProtocolError::protocol(
-                    "payload length not minimally encoded",
-                ))
+                return Err(ProtocolError::protocol("payload length not minimally encoded"))
             }
         };
         self.check_header(&header)?;
@@ -385,27 +360,19 @@ impl Connection {
             return Err(ProtocolError::protocol("reserved opcode"));
         }
         match (self.role, header.mask.is_some()) {
-            (Role::Server, false) => {
-                return Err(ProtocolError::protocol("unmasked frame from a client"))
-            }
-            (Role::Client, true) => {
-                return Err(ProtocolError::protocol("masked frame from a server"))
-            }
+            (Role::Server, false) => return Err(ProtocolError::protocol("unmasked frame from a client")),
+            (Role::Client, true) => return Err(ProtocolError::protocol("masked frame from a server")),
             _ => {}
         }
         if opcode.is_control() {
             if header.rsv != 0 {
-                return Err(ProtocolError::protocol(
-                    "reserved bits set on a control frame",
-                ));
+                return Err(ProtocolError::protocol("reserved bits set on a control frame"));
             }
             if !header.fin {
                 return Err(ProtocolError::protocol("fragmented control frame"));
             }
             if header.payload_len > 125 {
-                return Err(ProtocolError::protocol(
-                    "control frame payload longer than 125 bytes",
-                ));
+                return Err(ProtocolError::protocol("control frame payload longer than 125 bytes"));
             }
             return Ok(());
         }
@@ -417,14 +384,10 @@ impl Connection {
         match opcode {
             OpCode::Continuation => {
                 let Some(message) = self.message.as_mut() else {
-                    return Err(ProtocolError::protocol(
-                        "continuation frame without a message to continue",
-                    ));
+                    return Err(ProtocolError::protocol("continuation frame without a message to continue"));
                 };
                 if header.rsv != 0 {
-                    return Err(ProtocolError::protocol(
-                        "reserved bits set on a continuation frame",
-                    ));
+                    return Err(ProtocolError::protocol("reserved bits set on a continuation frame"));
                 }
                 message.len = message.len.saturating_add(len);
                 if message.len > self.config.max_message_size {
@@ -433,14 +396,10 @@ impl Connection {
             }
             _ => {
                 if self.message.is_some() {
-                    return Err(ProtocolError::protocol(
-                        "new data frame inside a fragmented message",
-                    ));
+                    return Err(ProtocolError::protocol("new data frame inside a fragmented message"));
                 }
                 if header.rsv & !self.allowed_rsv != 0 {
-                    return Err(ProtocolError::protocol(
-                        "reserved bits set without a negotiated extension",
-                    ));
+                    return Err(ProtocolError::protocol("reserved bits set without a negotiated extension"));
                 }
                 if len > self.config.max_message_size {
                     return Err(too_big("message larger than the maximum message size"));
@@ -448,20 +407,13 @@ impl Connection {
                 let extension = if header.rsv == 0 {
                     None
                 } else {
-                    self.extensions
-                        .iter()
-                        .position(|e| e.rsv_bits() & header.rsv != 0)
+                    self.extensions.iter().position(|e| e.rsv_bits() & header.rsv != 0)
                 };
                 let text = opcode == OpCode::Text;
                 if text {
                     self.utf8.reset();
                 }
-                self.message = Some(OpenMessage {
-                    text,
-                    extension,
-                    fragmented: false,
-                    len,
-                });
+                self.message = Some(OpenMessage { text, extension, fragmented: false, len });
             }
         }
         Ok(())
@@ -502,10 +454,7 @@ impl Connection {
         let message = *message;
         self.message = None;
         let text = message.text;
-        if message.extension.is_none()
-            && message.text
-            && (message.fragmented || self.utf8.is_mid_code_point())
-        {
+        if message.extension.is_none() && message.text && (message.fragmented || self.utf8.is_mid_code_point()) {
             self.utf8.finish().map_err(|_| invalid_utf8())?;
         }
         let whole = if message.fragmented {
@@ -518,23 +467,14 @@ impl Connection {
             let input: &[u8] = whole.as_deref().unwrap_or(payload);
             let mut decoded = Vec::new();
             let rsv = self.extensions[index].rsv_bits();
-            self.extensions[index].decode_message(
-                rsv,
-                input,
-                self.config.max_message_size,
-                &mut decoded,
-            )?;
+            self.extensions[index].decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
             if decoded.len() > self.config.max_message_size {
                 return Err(ProtocolError::new(
                     CloseCode::MESSAGE_TOO_BIG,
                     "decoded message larger than the maximum message size",
                 ));
             }
-            return Ok(Some(if text {
-                Deliver::OwnedText(decoded)
-            } else {
-                Deliver::OwnedBinary(decoded)
-            }));
+            return Ok(Some(if text { Deliver::OwnedText(decoded) } else { Deliver::OwnedBinary(decoded) }));
         }
         Ok(Some(match (whole, text) {
             (Some(bytes), true) => Deliver::OwnedText(bytes),
@@ -561,8 +501,8 @@ impl Connection {
             }
             OpCode::Pong => Ok(Deliver::Pong(range)),
             OpCode::Close => {
-                let parsed = parse_close_payload(payload)
-                    .map_err(|e| ProtocolError::new(e.close_code(), e.reason()))?;
+                let parsed =
+                    parse_close_payload(payload).map_err(|e| ProtocolError::new(e.close_code(), e.reason()))?;
                 self.close_received = true;
                 if self.close == CloseState::Open {
                     // Echo the peer's code (RFC 6455 §5.5.1); a close without a code is answered in kind.
@@ -596,14 +536,7 @@ impl Connection {
         self.write_frame(out, OpCode::Close, true, 0, &payload[..2 + reason.len()]);
     }
 
-    fn write_frame(
-        &mut self,
-        out: &mut Vec<u8>,
-        opcode: OpCode,
-        fin: bool,
-        rsv: u8,
-        payload: &[u8],
-    ) {
+    fn write_frame(&mut self, out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) {
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(rand::random::<[u8; 4]>()),
@@ -621,21 +554,13 @@ impl Connection {
         self.send_message(OpCode::Binary, data, out)
     }
 
-    fn send_message(
-        &mut self,
-        opcode: OpCode,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), SendError> {
+    fn send_message(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
         if let Some(extension) = self.extensions.first_mut() {
             let mut encoded = Vec::new();
-            if let Some(rsv) = extension
-                .encode_message(opcode, payload, &mut encoded)
-                .map_err(SendError::Extension)?
-            {
+            if let Some(rsv) = extension.encode_message(opcode, payload, &mut encoded).map_err(SendError::Extension)? {
                 self.write_frame(out, opcode, true, rsv, &encoded);
                 return Ok(());
             }
@@ -674,12 +599,7 @@ impl Connection {
         self.send_control(OpCode::Pong, payload, out)
     }
 
-    fn send_control(
-        &mut self,
-        opcode: OpCode,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), SendError> {
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
@@ -693,12 +613,7 @@ impl Connection {
     /// Starts the close handshake: appends a close frame with `code` and `reason` (cut to 123 bytes on a
     /// character boundary) to `out`. Afterwards nothing more may be sent; keep reading until
     /// [`Connection::transport_may_close`].
-    pub fn close(
-        &mut self,
-        code: CloseCode,
-        reason: &str,
-        out: &mut Vec<u8>,
-    ) -> Result<(), SendError> {
+    pub fn close(&mut self, code: CloseCode, reason: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closed);
         }

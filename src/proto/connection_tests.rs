@@ -76,13 +76,7 @@ fn feed_all(conn: &mut Connection, bytes: &[u8]) -> (Vec<Got>, Vec<u8>, Option<P
 
 /// Parses the frames a server wrote (unmasked) as a client would.
 fn client_reads(bytes: &[u8]) -> Vec<Got> {
-    let mut client = Connection::new(
-        Role::Client,
-        ConnectionConfig {
-            auto_pong: false,
-            ..Default::default()
-        },
-    );
+    let mut client = Connection::new(Role::Client, ConnectionConfig { auto_pong: false, ..Default::default() });
     let (events, _, err) = feed_all(&mut client, bytes);
     assert_eq!(err, None, "server output should parse");
     events
@@ -120,10 +114,7 @@ fn single_frame_binary_is_borrowed() {
     let mut conn = server();
     let mut bytes = cf(2, true, &[0, 1, 2, 255]);
     let (_, ev) = conn.read(&mut bytes, &mut Vec::new()).unwrap();
-    assert!(matches!(
-        ev,
-        Some(Event::Binary(Cow::Borrowed(&[0, 1, 2, 255])))
-    ));
+    assert!(matches!(ev, Some(Event::Binary(Cow::Borrowed(&[0, 1, 2, 255])))));
 }
 
 #[test]
@@ -135,10 +126,7 @@ fn fragmented_message_is_assembled_and_pings_may_interleave() {
     stream.extend(cf(0, true, "wörld".as_bytes()));
     let (events, out, err) = feed_all(&mut conn, &stream);
     assert_eq!(err, None);
-    assert_eq!(
-        events,
-        vec![Got::Ping(b"p".to_vec()), Got::Text("Hello, wörld".into())]
-    );
+    assert_eq!(events, vec![Got::Ping(b"p".to_vec()), Got::Text("Hello, wörld".into())]);
     assert_eq!(client_reads(&out), vec![Got::Pong(b"p".to_vec())]);
 }
 
@@ -150,10 +138,7 @@ fn empty_messages_and_empty_fragments_are_delivered() {
     stream.extend(cf(0, true, b""));
     let (events, _, err) = feed_all(&mut conn, &stream);
     assert_eq!(err, None);
-    assert_eq!(
-        events,
-        vec![Got::Text(String::new()), Got::Binary(Vec::new())]
-    );
+    assert_eq!(events, vec![Got::Text(String::new()), Got::Binary(Vec::new())]);
 }
 
 #[test]
@@ -181,10 +166,7 @@ fn rejects_fragmented_control_frame_with_1002() {
 #[test]
 fn rejects_reserved_bits_without_extension_with_1002() {
     for rsv in [RSV1, RSV2, crate::proto::frame::RSV3] {
-        assert_fails_with(
-            &frame(1, true, rsv, Some(KEY), b"x"),
-            CloseCode::PROTOCOL_ERROR,
-        );
+        assert_fails_with(&frame(1, true, rsv, Some(KEY), b"x"), CloseCode::PROTOCOL_ERROR);
     }
 }
 
@@ -222,13 +204,7 @@ fn rejects_64_bit_length_with_top_bit_set_with_1002() {
 
 #[test]
 fn frame_over_max_frame_size_fails_with_1009_from_its_header_alone() {
-    let mut conn = Connection::new(
-        Role::Server,
-        ConnectionConfig {
-            max_frame_size: 100,
-            ..Default::default()
-        },
-    );
+    let mut conn = Connection::new(Role::Server, ConnectionConfig { max_frame_size: 100, ..Default::default() });
     let bytes = cf(2, true, &[0; 101]);
     let (_, _, err) = feed_all(&mut conn, &bytes[..8]);
     assert_eq!(err.unwrap().code, CloseCode::MESSAGE_TOO_BIG);
@@ -236,20 +212,14 @@ fn frame_over_max_frame_size_fails_with_1009_from_its_header_alone() {
 
 #[test]
 fn message_over_max_message_size_across_fragments_fails_with_1009() {
-    let config = ConnectionConfig {
-        max_message_size: 10,
-        ..Default::default()
-    };
+    let config = ConnectionConfig { max_message_size: 10, ..Default::default() };
     let mut conn = Connection::new(Role::Server, config);
     let mut stream = cf(2, false, &[0; 6]);
     stream.extend(cf(0, true, &[0; 6]));
     let (events, out, err) = feed_all(&mut conn, &stream);
     assert!(events.is_empty());
     assert_eq!(err.unwrap().code, CloseCode::MESSAGE_TOO_BIG);
-    assert!(matches!(
-        client_reads(&out).as_slice(),
-        [Got::Close(Some((1009, _)))]
-    ));
+    assert!(matches!(client_reads(&out).as_slice(), [Got::Close(Some((1009, _)))]));
 }
 
 #[test]
@@ -309,16 +279,10 @@ fn peer_close_is_answered_with_its_code_and_ends_the_handshake() {
     let (events, out, err) = feed_all(&mut conn, &cf(8, true, &payload));
     assert_eq!(err, None);
     assert_eq!(events, vec![Got::Close(Some((1000, "bye".into())))]);
-    assert_eq!(
-        client_reads(&out),
-        vec![Got::Close(Some((1000, String::new())))]
-    );
+    assert_eq!(client_reads(&out), vec![Got::Close(Some((1000, String::new())))]);
     assert!(conn.close_received());
     assert!(conn.transport_may_close());
-    assert_eq!(
-        conn.send_text("late", &mut Vec::new()),
-        Err(SendError::Closed)
-    );
+    assert_eq!(conn.send_text("late", &mut Vec::new()), Err(SendError::Closed));
 }
 
 #[test]
@@ -343,10 +307,7 @@ fn close_with_forbidden_code_fails_with_1002() {
 
 #[test]
 fn close_with_invalid_utf8_reason_fails_with_1007() {
-    assert_fails_with(
-        &cf(8, true, &[0x03, 0xe8, 0xff]),
-        CloseCode::INVALID_PAYLOAD,
-    );
+    assert_fails_with(&cf(8, true, &[0x03, 0xe8, 0xff]), CloseCode::INVALID_PAYLOAD);
 }
 
 #[test]
@@ -363,20 +324,13 @@ fn bytes_after_the_peer_close_are_ignored() {
 fn our_close_then_peer_reply_closes_and_nothing_is_sent_between() {
     let mut conn = server();
     let mut out = Vec::new();
-    conn.close(CloseCode::GOING_AWAY, "shutting down", &mut out)
-        .unwrap();
+    conn.close(CloseCode::GOING_AWAY, "shutting down", &mut out).unwrap();
     assert_eq!(conn.close_state(), CloseState::CloseSent);
     assert!(!conn.transport_may_close());
     assert_eq!(conn.send_binary(b"x", &mut out), Err(SendError::Closed));
     assert_eq!(conn.send_ping(b"x", &mut out), Err(SendError::Closed));
-    assert_eq!(
-        conn.close(CloseCode::NORMAL, "", &mut out),
-        Err(SendError::Closed)
-    );
-    assert_eq!(
-        client_reads(&out),
-        vec![Got::Close(Some((1001, "shutting down".into())))]
-    );
+    assert_eq!(conn.close(CloseCode::NORMAL, "", &mut out), Err(SendError::Closed));
+    assert_eq!(client_reads(&out), vec![Got::Close(Some((1001, "shutting down".into())))]);
     // Data still arrives while we wait; a ping is not answered after our close.
     let mut stream = cf(1, true, b"in flight");
     stream.extend(cf(9, true, b""));
@@ -389,10 +343,7 @@ fn our_close_then_peer_reply_closes_and_nothing_is_sent_between() {
     };
     assert_eq!(err, None);
     assert_eq!(events[0], Got::Text("in flight".into()));
-    assert!(
-        reply_out.is_empty(),
-        "no pong and no second close after our close"
-    );
+    assert!(reply_out.is_empty(), "no pong and no second close after our close");
     assert_eq!(conn.close_state(), CloseState::Closed);
     assert!(conn.transport_may_close());
 }
@@ -409,13 +360,7 @@ fn close_rejects_codes_not_allowed_on_the_wire() {
 
 #[test]
 fn auto_pong_can_be_turned_off() {
-    let mut conn = Connection::new(
-        Role::Server,
-        ConnectionConfig {
-            auto_pong: false,
-            ..Default::default()
-        },
-    );
+    let mut conn = Connection::new(Role::Server, ConnectionConfig { auto_pong: false, ..Default::default() });
     let (events, out, _) = feed_all(&mut conn, &cf(9, true, b"hi"));
     assert_eq!(events, vec![Got::Ping(b"hi".to_vec())]);
     assert!(out.is_empty());
@@ -424,10 +369,7 @@ fn auto_pong_can_be_turned_off() {
 #[test]
 fn control_payload_over_125_cannot_be_sent() {
     let mut conn = server();
-    assert_eq!(
-        conn.send_ping(&[0; 126], &mut Vec::new()),
-        Err(SendError::ControlTooLong)
-    );
+    assert_eq!(conn.send_ping(&[0; 126], &mut Vec::new()), Err(SendError::ControlTooLong));
 }
 
 #[test]
@@ -443,26 +385,16 @@ fn client_masks_every_frame_with_a_fresh_key() {
     a.extend(b);
     let (events, _, err) = feed_all(&mut server, &a);
     assert_eq!(err, None);
-    assert_eq!(
-        events,
-        vec![Got::Text("same".into()), Got::Text("same".into())]
-    );
+    assert_eq!(events, vec![Got::Text("same".into()), Got::Text("same".into())]);
 }
 
 #[test]
 fn send_frame_fragments_and_rejects_control_opcodes() {
     let mut client = Connection::new(Role::Client, ConnectionConfig::default());
     let mut out = Vec::new();
-    client
-        .send_frame(OpCode::Binary, false, b"ab", &mut out)
-        .unwrap();
-    client
-        .send_frame(OpCode::Continuation, true, b"cd", &mut out)
-        .unwrap();
-    assert_eq!(
-        client.send_frame(OpCode::Ping, true, b"", &mut out),
-        Err(SendError::NotDataOpcode(OpCode::Ping))
-    );
+    client.send_frame(OpCode::Binary, false, b"ab", &mut out).unwrap();
+    client.send_frame(OpCode::Continuation, true, b"cd", &mut out).unwrap();
+    assert_eq!(client.send_frame(OpCode::Ping, true, b"", &mut out), Err(SendError::NotDataOpcode(OpCode::Ping)));
     let (events, _, _) = feed_all(&mut server(), &out);
     assert_eq!(events, vec![Got::Binary(b"abcd".to_vec())]);
 }
@@ -480,25 +412,14 @@ impl Extension for Reverse {
     fn rsv_bits(&self) -> u8 {
         RSV1
     }
-    fn decode_message(
-        &mut self,
-        _: u8,
-        payload: &[u8],
-        max: usize,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ProtocolError> {
+    fn decode_message(&mut self, _: u8, payload: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         if payload.len() > max {
             return Err(ProtocolError::new(CloseCode::MESSAGE_TOO_BIG, "too big"));
         }
         out.extend(payload.iter().rev());
         Ok(())
     }
-    fn encode_message(
-        &mut self,
-        _: OpCode,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<Option<u8>, ProtocolError> {
+    fn encode_message(&mut self, _: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<Option<u8>, ProtocolError> {
         if payload.len() < self.threshold {
             return Ok(None);
         }
@@ -527,10 +448,7 @@ fn extension_claims_rsv1_and_transforms_messages_both_ways() {
     client.send_text("hi", &mut wire).unwrap(); // below threshold: untouched, no RSV1
     let (events, _, err) = feed_all(&mut server, &wire);
     assert_eq!(err, None);
-    assert_eq!(
-        events,
-        vec![Got::Text("hello".into()), Got::Text("hi".into())]
-    );
+    assert_eq!(events, vec![Got::Text("hello".into()), Got::Text("hi".into())]);
     // A fragmented compressed message: RSV1 on the first frame only.
     let mut stream = frame(2, false, RSV1, Some(KEY), b"cb");
     stream.extend(cf(0, true, b"a"));
@@ -541,10 +459,9 @@ fn extension_claims_rsv1_and_transforms_messages_both_ways() {
 
 #[test]
 fn extension_rsv_on_continuation_or_control_frame_fails_with_1002() {
-    for stream in [
-        [cf(2, false, b"a"), frame(0, true, RSV1, Some(KEY), b"b")].concat(),
-        frame(9, true, RSV1, Some(KEY), b""),
-    ] {
+    for stream in
+        [[cf(2, false, b"a"), frame(0, true, RSV1, Some(KEY), b"b")].concat(), frame(9, true, RSV1, Some(KEY), b"")]
+    {
         let mut conn = server();
         conn.add_extension(Box::new(Reverse { threshold: 0 }));
         let (_, _, err) = feed_all(&mut conn, &stream);
@@ -563,12 +480,7 @@ fn server_output_is_unmasked_and_parses_as_a_client() {
     assert_eq!(out[1] & 0x80, 0);
     assert_eq!(
         client_reads(&out),
-        vec![
-            Got::Text("héllo".into()),
-            Got::Binary(vec![1, 2, 3]),
-            Got::Ping(b"p".to_vec()),
-            Got::Pong(b"q".to_vec())
-        ]
+        vec![Got::Text("héllo".into()), Got::Binary(vec![1, 2, 3]), Got::Ping(b"p".to_vec()), Got::Pong(b"q".to_vec())]
     );
 }
 
@@ -611,15 +523,11 @@ fn encode_stream(messages: &[Sent]) -> (Vec<u8>, Vec<Got>) {
                 let mut start = 0;
                 let mut opcode = first;
                 for p in points {
-                    client
-                        .send_frame(opcode, false, &bytes[start..p], &mut wire)
-                        .unwrap();
+                    client.send_frame(opcode, false, &bytes[start..p], &mut wire).unwrap();
                     opcode = OpCode::Continuation;
                     start = p;
                 }
-                client
-                    .send_frame(opcode, true, &bytes[start..], &mut wire)
-                    .unwrap();
+                client.send_frame(opcode, true, &bytes[start..], &mut wire).unwrap();
                 expected.push(got);
             }
             Sent::Text(t, _) => {

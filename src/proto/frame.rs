@@ -120,9 +120,7 @@ pub enum HeaderError {
 impl fmt::Display for HeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::LengthTopBitSet => {
-                f.write_str("64-bit payload length has its most significant bit set")
-            }
+            Self::LengthTopBitSet => f.write_str("64-bit payload length has its most significant bit set"),
             Self::NonMinimalLength => f.write_str("payload length not in its minimal encoding"),
         }
     }
@@ -134,9 +132,7 @@ impl FrameHeader {
     /// Decodes a header from the start of `buf`, which may hold only part of it.
     pub fn parse(buf: &[u8]) -> Result<HeaderParse, HeaderError> {
         if buf.len() < 2 {
-            return Ok(HeaderParse::Incomplete {
-                needed: 2 - buf.len(),
-            });
+            return Ok(HeaderParse::Incomplete { needed: 2 - buf.len() });
         }
         let b0 = buf[0];
         let b1 = buf[1];
@@ -149,9 +145,7 @@ impl FrameHeader {
         };
         let header_len = 2 + ext_len + if masked { 4 } else { 0 };
         if buf.len() < header_len {
-            return Ok(HeaderParse::Incomplete {
-                needed: header_len - buf.len(),
-            });
+            return Ok(HeaderParse::Incomplete { needed: header_len - buf.len() });
         }
         let payload_len = match len7 {
             126 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
@@ -216,10 +210,7 @@ impl FrameHeader {
     /// # Panics
     /// If `out` is shorter than [`FrameHeader::encoded_len`] or `payload_len` has its top bit set.
     pub fn encode_into(&self, out: &mut [u8]) -> usize {
-        assert!(
-            self.payload_len >> 63 == 0,
-            "payload length too large for a frame"
-        );
+        assert!(self.payload_len >> 63 == 0, "payload length too large for a frame");
         let mut b0 = self.opcode.as_u8() | (self.rsv & (RSV1 | RSV2 | RSV3));
         if self.fin {
             b0 |= 0x80;
@@ -258,21 +249,8 @@ impl FrameHeader {
 /// Appends a whole frame (header, then payload) to `out`, masking the payload copy when `mask` is set.
 ///
 /// A server frame is unmasked, so it can be encoded once and sent to many connections.
-pub fn encode_frame(
-    out: &mut Vec<u8>,
-    opcode: OpCode,
-    fin: bool,
-    rsv: u8,
-    mask: Option<[u8; 4]>,
-    payload: &[u8],
-) {
-    let header = FrameHeader {
-        fin,
-        rsv,
-        opcode,
-        mask,
-        payload_len: payload.len() as u64,
-    };
+pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
+    let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
     out.reserve(header.encoded_len() + payload.len());
     header.encode(out);
     let start = out.len();
@@ -307,10 +285,7 @@ mod tests {
     #[test]
     fn parses_16_and_64_bit_lengths_with_mask() {
         let (h, n) = complete(&[0x02, 0xfe, 0x01, 0x00, 1, 2, 3, 4]);
-        assert_eq!(
-            (h.payload_len, n, h.fin, h.mask),
-            (256, 8, false, Some([1, 2, 3, 4]))
-        );
+        assert_eq!((h.payload_len, n, h.fin, h.mask), (256, 8, false, Some([1, 2, 3, 4])));
         let mut buf = vec![0x82, 0x7f];
         buf.extend_from_slice(&65536u64.to_be_bytes());
         let (h, n) = complete(&buf);
@@ -319,23 +294,11 @@ mod tests {
 
     #[test]
     fn partial_header_says_how_many_bytes_are_missing() {
-        assert_eq!(
-            FrameHeader::parse(&[]).unwrap(),
-            HeaderParse::Incomplete { needed: 2 }
-        );
-        assert_eq!(
-            FrameHeader::parse(&[0x81]).unwrap(),
-            HeaderParse::Incomplete { needed: 1 }
-        );
+        assert_eq!(FrameHeader::parse(&[]).unwrap(), HeaderParse::Incomplete { needed: 2 });
+        assert_eq!(FrameHeader::parse(&[0x81]).unwrap(), HeaderParse::Incomplete { needed: 1 });
         // 64-bit length + mask: 14 bytes in all.
-        assert_eq!(
-            FrameHeader::parse(&[0x82, 0xff, 0]).unwrap(),
-            HeaderParse::Incomplete { needed: 11 }
-        );
-        assert_eq!(
-            FrameHeader::parse(&[0x82, 0xfe]).unwrap(),
-            HeaderParse::Incomplete { needed: 6 }
-        );
+        assert_eq!(FrameHeader::parse(&[0x82, 0xff, 0]).unwrap(), HeaderParse::Incomplete { needed: 11 });
+        assert_eq!(FrameHeader::parse(&[0x82, 0xfe]).unwrap(), HeaderParse::Incomplete { needed: 6 });
     }
 
     #[test]
@@ -347,16 +310,10 @@ mod tests {
 
     #[test]
     fn strict_parse_rejects_non_minimal_lengths() {
-        assert_eq!(
-            FrameHeader::parse_strict(&[0x82, 0x7e, 0, 5]),
-            Err(HeaderError::NonMinimalLength)
-        );
+        assert_eq!(FrameHeader::parse_strict(&[0x82, 0x7e, 0, 5]), Err(HeaderError::NonMinimalLength));
         let mut buf = vec![0x82, 0x7f];
         buf.extend_from_slice(&300u64.to_be_bytes());
-        assert_eq!(
-            FrameHeader::parse_strict(&buf),
-            Err(HeaderError::NonMinimalLength)
-        );
+        assert_eq!(FrameHeader::parse_strict(&buf), Err(HeaderError::NonMinimalLength));
         assert!(FrameHeader::parse(&buf).is_ok());
     }
 
@@ -394,11 +351,7 @@ mod tests {
                 fin: bool::arbitrary(g),
                 rsv: u8::arbitrary(g) & (RSV1 | RSV2 | RSV3),
                 opcode: OpCode::from_u8(u8::arbitrary(g)),
-                mask: if bool::arbitrary(g) {
-                    Some(<[u8; 4]>::arbitrary(g))
-                } else {
-                    None
-                },
+                mask: if bool::arbitrary(g) { Some(<[u8; 4]>::arbitrary(g)) } else { None },
                 payload_len: len,
             })
         }

@@ -42,10 +42,7 @@ pub struct HandshakeLimits {
 
 impl Default for HandshakeLimits {
     fn default() -> Self {
-        Self {
-            max_head_bytes: 8192,
-            max_headers: 64,
-        }
+        Self { max_head_bytes: 8192, max_headers: 64 }
     }
 }
 
@@ -230,12 +227,8 @@ impl HandshakeError {
             Self::UnexpectedBody => "A WebSocket handshake request must not have a body.\n",
             Self::MissingConnectionUpgrade { .. } => "The Connection header must list Upgrade.\n",
             Self::MissingKey => "Missing Sec-WebSocket-Key header.\n",
-            Self::InvalidKey { .. } => {
-                "Sec-WebSocket-Key must be the base64 encoding of 16 bytes.\n"
-            }
-            Self::UnsupportedVersion { .. } => {
-                "Unsupported WebSocket version: this server speaks 13.\n"
-            }
+            Self::InvalidKey { .. } => "Sec-WebSocket-Key must be the base64 encoding of 16 bytes.\n",
+            Self::UnsupportedVersion { .. } => "Unsupported WebSocket version: this server speaks 13.\n",
             Self::InvalidProtocols(_) => "Malformed Sec-WebSocket-Protocol header.\n",
             Self::InvalidExtensions(_) => "Malformed Sec-WebSocket-Extensions header.\n",
             Self::Rejected { .. }
@@ -268,28 +261,22 @@ impl fmt::Display for HandshakeError {
                 "handshake head is not valid HTTP/1.x: {reason} (is the peer speaking TLS or \
                  HTTP/2 to a plain HTTP/1.1 port?)"
             ),
-            Self::UnsupportedHttpVersion { minor } => write!(
-                f,
-                "handshake uses HTTP/1.{minor}; a WebSocket handshake requires HTTP/1.1"
-            ),
+            Self::UnsupportedHttpVersion { minor } => {
+                write!(f, "handshake uses HTTP/1.{minor}; a WebSocket handshake requires HTTP/1.1")
+            }
             Self::NotUpgrade => f.write_str(
                 "not a WebSocket upgrade: no Upgrade header listing `websocket` (a plain HTTP \
                  request, or a proxy that strips hop-by-hop headers)",
             ),
-            Self::MethodNotAllowed { method } => write!(
-                f,
-                "upgrade request method is {method:?}; a WebSocket handshake must be a GET"
-            ),
-            Self::InvalidTarget { target } => write!(
-                f,
-                "request target {target:?} is neither /path?query nor an absolute URI"
-            ),
+            Self::MethodNotAllowed { method } => {
+                write!(f, "upgrade request method is {method:?}; a WebSocket handshake must be a GET")
+            }
+            Self::InvalidTarget { target } => {
+                write!(f, "request target {target:?} is neither /path?query nor an absolute URI")
+            }
             Self::MissingHost => f.write_str("upgrade request has no Host header"),
             Self::DuplicateHeader { name } => {
-                write!(
-                    f,
-                    "header {name} appears more than once; it must be sent once"
-                )
+                write!(f, "header {name} appears more than once; it must be sent once")
             }
             Self::InvalidHeaderValue { name } => {
                 write!(f, "header {name} is not valid UTF-8")
@@ -304,14 +291,12 @@ impl fmt::Display for HandshakeError {
                  rewrite Connection)"
             ),
             Self::MissingKey => f.write_str("upgrade request has no Sec-WebSocket-Key header"),
-            Self::InvalidKey { key } => write!(
-                f,
-                "Sec-WebSocket-Key {key:?} is not the base64 encoding of exactly 16 bytes"
-            ),
-            Self::UnsupportedVersion { version } => write!(
-                f,
-                "Sec-WebSocket-Version is {version:?}; only version 13 (RFC 6455) is supported"
-            ),
+            Self::InvalidKey { key } => {
+                write!(f, "Sec-WebSocket-Key {key:?} is not the base64 encoding of exactly 16 bytes")
+            }
+            Self::UnsupportedVersion { version } => {
+                write!(f, "Sec-WebSocket-Version is {version:?}; only version 13 (RFC 6455) is supported")
+            }
             Self::InvalidProtocols(e) => write!(f, "malformed Sec-WebSocket-Protocol: {e}"),
             Self::InvalidExtensions(e) => write!(f, "malformed Sec-WebSocket-Extensions: {e}"),
             Self::Rejected { status, .. } => write!(
@@ -319,31 +304,26 @@ impl fmt::Display for HandshakeError {
                 "server answered {status} instead of 101 Switching Protocols (check the URL path, \
                  authentication, Origin and the response headers)"
             ),
-            Self::ResponseMissingUpgrade { upgrade } => write!(
-                f,
-                "101 response's Upgrade header {upgrade:?} does not list `websocket`"
-            ),
-            Self::ResponseMissingConnectionUpgrade { connection } => write!(
-                f,
-                "101 response's Connection header {connection:?} does not list `upgrade`"
-            ),
+            Self::ResponseMissingUpgrade { upgrade } => {
+                write!(f, "101 response's Upgrade header {upgrade:?} does not list `websocket`")
+            }
+            Self::ResponseMissingConnectionUpgrade { connection } => {
+                write!(f, "101 response's Connection header {connection:?} does not list `upgrade`")
+            }
             Self::AcceptMismatch { expected, got } => write!(
                 f,
                 "Sec-WebSocket-Accept is {got:?}, expected {expected:?} (the server, or a proxy \
                  in between, did not answer this request's key)"
             ),
-            Self::UnofferedProtocol { protocol } => write!(
-                f,
-                "server chose subprotocol {protocol:?}, which this client did not offer"
-            ),
-            Self::MultipleProtocols { protocols } => write!(
-                f,
-                "server answered several subprotocols {protocols:?}; it must choose at most one"
-            ),
-            Self::UnofferedExtension { name } => write!(
-                f,
-                "server accepted extension {name:?}, which this client did not offer"
-            ),
+            Self::UnofferedProtocol { protocol } => {
+                write!(f, "server chose subprotocol {protocol:?}, which this client did not offer")
+            }
+            Self::MultipleProtocols { protocols } => {
+                write!(f, "server answered several subprotocols {protocols:?}; it must choose at most one")
+            }
+            Self::UnofferedExtension { name } => {
+                write!(f, "server accepted extension {name:?}, which this client did not offer")
+            }
             Self::InvalidOutgoingHeader { name, reason } => {
                 write!(f, "cannot write header {name:?}: {reason}")
             }
@@ -443,14 +423,8 @@ fn find_header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h s
         .map(str::trim)
 }
 
-fn header_values<'h>(
-    headers: &'h [(String, Vec<u8>)],
-    name: &'h str,
-) -> impl Iterator<Item = &'h [u8]> + 'h {
-    headers
-        .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
+fn header_values<'h>(headers: &'h [(String, Vec<u8>)], name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
 }
 
 /// Whether any comma-separated element of any `name` header equals `token` (ASCII case-insensitive).
@@ -474,10 +448,7 @@ fn joined_lossy(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
 }
 
 /// The only `name` header, trimmed: `Ok(None)` if absent, an error if repeated or not UTF-8.
-fn single_header<'h>(
-    headers: &'h [(String, Vec<u8>)],
-    name: &'static str,
-) -> Result<Option<&'h str>, HandshakeError> {
+fn single_header<'h>(headers: &'h [(String, Vec<u8>)], name: &'static str) -> Result<Option<&'h str>, HandshakeError> {
     let mut values = header_values(headers, name);
     let Some(first) = values.next() else {
         return Ok(None);
@@ -485,16 +456,11 @@ fn single_header<'h>(
     if values.next().is_some() {
         return Err(HandshakeError::DuplicateHeader { name });
     }
-    std::str::from_utf8(first)
-        .map(|s| Some(s.trim()))
-        .map_err(|_| HandshakeError::InvalidHeaderValue { name })
+    std::str::from_utf8(first).map(|s| Some(s.trim())).map_err(|_| HandshakeError::InvalidHeaderValue { name })
 }
 
 /// Every `name` header as UTF-8 strings, in order.
-fn utf8_values<'h>(
-    headers: &'h [(String, Vec<u8>)],
-    name: &'static str,
-) -> Result<Vec<&'h str>, HandshakeError> {
+fn utf8_values<'h>(headers: &'h [(String, Vec<u8>)], name: &'static str) -> Result<Vec<&'h str>, HandshakeError> {
     header_values(headers, name)
         .map(|v| std::str::from_utf8(v).map_err(|_| HandshakeError::InvalidHeaderValue { name }))
         .collect()
@@ -508,27 +474,18 @@ fn parse_protocol_headers(headers: &[(String, Vec<u8>)]) -> Result<Vec<String>, 
     Ok(out)
 }
 
-fn parse_extension_headers(
-    headers: &[(String, Vec<u8>)],
-) -> Result<Vec<ExtensionOffer>, HandshakeError> {
+fn parse_extension_headers(headers: &[(String, Vec<u8>)]) -> Result<Vec<ExtensionOffer>, HandshakeError> {
     negotiate::parse_extension_headers(utf8_values(headers, "Sec-WebSocket-Extensions")?)
         .map_err(HandshakeError::InvalidExtensions)
 }
 
 fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect()
+    headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect()
 }
 
 fn malformed(err: httparse::Error, limits: &HandshakeLimits) -> HandshakeError {
     let reason = match err {
-        httparse::Error::TooManyHeaders => {
-            return HandshakeError::TooManyHeaders {
-                limit: limits.max_headers,
-            }
-        }
+        httparse::Error::TooManyHeaders => return HandshakeError::TooManyHeaders { limit: limits.max_headers },
         httparse::Error::HeaderName => "invalid byte in a header name",
         httparse::Error::HeaderValue => "invalid byte in a header value",
         httparse::Error::NewLine => "invalid line ending",
@@ -547,10 +504,7 @@ struct HeaderSlots<'b> {
 
 impl<'b> HeaderSlots<'b> {
     fn new() -> Self {
-        Self {
-            stack: [httparse::EMPTY_HEADER; 64],
-            heap: Vec::new(),
-        }
+        Self { stack: [httparse::EMPTY_HEADER; 64], heap: Vec::new() }
     }
 
     fn get(&mut self, n: usize) -> &mut [httparse::Header<'b>] {
@@ -570,9 +524,7 @@ fn head_window<'b>(buf: &'b [u8], limits: &HandshakeLimits) -> &'b [u8] {
 
 fn incomplete<T>(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<T>, HandshakeError> {
     if buf.len() > limits.max_head_bytes {
-        Err(HandshakeError::HeadTooLarge {
-            limit: limits.max_head_bytes,
-        })
+        Err(HandshakeError::HeadTooLarge { limit: limits.max_head_bytes })
     } else {
         Ok(None)
     }
@@ -584,13 +536,8 @@ fn split_target(target: &str) -> Option<(String, Option<String>)> {
         target
     } else {
         let (scheme, rest) = target.split_once("://")?;
-        let scheme_ok = scheme
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
         if !scheme_ok {
             return None;
         }
@@ -620,16 +567,10 @@ fn split_target(target: &str) -> Option<(String, Option<String>)> {
 /// `Sec-WebSocket-Key` decoding to 16 bytes (400); no request body (400); well-formed
 /// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` (400). Answer an error with
 /// [`error_response`].
-pub fn parse_request(
-    buf: &[u8],
-    limits: &HandshakeLimits,
-) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     let mut slots = HeaderSlots::new();
     let mut req = httparse::Request::new(slots.get(limits.max_headers));
-    let n = match req
-        .parse(head_window(buf, limits))
-        .map_err(|e| malformed(e, limits))?
-    {
+    let n = match req.parse(head_window(buf, limits)).map_err(|e| malformed(e, limits))? {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return incomplete(buf, limits),
     };
@@ -641,9 +582,7 @@ pub fn parse_request(
     // httparse fills method, path and version on a complete parse; be defensive anyway.
     let method = req.method.unwrap_or_default();
     if method != "GET" {
-        return Err(HandshakeError::MethodNotAllowed {
-            method: method.to_owned(),
-        });
+        return Err(HandshakeError::MethodNotAllowed { method: method.to_owned() });
     }
     let minor = req.version.unwrap_or(0);
     if minor != 1 {
@@ -651,41 +590,25 @@ pub fn parse_request(
     }
     let target = req.path.unwrap_or_default();
     let Some((path, query)) = split_target(target) else {
-        return Err(HandshakeError::InvalidTarget {
-            target: target.to_owned(),
-        });
+        return Err(HandshakeError::InvalidTarget { target: target.to_owned() });
     };
-    let host = single_header(&headers, "Host")?
-        .ok_or(HandshakeError::MissingHost)?
-        .to_owned();
+    let host = single_header(&headers, "Host")?.ok_or(HandshakeError::MissingHost)?.to_owned();
     if !lists_token(&headers, "Connection", "upgrade") {
-        return Err(HandshakeError::MissingConnectionUpgrade {
-            connection: joined_lossy(&headers, "Connection"),
-        });
+        return Err(HandshakeError::MissingConnectionUpgrade { connection: joined_lossy(&headers, "Connection") });
     }
     match single_header(&headers, "Sec-WebSocket-Version") {
         Ok(Some(WEBSOCKET_VERSION)) => {}
-        Ok(other) => {
-            return Err(HandshakeError::UnsupportedVersion {
-                version: other.map(str::to_owned),
-            })
-        }
+        Ok(other) => return Err(HandshakeError::UnsupportedVersion { version: other.map(str::to_owned) }),
         Err(HandshakeError::InvalidHeaderValue { .. }) => {
-            return Err(HandshakeError::UnsupportedVersion {
-                version: joined_lossy(&headers, "Sec-WebSocket-Version"),
-            })
+            return Err(HandshakeError::UnsupportedVersion { version: joined_lossy(&headers, "Sec-WebSocket-Version") })
         }
         Err(e) => return Err(e),
     }
-    let key = single_header(&headers, "Sec-WebSocket-Key")?
-        .ok_or(HandshakeError::MissingKey)?
-        .to_owned();
+    let key = single_header(&headers, "Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.to_owned();
     if !BASE64.decode(&key).is_ok_and(|k| k.len() == 16) {
         return Err(HandshakeError::InvalidKey { key });
     }
-    let has_body = header_values(&headers, "Transfer-Encoding")
-        .next()
-        .is_some()
+    let has_body = header_values(&headers, "Transfer-Encoding").next().is_some()
         || header_values(&headers, "Content-Length").any(|v| v.trim_ascii() != b"0");
     if has_body {
         return Err(HandshakeError::UnexpectedBody);
@@ -694,19 +617,7 @@ pub fn parse_request(
     let extensions = parse_extension_headers(&headers)?;
     let origin = single_header(&headers, "Origin")?.map(str::to_owned);
 
-    Ok(Some((
-        UpgradeRequest {
-            path,
-            query,
-            host,
-            key,
-            protocols,
-            extensions,
-            origin,
-            headers,
-        },
-        n,
-    )))
+    Ok(Some((UpgradeRequest { path, query, host, key, protocols, extensions, origin, headers }, n)))
 }
 
 /// The reason phrase for the statuses this module writes.
@@ -760,19 +671,12 @@ pub fn plain_response(status: u16, body: &str) -> Vec<u8> {
 /// Whether `value` can be written as a header value: HTAB, SP, visible ASCII and obs-text (no CR,
 /// LF, NUL or other controls).
 fn is_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
+    value.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
 fn check_extra_headers(extra: &[(&str, &str)], reserved: &[&str]) -> Result<(), HandshakeError> {
     for (name, value) in extra {
-        let invalid = |reason| {
-            Err(HandshakeError::InvalidOutgoingHeader {
-                name: (*name).to_owned(),
-                reason,
-            })
-        };
+        let invalid = |reason| Err(HandshakeError::InvalidOutgoingHeader { name: (*name).to_owned(), reason });
         if !negotiate::is_token(name) {
             return invalid("header name is not an HTTP token");
         }
@@ -825,13 +729,7 @@ pub fn write_response(
     }
     check_extra_headers(
         extra_headers,
-        &[
-            "Upgrade",
-            "Connection",
-            "Sec-WebSocket-Accept",
-            "Sec-WebSocket-Protocol",
-            "Sec-WebSocket-Extensions",
-        ],
+        &["Upgrade", "Connection", "Sec-WebSocket-Accept", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"],
     )?;
 
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
@@ -877,11 +775,7 @@ pub struct ClientRequest {
 impl ClientRequest {
     /// A request for `path_and_query` on `host` with no subprotocols, extensions or extra headers.
     pub fn new(host: impl Into<String>, path_and_query: impl Into<String>) -> Self {
-        Self {
-            host: host.into(),
-            path_and_query: path_and_query.into(),
-            ..Self::default()
-        }
+        Self { host: host.into(), path_and_query: path_and_query.into(), ..Self::default() }
     }
 
     /// Adds a subprotocol to offer (after those already added).
@@ -906,21 +800,11 @@ impl ClientRequest {
     }
 
     fn validate(&self) -> Result<(), HandshakeError> {
-        let invalid = |name: &str, reason| {
-            Err(HandshakeError::InvalidOutgoingHeader {
-                name: name.to_owned(),
-                reason,
-            })
-        };
+        let invalid = |name: &str, reason| Err(HandshakeError::InvalidOutgoingHeader { name: name.to_owned(), reason });
         if self.host.is_empty() || !self.host.bytes().all(|b| b.is_ascii_graphic()) {
-            return invalid(
-                "Host",
-                "host must be non-empty visible ASCII without spaces",
-            );
+            return invalid("Host", "host must be non-empty visible ASCII without spaces");
         }
-        if !self.path_and_query.starts_with('/')
-            || !self.path_and_query.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if !self.path_and_query.starts_with('/') || !self.path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
             return invalid(
                 "request target",
                 "path must start with `/` and be visible ASCII without spaces (percent-encode it)",
@@ -934,21 +818,10 @@ impl ClientRequest {
                 return invalid("Sec-WebSocket-Protocol", "subprotocol offered twice");
             }
         }
-        if self
-            .extensions
-            .as_deref()
-            .is_some_and(|e| !is_header_value(e))
-        {
-            return invalid(
-                "Sec-WebSocket-Extensions",
-                "header value contains CR, LF or another control character",
-            );
+        if self.extensions.as_deref().is_some_and(|e| !is_header_value(e)) {
+            return invalid("Sec-WebSocket-Extensions", "header value contains CR, LF or another control character");
         }
-        let extra: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let extra: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         check_extra_headers(
             &extra,
             &[
@@ -1029,10 +902,7 @@ pub fn parse_response(
 ) -> Result<Option<(UpgradeResponse, usize)>, HandshakeError> {
     let mut slots = HeaderSlots::new();
     let mut res = httparse::Response::new(slots.get(limits.max_headers));
-    let n = match res
-        .parse(head_window(buf, limits))
-        .map_err(|e| malformed(e, limits))?
-    {
+    let n = match res.parse(head_window(buf, limits)).map_err(|e| malformed(e, limits))? {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return incomplete(buf, limits),
     };
@@ -1047,9 +917,7 @@ pub fn parse_response(
         return Err(HandshakeError::UnsupportedHttpVersion { minor });
     }
     if !lists_token(&headers, "Upgrade", "websocket") {
-        return Err(HandshakeError::ResponseMissingUpgrade {
-            upgrade: joined_lossy(&headers, "Upgrade"),
-        });
+        return Err(HandshakeError::ResponseMissingUpgrade { upgrade: joined_lossy(&headers, "Upgrade") });
     }
     if !lists_token(&headers, "Connection", "upgrade") {
         return Err(HandshakeError::ResponseMissingConnectionUpgrade {
@@ -1059,10 +927,7 @@ pub fn parse_response(
     let expected = accept_key(expected_key.as_bytes());
     let got = single_header(&headers, "Sec-WebSocket-Accept")?;
     if got != Some(expected.as_str()) {
-        return Err(HandshakeError::AcceptMismatch {
-            got: got.map(str::to_owned),
-            expected,
-        });
+        return Err(HandshakeError::AcceptMismatch { got: got.map(str::to_owned), expected });
     }
 
     let mut protocols = parse_protocol_headers(&headers)?;
@@ -1072,30 +937,15 @@ pub fn parse_response(
     let protocol = protocols.pop();
     if let Some(p) = &protocol {
         if !offered_protocols.contains(p) {
-            return Err(HandshakeError::UnofferedProtocol {
-                protocol: p.clone(),
-            });
+            return Err(HandshakeError::UnofferedProtocol { protocol: p.clone() });
         }
     }
     let extensions = parse_extension_headers(&headers)?;
-    if let Some(e) = extensions.iter().find(|e| {
-        !offered_extensions
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(&e.name))
-    }) {
-        return Err(HandshakeError::UnofferedExtension {
-            name: e.name.clone(),
-        });
+    if let Some(e) = extensions.iter().find(|e| !offered_extensions.iter().any(|o| o.eq_ignore_ascii_case(&e.name))) {
+        return Err(HandshakeError::UnofferedExtension { name: e.name.clone() });
     }
 
-    Ok(Some((
-        UpgradeResponse {
-            protocol,
-            extensions,
-            headers,
-        },
-        n,
-    )))
+    Ok(Some((UpgradeResponse { protocol, extensions, headers }, n)))
 }
 
 #[cfg(test)]
@@ -1138,16 +988,8 @@ mod tests {
 
     /// `BASE` with the line starting with `prefix` replaced by `replacement` (or removed if `None`).
     fn base_with(prefix: &str, replacement: Option<&str>) -> Vec<u8> {
-        let lines: Vec<&str> = BASE
-            .iter()
-            .filter_map(|l| {
-                if l.starts_with(prefix) {
-                    replacement
-                } else {
-                    Some(*l)
-                }
-            })
-            .collect();
+        let lines: Vec<&str> =
+            BASE.iter().filter_map(|l| if l.starts_with(prefix) { replacement } else { Some(*l) }).collect();
         request_lines("GET / HTTP/1.1", &lines)
     }
 
@@ -1190,13 +1032,7 @@ mod tests {
     ) -> Result<Option<(UpgradeResponse, usize)>, HandshakeError> {
         let protocols: Vec<String> = protocols.iter().map(|s| (*s).to_owned()).collect();
         let extensions: Vec<String> = extensions.iter().map(|s| (*s).to_owned()).collect();
-        parse_response(
-            buf,
-            KEY,
-            &protocols,
-            &extensions,
-            &HandshakeLimits::default(),
-        )
+        parse_response(buf, KEY, &protocols, &extensions, &HandshakeLimits::default())
     }
 
     fn client_err(buf: &[u8], protocols: &[&str], extensions: &[&str]) -> HandshakeError {
@@ -1232,19 +1068,13 @@ mod tests {
         assert_eq!(req.offered_protocols(), ["chat", "superchat", "v2"]);
         assert_eq!(
             req.extensions,
-            [
-                ExtensionOffer::new("permessage-deflate")
-                    .with_param("client_max_window_bits", None)
-            ]
+            [ExtensionOffer::new("permessage-deflate").with_param("client_max_window_bits", None)]
         );
         assert_eq!(req.origin.as_deref(), Some("https://example.com"));
         assert_eq!(req.header("x-custom"), Some("a"));
         assert_eq!(req.header("SEC-WEBSOCKET-KEY"), Some(KEY));
         assert_eq!(req.header("missing"), None);
-        assert!(
-            req.headers.iter().any(|(n, _)| n == "X-Custom"),
-            "names kept as sent"
-        );
+        assert!(req.headers.iter().any(|(n, _)| n == "X-Custom"), "names kept as sent");
     }
 
     #[test]
@@ -1261,22 +1091,15 @@ mod tests {
     fn returns_none_until_head_is_complete() {
         let buf = request_with("");
         for len in 0..buf.len() {
-            assert_eq!(
-                parse_request(&buf[..len], &HandshakeLimits::default()),
-                Ok(None),
-                "prefix of {len} bytes"
-            );
+            assert_eq!(parse_request(&buf[..len], &HandshakeLimits::default()), Ok(None), "prefix of {len} bytes");
         }
-        assert!(parse_request(&buf, &HandshakeLimits::default())
-            .is_ok_and(|r| r.is_some_and(|(_, n)| n == buf.len())));
+        assert!(parse_request(&buf, &HandshakeLimits::default()).is_ok_and(|r| r.is_some_and(|(_, n)| n == buf.len())));
     }
 
     #[test]
     fn keeps_bytes_after_head_for_the_connection() {
         let head = request_with("");
-        let frame = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         let mut buf = head.clone();
         buf.extend_from_slice(&frame);
         let (_, n) = parse_ok(&buf);
@@ -1286,19 +1109,13 @@ mod tests {
 
     #[test]
     fn accepts_absolute_form_target() {
-        let (req, _) = parse_ok(&request_lines(
-            "GET ws://example.com/a/b?x=1 HTTP/1.1",
-            &BASE[..],
-        ));
+        let (req, _) = parse_ok(&request_lines("GET ws://example.com/a/b?x=1 HTTP/1.1", &BASE[..]));
         assert_eq!(req.path, "/a/b");
         assert_eq!(req.query.as_deref(), Some("x=1"));
         let (req, _) = parse_ok(&request_lines("GET http://example.com HTTP/1.1", &BASE[..]));
         assert_eq!(req.path, "/");
         assert_eq!(req.query, None);
-        let (req, _) = parse_ok(&request_lines(
-            "GET https://example.com?q HTTP/1.1",
-            &BASE[..],
-        ));
+        let (req, _) = parse_ok(&request_lines("GET https://example.com?q HTTP/1.1", &BASE[..]));
         assert_eq!(req.path, "/");
         assert_eq!(req.query.as_deref(), Some("q"));
     }
@@ -1307,12 +1124,7 @@ mod tests {
     fn rejects_asterisk_and_authority_form_targets_with_400() {
         for target in ["*", "example.com:80", "://x/"] {
             let err = server_err(&request_lines(&format!("GET {target} HTTP/1.1"), &BASE[..]));
-            assert_eq!(
-                err,
-                HandshakeError::InvalidTarget {
-                    target: target.to_owned()
-                }
-            );
+            assert_eq!(err, HandshakeError::InvalidTarget { target: target.to_owned() });
             assert_eq!(err.status(), 400);
         }
     }
@@ -1321,17 +1133,10 @@ mod tests {
 
     #[test]
     fn rejects_oversized_incomplete_head_with_431() {
-        let limits = HandshakeLimits {
-            max_head_bytes: 64,
-            ..HandshakeLimits::default()
-        };
+        let limits = HandshakeLimits { max_head_bytes: 64, ..HandshakeLimits::default() };
         let mut buf = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
         buf.resize(64, b'a');
-        assert_eq!(
-            parse_request(&buf, &limits),
-            Ok(None),
-            "exactly at the limit"
-        );
+        assert_eq!(parse_request(&buf, &limits), Ok(None), "exactly at the limit");
         buf.push(b'a');
         let err = parse_request(&buf, &limits).err();
         assert_eq!(err, Some(HandshakeError::HeadTooLarge { limit: 64 }));
@@ -1341,49 +1146,29 @@ mod tests {
     #[test]
     fn rejects_complete_head_longer_than_limit_with_431() {
         let buf = request_with("");
-        let limits = HandshakeLimits {
-            max_head_bytes: buf.len() - 1,
-            ..HandshakeLimits::default()
-        };
+        let limits = HandshakeLimits { max_head_bytes: buf.len() - 1, ..HandshakeLimits::default() };
         let mut with_frames = buf.clone();
         with_frames.extend_from_slice(&[0x81, 0x80, 0, 0, 0, 0]);
-        assert_eq!(
-            parse_request(&with_frames, &limits),
-            Err(HandshakeError::HeadTooLarge {
-                limit: buf.len() - 1
-            })
-        );
-        let exact = HandshakeLimits {
-            max_head_bytes: buf.len(),
-            ..HandshakeLimits::default()
-        };
+        assert_eq!(parse_request(&with_frames, &limits), Err(HandshakeError::HeadTooLarge { limit: buf.len() - 1 }));
+        let exact = HandshakeLimits { max_head_bytes: buf.len(), ..HandshakeLimits::default() };
         assert!(parse_request(&with_frames, &exact).is_ok_and(|r| r.is_some()));
     }
 
     #[test]
     fn rejects_too_many_headers_with_431() {
-        let limits = HandshakeLimits {
-            max_headers: 5,
-            ..HandshakeLimits::default()
-        };
+        let limits = HandshakeLimits { max_headers: 5, ..HandshakeLimits::default() };
         let buf = request_with("X-One: 1\r\n");
         let err = parse_request(&buf, &limits).err();
         assert_eq!(err, Some(HandshakeError::TooManyHeaders { limit: 5 }));
         assert_eq!(err.map(|e| e.status()), Some(431));
-        let ok = HandshakeLimits {
-            max_headers: 6,
-            ..HandshakeLimits::default()
-        };
+        let ok = HandshakeLimits { max_headers: 6, ..HandshakeLimits::default() };
         assert!(parse_request(&buf, &ok).is_ok_and(|r| r.is_some()));
     }
 
     #[test]
     fn max_headers_above_the_stack_slots_works() {
         let extra: String = (0..100).map(|i| format!("X-H{i}: {i}\r\n")).collect();
-        let limits = HandshakeLimits {
-            max_headers: 200,
-            ..HandshakeLimits::default()
-        };
+        let limits = HandshakeLimits { max_headers: 200, ..HandshakeLimits::default() };
         let (req, _) = parse_request(&request_with(&extra), &limits)
             .ok()
             .flatten()
@@ -1399,10 +1184,7 @@ mod tests {
             b"GET / HTTP/2.0\r\n\r\n",
         ] {
             let err = server_err(bad);
-            assert!(
-                matches!(err, HandshakeError::MalformedHead { .. }),
-                "{bad:?}: {err:?}"
-            );
+            assert!(matches!(err, HandshakeError::MalformedHead { .. }), "{bad:?}: {err:?}");
             assert_eq!(err.status(), 400);
         }
     }
@@ -1436,12 +1218,7 @@ mod tests {
     #[test]
     fn rejects_non_get_method_with_405() {
         let err = server_err(&request_lines("POST / HTTP/1.1", &BASE[..]));
-        assert_eq!(
-            err,
-            HandshakeError::MethodNotAllowed {
-                method: "POST".to_owned()
-            }
-        );
+        assert_eq!(err, HandshakeError::MethodNotAllowed { method: "POST".to_owned() });
         assert_eq!(err.status(), 405);
         let err = server_err(&request_lines("get / HTTP/1.1", &BASE[..]));
         assert_eq!(err.status(), 405, "methods are case-sensitive");
@@ -1470,31 +1247,17 @@ mod tests {
 
     #[test]
     fn accepts_connection_token_list_with_upgrade() {
-        parse_ok(&base_with(
-            "Connection",
-            Some("Connection: keep-alive, Upgrade"),
-        ));
-        parse_ok(&base_with(
-            "Connection",
-            Some("Connection: keep-alive\r\nConnection: UPGRADE"),
-        ));
+        parse_ok(&base_with("Connection", Some("Connection: keep-alive, Upgrade")));
+        parse_ok(&base_with("Connection", Some("Connection: keep-alive\r\nConnection: UPGRADE")));
     }
 
     #[test]
     fn rejects_connection_without_upgrade_with_400() {
         let err = server_err(&base_with("Connection", Some("Connection: keep-alive")));
-        assert_eq!(
-            err,
-            HandshakeError::MissingConnectionUpgrade {
-                connection: Some("keep-alive".to_owned())
-            }
-        );
+        assert_eq!(err, HandshakeError::MissingConnectionUpgrade { connection: Some("keep-alive".to_owned()) });
         assert_eq!(err.status(), 400);
         let err = server_err(&base_with("Connection", None));
-        assert_eq!(
-            err,
-            HandshakeError::MissingConnectionUpgrade { connection: None }
-        );
+        assert_eq!(err, HandshakeError::MissingConnectionUpgrade { connection: None });
         assert_eq!(err.status(), 400);
         // A substring is not a token.
         let err = server_err(&base_with("Connection", Some("Connection: upgraded")));
@@ -1519,12 +1282,7 @@ mod tests {
         ] {
             let line = format!("Sec-WebSocket-Key: {key}");
             let err = server_err(&base_with("Sec-WebSocket-Key", Some(&line)));
-            assert_eq!(
-                err,
-                HandshakeError::InvalidKey {
-                    key: key.to_owned()
-                }
-            );
+            assert_eq!(err, HandshakeError::InvalidKey { key: key.to_owned() });
             assert_eq!(err.status(), 400);
         }
     }
@@ -1533,12 +1291,7 @@ mod tests {
     fn rejects_duplicate_key_with_400() {
         let line = format!("Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Key: {KEY}");
         let err = server_err(&base_with("Sec-WebSocket-Key", Some(&line)));
-        assert_eq!(
-            err,
-            HandshakeError::DuplicateHeader {
-                name: "Sec-WebSocket-Key"
-            }
-        );
+        assert_eq!(err, HandshakeError::DuplicateHeader { name: "Sec-WebSocket-Key" });
         assert_eq!(err.status(), 400);
     }
 
@@ -1551,12 +1304,7 @@ mod tests {
             (None, None),
         ] {
             let err = server_err(&non_utf8(base_with("Sec-WebSocket-Version", line)));
-            assert_eq!(
-                err,
-                HandshakeError::UnsupportedVersion {
-                    version: version.map(str::to_owned)
-                }
-            );
+            assert_eq!(err, HandshakeError::UnsupportedVersion { version: version.map(str::to_owned) });
             assert_eq!(err.status(), 426);
             let resp = String::from_utf8_lossy(&error_response(&err)).into_owned();
             assert!(resp.starts_with("HTTP/1.1 426 "), "{resp}");
@@ -1577,20 +1325,14 @@ mod tests {
     #[test]
     fn rejects_malformed_protocol_list_with_400() {
         let err = server_err(&request_with("Sec-WebSocket-Protocol: a b\r\n"));
-        assert_eq!(
-            err,
-            HandshakeError::InvalidProtocols(NegotiateError::InvalidChar { at: 2, found: 'b' })
-        );
+        assert_eq!(err, HandshakeError::InvalidProtocols(NegotiateError::InvalidChar { at: 2, found: 'b' }));
         assert_eq!(err.status(), 400);
     }
 
     #[test]
     fn rejects_malformed_extensions_with_400() {
         let err = server_err(&request_with("Sec-WebSocket-Extensions: x; a=\"open\r\n"));
-        assert_eq!(
-            err,
-            HandshakeError::InvalidExtensions(NegotiateError::UnterminatedQuote { at: 5 })
-        );
+        assert_eq!(err, HandshakeError::InvalidExtensions(NegotiateError::UnterminatedQuote { at: 5 }));
         assert_eq!(err.status(), 400);
     }
 
@@ -1614,12 +1356,7 @@ mod tests {
         let headers = res
             .headers
             .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
             .collect();
         (res.code.unwrap_or(0), headers, bytes[n..].to_vec())
     }
@@ -1629,28 +1366,18 @@ mod tests {
         let errors = [
             HandshakeError::MissingHost,
             HandshakeError::NotUpgrade,
-            HandshakeError::MethodNotAllowed {
-                method: "POST<script>".to_owned(),
-            },
+            HandshakeError::MethodNotAllowed { method: "POST<script>".to_owned() },
             HandshakeError::HeadTooLarge { limit: 8192 },
             HandshakeError::UnsupportedVersion { version: None },
         ];
         for err in errors {
             let (status, headers, body) = parse_http_response(&error_response(&err));
-            let get = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.as_str())
-            };
+            let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
             assert_eq!(status, err.status());
             assert_eq!(get("connection"), Some("close"));
             assert_eq!(get("content-length"), Some(body.len().to_string().as_str()));
             assert!(!body.is_empty());
-            assert!(
-                !String::from_utf8_lossy(&body).contains("script"),
-                "peer input is not echoed"
-            );
+            assert!(!String::from_utf8_lossy(&body).contains("script"), "peer input is not echoed");
             match status {
                 426 => {
                     assert_eq!(get("sec-websocket-version"), Some("13"));
@@ -1683,25 +1410,14 @@ mod tests {
             HandshakeError::UnsupportedVersion { version: None },
             HandshakeError::InvalidProtocols(e.clone()),
             HandshakeError::InvalidExtensions(e),
-            HandshakeError::Rejected {
-                status: 404,
-                headers: vec![],
-            },
+            HandshakeError::Rejected { status: 404, headers: vec![] },
             HandshakeError::ResponseMissingUpgrade { upgrade: None },
             HandshakeError::ResponseMissingConnectionUpgrade { connection: None },
-            HandshakeError::AcceptMismatch {
-                expected: "a".into(),
-                got: None,
-            },
-            HandshakeError::UnofferedProtocol {
-                protocol: "p".into(),
-            },
+            HandshakeError::AcceptMismatch { expected: "a".into(), got: None },
+            HandshakeError::UnofferedProtocol { protocol: "p".into() },
             HandshakeError::MultipleProtocols { protocols: vec![] },
             HandshakeError::UnofferedExtension { name: "x".into() },
-            HandshakeError::InvalidOutgoingHeader {
-                name: "X".into(),
-                reason: "r",
-            },
+            HandshakeError::InvalidOutgoingHeader { name: "X".into(), reason: "r" },
         ];
         for err in all {
             assert!(err.to_string().len() > 10, "{err:?}");
@@ -1715,13 +1431,7 @@ mod tests {
     #[test]
     fn write_response_writes_101_with_accept_protocol_and_extensions() {
         let mut out = b"prefix".to_vec();
-        let r = write_response(
-            &mut out,
-            KEY,
-            Some("chat"),
-            Some("permessage-deflate"),
-            &[("Set-Cookie", "a=b")],
-        );
+        let r = write_response(&mut out, KEY, Some("chat"), Some("permessage-deflate"), &[("Set-Cookie", "a=b")]);
         assert_eq!(r, Ok(()));
         let expected = format!(
             "prefixHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -1754,10 +1464,7 @@ mod tests {
         for (protocol, extensions, extra) in cases {
             let mut out = Vec::new();
             let err = write_response(&mut out, KEY, protocol, extensions, extra).err();
-            assert!(
-                matches!(err, Some(HandshakeError::InvalidOutgoingHeader { .. })),
-                "{err:?}"
-            );
+            assert!(matches!(err, Some(HandshakeError::InvalidOutgoingHeader { .. })), "{err:?}");
             assert_eq!(err.map(|e| e.status()), Some(500));
             assert!(out.is_empty());
         }
@@ -1804,9 +1511,7 @@ mod tests {
             ClientRequest::new("h", "no-slash"),
             ClientRequest::new("h", "/a b"),
             ClientRequest::new("h", "/").with_protocol("a b"),
-            ClientRequest::new("h", "/")
-                .with_protocol("a")
-                .with_protocol("a"),
+            ClientRequest::new("h", "/").with_protocol("a").with_protocol("a"),
             ClientRequest::new("h", "/").with_extensions("x\ny"),
             ClientRequest::new("h", "/").with_header("X", "1\r\n\r\nGET /evil"),
             ClientRequest::new("h", "/").with_header("Sec-WebSocket-Key", KEY),
@@ -1815,10 +1520,7 @@ mod tests {
         for req in bad {
             let mut out = Vec::new();
             let err = write_request(&req, &mut out).err();
-            assert!(
-                matches!(err, Some(HandshakeError::InvalidOutgoingHeader { .. })),
-                "{req:?}: {err:?}"
-            );
+            assert!(matches!(err, Some(HandshakeError::InvalidOutgoingHeader { .. })), "{req:?}: {err:?}");
             assert!(out.is_empty());
         }
     }
@@ -1831,16 +1533,14 @@ mod tests {
             "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate; \
              server_no_context_takeover\r\nX-Server: t\r\n",
         );
-        let Ok(Some((res, n))) = client_parse(&buf, &["v2", "chat"], &["permessage-deflate"])
-        else {
+        let Ok(Some((res, n))) = client_parse(&buf, &["v2", "chat"], &["permessage-deflate"]) else {
             panic!("expected a response");
         };
         assert_eq!(n, buf.len());
         assert_eq!(res.protocol.as_deref(), Some("chat"));
         assert_eq!(
             res.extensions,
-            [ExtensionOffer::new("permessage-deflate")
-                .with_param("server_no_context_takeover", None)]
+            [ExtensionOffer::new("permessage-deflate").with_param("server_no_context_takeover", None)]
         );
         assert_eq!(res.header("x-server"), Some("t"));
     }
@@ -1874,10 +1574,7 @@ mod tests {
             err,
             HandshakeError::Rejected {
                 status: 403,
-                headers: vec![
-                    ("Content-Length".to_owned(), b"3".to_vec()),
-                    ("X-Why".to_owned(), b"origin".to_vec()),
-                ],
+                headers: vec![("Content-Length".to_owned(), b"3".to_vec()), ("X-Why".to_owned(), b"origin".to_vec()),],
             }
         );
         assert_eq!(err.status(), 502);
@@ -1898,21 +1595,13 @@ mod tests {
              Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
         );
         let err = client_err(buf.as_bytes(), &[], &[]);
-        assert_eq!(
-            err,
-            HandshakeError::ResponseMissingUpgrade {
-                upgrade: Some("h2c".to_owned())
-            }
-        );
+        assert_eq!(err, HandshakeError::ResponseMissingUpgrade { upgrade: Some("h2c".to_owned()) });
         assert_eq!(err.status(), 502);
         let buf = format!(
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
         );
-        assert_eq!(
-            client_err(buf.as_bytes(), &[], &[]),
-            HandshakeError::ResponseMissingUpgrade { upgrade: None }
-        );
+        assert_eq!(client_err(buf.as_bytes(), &[], &[]), HandshakeError::ResponseMissingUpgrade { upgrade: None });
     }
 
     #[test]
@@ -1922,12 +1611,7 @@ mod tests {
              Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
         );
         let err = client_err(buf.as_bytes(), &[], &[]);
-        assert_eq!(
-            err,
-            HandshakeError::ResponseMissingConnectionUpgrade {
-                connection: Some("keep-alive".to_owned())
-            }
-        );
+        assert_eq!(err, HandshakeError::ResponseMissingConnectionUpgrade { connection: Some("keep-alive".to_owned()) });
         assert_eq!(err.status(), 502);
     }
 
@@ -1936,22 +1620,12 @@ mod tests {
         let wrong = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                       Connection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n";
         let err = client_err(wrong, &[], &[]);
-        assert_eq!(
-            err,
-            HandshakeError::AcceptMismatch {
-                expected: ACCEPT.to_owned(),
-                got: Some("AAAA".to_owned())
-            }
-        );
+        assert_eq!(err, HandshakeError::AcceptMismatch { expected: ACCEPT.to_owned(), got: Some("AAAA".to_owned()) });
         assert_eq!(err.status(), 502);
-        let missing =
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let missing = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
         assert_eq!(
             client_err(missing, &[], &[]),
-            HandshakeError::AcceptMismatch {
-                expected: ACCEPT.to_owned(),
-                got: None
-            }
+            HandshakeError::AcceptMismatch { expected: ACCEPT.to_owned(), got: None }
         );
     }
 
@@ -1959,26 +1633,17 @@ mod tests {
     fn response_cannot_pick_unoffered_protocol() {
         let buf = response_with("Sec-WebSocket-Protocol: evil\r\n");
         let err = client_err(&buf, &["chat"], &[]);
-        assert_eq!(
-            err,
-            HandshakeError::UnofferedProtocol {
-                protocol: "evil".to_owned()
-            }
-        );
+        assert_eq!(err, HandshakeError::UnofferedProtocol { protocol: "evil".to_owned() });
         assert_eq!(err.status(), 502);
         assert_eq!(
             client_err(&buf, &[], &[]),
-            HandshakeError::UnofferedProtocol {
-                protocol: "evil".to_owned()
-            },
+            HandshakeError::UnofferedProtocol { protocol: "evil".to_owned() },
             "no protocol offered, none may be answered"
         );
         let buf = response_with("Sec-WebSocket-Protocol: Chat\r\n");
         assert_eq!(
             client_err(&buf, &["chat"], &[]),
-            HandshakeError::UnofferedProtocol {
-                protocol: "Chat".to_owned()
-            },
+            HandshakeError::UnofferedProtocol { protocol: "Chat".to_owned() },
             "subprotocols compare case-sensitively"
         );
     }
@@ -1987,12 +1652,7 @@ mod tests {
     fn response_cannot_pick_several_protocols() {
         let buf = response_with("Sec-WebSocket-Protocol: a, b\r\n");
         let err = client_err(&buf, &["a", "b"], &[]);
-        assert_eq!(
-            err,
-            HandshakeError::MultipleProtocols {
-                protocols: vec!["a".to_owned(), "b".to_owned()]
-            }
-        );
+        assert_eq!(err, HandshakeError::MultipleProtocols { protocols: vec!["a".to_owned(), "b".to_owned()] });
         assert_eq!(err.status(), 502);
     }
 
@@ -2000,12 +1660,7 @@ mod tests {
     fn response_cannot_accept_unoffered_extension() {
         let buf = response_with("Sec-WebSocket-Extensions: permessage-deflate, x-evil\r\n");
         let err = client_err(&buf, &[], &["permessage-deflate"]);
-        assert_eq!(
-            err,
-            HandshakeError::UnofferedExtension {
-                name: "x-evil".to_owned()
-            }
-        );
+        assert_eq!(err, HandshakeError::UnofferedExtension { name: "x-evil".to_owned() });
         assert_eq!(err.status(), 502);
         let buf = response_with("Sec-WebSocket-Extensions: Permessage-Deflate\r\n");
         assert!(client_parse(&buf, &[], &["permessage-deflate"]).is_ok_and(|r| r.is_some()));
@@ -2022,24 +1677,16 @@ mod tests {
 
     #[test]
     fn response_over_head_limit_is_rejected() {
-        let limits = HandshakeLimits {
-            max_head_bytes: 32,
-            ..HandshakeLimits::default()
-        };
+        let limits = HandshakeLimits { max_head_bytes: 32, ..HandshakeLimits::default() };
         let buf = response_with("");
-        assert_eq!(
-            parse_response(&buf, KEY, &[], &[], &limits),
-            Err(HandshakeError::HeadTooLarge { limit: 32 })
-        );
+        assert_eq!(parse_response(&buf, KEY, &[], &[], &limits), Err(HandshakeError::HeadTooLarge { limit: 32 }));
     }
 
     // --- round trip --------------------------------------------------------------------------------
 
     #[test]
     fn client_server_round_trip() {
-        let offered_exts =
-            vec![ExtensionOffer::new("permessage-deflate")
-                .with_param("client_max_window_bits", None)];
+        let offered_exts = vec![ExtensionOffer::new("permessage-deflate").with_param("client_max_window_bits", None)];
         let req = ClientRequest::new("example.com:9001", "/echo?x=y")
             .with_protocol("v1.chat")
             .with_protocol("v2.chat")
@@ -2063,49 +1710,25 @@ mod tests {
         assert_eq!(protocol.as_deref(), Some("v2.chat"));
         let accepted = negotiate::format_extensions(&[ExtensionOffer::new("permessage-deflate")]);
         let mut answer = Vec::new();
-        assert_eq!(
-            write_response(
-                &mut answer,
-                &upgrade.key,
-                protocol.as_deref(),
-                Some(&accepted),
-                &[]
-            ),
-            Ok(())
-        );
+        assert_eq!(write_response(&mut answer, &upgrade.key, protocol.as_deref(), Some(&accepted), &[]), Ok(()));
         answer.extend_from_slice(&[0x81, 0x00]); // the server's first frame
 
         // Client side.
         let names: Vec<String> = offered_exts.iter().map(|e| e.name.clone()).collect();
-        let parsed = parse_response(
-            &answer,
-            &key,
-            &req.protocols,
-            &names,
-            &HandshakeLimits::default(),
-        );
+        let parsed = parse_response(&answer, &key, &req.protocols, &names, &HandshakeLimits::default());
         let Ok(Some((response, m))) = parsed else {
             panic!("expected a response, got {parsed:?}");
         };
         assert_eq!(&answer[m..], &[0x81, 0x00]);
         assert_eq!(response.protocol.as_deref(), Some("v2.chat"));
-        assert_eq!(
-            response.extensions,
-            [ExtensionOffer::new("permessage-deflate")]
-        );
+        assert_eq!(response.extensions, [ExtensionOffer::new("permessage-deflate")]);
     }
 
     #[test]
     fn client_detects_response_to_another_key() {
         let mut answer = Vec::new();
-        assert_eq!(
-            write_response(&mut answer, "b3RoZXIga2V5IDE2Ynl0ZQ==", None, None, &[]),
-            Ok(())
-        );
-        assert!(matches!(
-            client_err(&answer, &[], &[]),
-            HandshakeError::AcceptMismatch { .. }
-        ));
+        assert_eq!(write_response(&mut answer, "b3RoZXIga2V5IDE2Ynl0ZQ==", None, None, &[]), Ok(()));
+        assert!(matches!(client_err(&answer, &[], &[]), HandshakeError::AcceptMismatch { .. }));
     }
 
     // --- robustness (the fuzz target's body, run as a test) ----------------------------------------
@@ -2115,15 +1738,10 @@ mod tests {
         if let Ok(Some((_, n))) = parse_request(data, &limits) {
             assert!(n <= data.len());
         }
-        if let Ok(Some((_, n))) =
-            parse_response(data, KEY, &["chat".into()], &["x".into()], &limits)
-        {
+        if let Ok(Some((_, n))) = parse_response(data, KEY, &["chat".into()], &["x".into()], &limits) {
             assert!(n <= data.len());
         }
-        let tiny = HandshakeLimits {
-            max_head_bytes: 16,
-            max_headers: 0,
-        };
+        let tiny = HandshakeLimits { max_head_bytes: 16, max_headers: 0 };
         let _ = parse_request(data, &tiny);
         let _ = parse_response(data, KEY, &[], &[], &tiny);
     }
@@ -2134,17 +1752,13 @@ mod tests {
             exercise(&data);
             true
         }
-        QuickCheck::new()
-            .tests(2000)
-            .quickcheck(prop as fn(Vec<u8>) -> bool);
+        QuickCheck::new().tests(2000).quickcheck(prop as fn(Vec<u8>) -> bool);
     }
 
     #[test]
     fn parsers_never_panic_on_mutated_handshakes() {
         fn prop(seed: Vec<(u16, u8)>, truncate: u16) -> TestResult {
-            let mut req = request_with(
-                "Sec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Extensions: x; y=\"z\"\r\n",
-            );
+            let mut req = request_with("Sec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Extensions: x; y=\"z\"\r\n");
             let mut res = response_with("Sec-WebSocket-Protocol: chat\r\n");
             for (at, byte) in &seed {
                 let i = usize::from(*at);
@@ -2162,8 +1776,6 @@ mod tests {
             exercise(&res);
             TestResult::passed()
         }
-        QuickCheck::new()
-            .tests(2000)
-            .quickcheck(prop as fn(Vec<(u16, u8)>, u16) -> TestResult);
+        QuickCheck::new().tests(2000).quickcheck(prop as fn(Vec<(u16, u8)>, u16) -> TestResult);
     }
 }

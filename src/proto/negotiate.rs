@@ -28,10 +28,7 @@ pub struct ExtensionOffer {
 impl ExtensionOffer {
     /// An offer with no parameters.
     pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            params: Vec::new(),
-        }
+        Self { name: name.into(), params: Vec::new() }
     }
 
     /// Adds a parameter (builder style). `value` is the unquoted value; [`format_extensions`] quotes
@@ -45,10 +42,7 @@ impl ExtensionOffer {
     /// The first parameter named `name` (ASCII case-insensitive): `None` if absent, `Some(None)` if
     /// present without a value, `Some(Some(v))` with its value.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
     }
 }
 
@@ -109,20 +103,7 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
         )
 }
 
@@ -161,17 +142,11 @@ impl<'a> Cursor<'a> {
 
     /// The character at `at`, for error reports.
     fn char_at(&self, at: usize) -> char {
-        self.s
-            .get(at..)
-            .and_then(|rest| rest.chars().next())
-            .unwrap_or(char::REPLACEMENT_CHARACTER)
+        self.s.get(at..).and_then(|rest| rest.chars().next()).unwrap_or(char::REPLACEMENT_CHARACTER)
     }
 
     fn invalid_here(&self) -> NegotiateError {
-        NegotiateError::InvalidChar {
-            at: self.pos,
-            found: self.char_at(self.pos),
-        }
+        NegotiateError::InvalidChar { at: self.pos, found: self.char_at(self.pos) }
     }
 
     /// Reads a non-empty token.
@@ -185,9 +160,7 @@ impl<'a> Cursor<'a> {
             return Ok(&self.s[start..self.pos]);
         }
         match self.peek() {
-            None | Some(b',' | b';' | b'=' | b' ' | b'\t') => {
-                Err(NegotiateError::EmptyToken { at: start })
-            }
+            None | Some(b',' | b';' | b'=' | b' ' | b'\t') => Err(NegotiateError::EmptyToken { at: start }),
             Some(_) => Err(self.invalid_here()),
         }
     }
@@ -403,10 +376,7 @@ impl SubprotocolPolicy {
     pub fn select(&self, offered: &[&str]) -> Option<String> {
         match self {
             Self::None => None,
-            Self::Preferred(supported) => supported
-                .iter()
-                .find(|p| offered.contains(&p.as_str()))
-                .cloned(),
+            Self::Preferred(supported) => supported.iter().find(|p| offered.contains(&p.as_str())).cloned(),
             Self::Callback(f) => {
                 if offered.is_empty() {
                     return None;
@@ -444,19 +414,13 @@ mod tests {
     fn offer(name: &str, params: &[(&str, Option<&str>)]) -> ExtensionOffer {
         ExtensionOffer {
             name: name.to_owned(),
-            params: params
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.map(str::to_owned)))
-                .collect(),
+            params: params.iter().map(|(n, v)| ((*n).to_owned(), v.map(str::to_owned))).collect(),
         }
     }
 
     #[test]
     fn parses_single_extension_without_params() {
-        assert_eq!(
-            parse_extensions("permessage-deflate"),
-            Ok(vec![offer("permessage-deflate", &[])])
-        );
+        assert_eq!(parse_extensions("permessage-deflate"), Ok(vec![offer("permessage-deflate", &[])]));
     }
 
     #[test]
@@ -469,10 +433,7 @@ mod tests {
             Ok(vec![
                 offer(
                     "permessage-deflate",
-                    &[
-                        ("client_max_window_bits", None),
-                        ("server_max_window_bits", Some("10"))
-                    ]
+                    &[("client_max_window_bits", None), ("server_max_window_bits", Some("10"))]
                 ),
                 offer("permessage-deflate", &[]),
             ])
@@ -483,150 +444,83 @@ mod tests {
     fn parses_quoted_param_values() {
         assert_eq!(
             parse_extensions(r#"x; a="10"; b="two words"; c="""#),
-            Ok(vec![offer(
-                "x",
-                &[("a", Some("10")), ("b", Some("two words")), ("c", Some(""))]
-            )])
+            Ok(vec![offer("x", &[("a", Some("10")), ("b", Some("two words")), ("c", Some(""))])])
         );
     }
 
     #[test]
     fn unescapes_backslash_escapes_in_quoted_values() {
-        assert_eq!(
-            parse_extensions(r#"x; a="q\"uo\\te\d""#),
-            Ok(vec![offer("x", &[("a", Some(r#"q"uo\ted"#))])])
-        );
+        assert_eq!(parse_extensions(r#"x; a="q\"uo\\te\d""#), Ok(vec![offer("x", &[("a", Some(r#"q"uo\ted"#))])]));
     }
 
     #[test]
     fn quoted_values_may_contain_delimiters() {
-        assert_eq!(
-            parse_extensions(r#"x; a=",;=", y"#),
-            Ok(vec![offer("x", &[("a", Some(",;="))]), offer("y", &[])])
-        );
+        assert_eq!(parse_extensions(r#"x; a=",;=", y"#), Ok(vec![offer("x", &[("a", Some(",;="))]), offer("y", &[])]));
     }
 
     #[test]
     fn tolerates_whitespace_around_delimiters() {
         assert_eq!(
             parse_extensions(" \tx ;a = 1 ; b\t;c= \"v\" ,  y  "),
-            Ok(vec![
-                offer("x", &[("a", Some("1")), ("b", None), ("c", Some("v"))]),
-                offer("y", &[])
-            ])
+            Ok(vec![offer("x", &[("a", Some("1")), ("b", None), ("c", Some("v"))]), offer("y", &[])])
         );
     }
 
     #[test]
     fn ignores_empty_list_elements() {
-        assert_eq!(
-            parse_extensions(", x, ,, y ,"),
-            Ok(vec![offer("x", &[]), offer("y", &[])])
-        );
+        assert_eq!(parse_extensions(", x, ,, y ,"), Ok(vec![offer("x", &[]), offer("y", &[])]));
         assert_eq!(parse_extensions(""), Ok(vec![]));
         assert_eq!(parse_extensions("  "), Ok(vec![]));
     }
 
     #[test]
     fn rejects_empty_extension_name() {
-        assert_eq!(
-            parse_extensions("; a=1"),
-            Err(NegotiateError::EmptyToken { at: 0 })
-        );
+        assert_eq!(parse_extensions("; a=1"), Err(NegotiateError::EmptyToken { at: 0 }));
     }
 
     #[test]
     fn rejects_empty_param_name() {
-        assert_eq!(
-            parse_extensions("x; =1"),
-            Err(NegotiateError::EmptyToken { at: 3 })
-        );
-        assert_eq!(
-            parse_extensions("x;"),
-            Err(NegotiateError::EmptyToken { at: 2 })
-        );
-        assert_eq!(
-            parse_extensions("x;, y"),
-            Err(NegotiateError::EmptyToken { at: 2 })
-        );
+        assert_eq!(parse_extensions("x; =1"), Err(NegotiateError::EmptyToken { at: 3 }));
+        assert_eq!(parse_extensions("x;"), Err(NegotiateError::EmptyToken { at: 2 }));
+        assert_eq!(parse_extensions("x;, y"), Err(NegotiateError::EmptyToken { at: 2 }));
     }
 
     #[test]
     fn rejects_empty_param_value() {
-        assert_eq!(
-            parse_extensions("x; a="),
-            Err(NegotiateError::EmptyToken { at: 5 })
-        );
-        assert_eq!(
-            parse_extensions("x; a= , y"),
-            Err(NegotiateError::EmptyToken { at: 6 })
-        );
+        assert_eq!(parse_extensions("x; a="), Err(NegotiateError::EmptyToken { at: 5 }));
+        assert_eq!(parse_extensions("x; a= , y"), Err(NegotiateError::EmptyToken { at: 6 }));
     }
 
     #[test]
     fn rejects_unterminated_quote() {
-        assert_eq!(
-            parse_extensions(r#"x; a="abc"#),
-            Err(NegotiateError::UnterminatedQuote { at: 5 })
-        );
-        assert_eq!(
-            parse_extensions(r#"x; a="abc\"#),
-            Err(NegotiateError::UnterminatedQuote { at: 5 })
-        );
+        assert_eq!(parse_extensions(r#"x; a="abc"#), Err(NegotiateError::UnterminatedQuote { at: 5 }));
+        assert_eq!(parse_extensions(r#"x; a="abc\"#), Err(NegotiateError::UnterminatedQuote { at: 5 }));
     }
 
     #[test]
     fn rejects_bad_chars_in_tokens() {
-        assert_eq!(
-            parse_extensions("x@y"),
-            Err(NegotiateError::InvalidChar { at: 1, found: '@' })
-        );
-        assert_eq!(
-            parse_extensions("x; a=b/c"),
-            Err(NegotiateError::InvalidChar { at: 6, found: '/' })
-        );
-        assert_eq!(
-            parse_extensions("é"),
-            Err(NegotiateError::InvalidChar { at: 0, found: 'é' })
-        );
+        assert_eq!(parse_extensions("x@y"), Err(NegotiateError::InvalidChar { at: 1, found: '@' }));
+        assert_eq!(parse_extensions("x; a=b/c"), Err(NegotiateError::InvalidChar { at: 6, found: '/' }));
+        assert_eq!(parse_extensions("é"), Err(NegotiateError::InvalidChar { at: 0, found: 'é' }));
     }
 
     #[test]
     fn rejects_control_and_non_ascii_chars_in_quoted_values() {
-        assert_eq!(
-            parse_extensions("x; a=\"b\u{1}\""),
-            Err(NegotiateError::InvalidChar {
-                at: 7,
-                found: '\u{1}'
-            })
-        );
-        assert_eq!(
-            parse_extensions("x; a=\"é\""),
-            Err(NegotiateError::InvalidChar { at: 6, found: 'é' })
-        );
+        assert_eq!(parse_extensions("x; a=\"b\u{1}\""), Err(NegotiateError::InvalidChar { at: 7, found: '\u{1}' }));
+        assert_eq!(parse_extensions("x; a=\"é\""), Err(NegotiateError::InvalidChar { at: 6, found: 'é' }));
     }
 
     #[test]
     fn rejects_text_after_a_complete_element() {
-        assert_eq!(
-            parse_extensions("x y"),
-            Err(NegotiateError::InvalidChar { at: 2, found: 'y' })
-        );
-        assert_eq!(
-            parse_extensions(r#"x; a="b"c"#),
-            Err(NegotiateError::InvalidChar { at: 8, found: 'c' })
-        );
+        assert_eq!(parse_extensions("x y"), Err(NegotiateError::InvalidChar { at: 2, found: 'y' }));
+        assert_eq!(parse_extensions(r#"x; a="b"c"#), Err(NegotiateError::InvalidChar { at: 8, found: 'c' }));
     }
 
     #[test]
     fn parses_several_header_lines_as_one_list() {
         assert_eq!(
             parse_extension_headers(["x; a=1", "", "y, z"]),
-            Ok(vec![
-                offer("x", &[("a", Some("1"))]),
-                offer("y", &[]),
-                offer("z", &[])
-            ])
+            Ok(vec![offer("x", &[("a", Some("1"))]), offer("y", &[]), offer("z", &[])])
         );
         assert_eq!(
             parse_extension_headers(vec!["x".to_owned(), ";".to_owned()]),
@@ -638,19 +532,9 @@ mod tests {
     fn formats_token_values_bare_and_others_quoted() {
         let offers = vec![
             offer("x", &[("a", Some("10")), ("b", None)]),
-            offer(
-                "y",
-                &[
-                    ("c", Some("two words")),
-                    ("d", Some(r#"q"\"#)),
-                    ("e", Some("")),
-                ],
-            ),
+            offer("y", &[("c", Some("two words")), ("d", Some(r#"q"\"#)), ("e", Some(""))]),
         ];
-        assert_eq!(
-            format_extensions(&offers),
-            r#"x; a=10; b, y; c="two words"; d="q\"\\"; e="""#
-        );
+        assert_eq!(format_extensions(&offers), r#"x; a=10; b, y; c="two words"; d="q\"\\"; e="""#);
         assert_eq!(format_extensions(&[]), "");
     }
 
@@ -660,10 +544,7 @@ mod tests {
         assert_eq!(o.param("a"), Some(None));
         assert_eq!(o.param("B"), Some(Some("1")));
         assert_eq!(o.param("c"), None);
-        assert_eq!(
-            ExtensionOffer::new("x").with_param("b", Some("1")),
-            offer("x", &[("b", Some("1"))])
-        );
+        assert_eq!(ExtensionOffer::new("x").with_param("b", Some("1")), offer("x", &[("b", Some("1"))]));
     }
 
     /// Arbitrary offers restricted to what the header can carry: token names, values of HTAB/SP/VCHAR.
@@ -675,9 +556,7 @@ mod tests {
 
     fn gen_string(g: &mut Gen, alphabet: &[u8], min: usize) -> String {
         let len = min + usize::arbitrary(g) % 8;
-        (0..len)
-            .map(|_| char::from(*g.choose(alphabet).unwrap_or(&b'a')))
-            .collect()
+        (0..len).map(|_| char::from(*g.choose(alphabet).unwrap_or(&b'a'))).collect()
     }
 
     impl Arbitrary for Offers {
@@ -689,11 +568,7 @@ mod tests {
                         name: gen_string(g, TCHARS, 1),
                         params: (0..usize::arbitrary(g) % 4)
                             .map(|_| {
-                                let value = if bool::arbitrary(g) {
-                                    Some(gen_string(g, VALUE_CHARS, 0))
-                                } else {
-                                    None
-                                };
+                                let value = if bool::arbitrary(g) { Some(gen_string(g, VALUE_CHARS, 0)) } else { None };
                                 (gen_string(g, TCHARS, 1), value)
                             })
                             .collect(),
@@ -708,9 +583,7 @@ mod tests {
         fn prop(offers: Offers) -> bool {
             parse_extensions(&format_extensions(&offers.0)) == Ok(offers.0)
         }
-        QuickCheck::new()
-            .tests(2000)
-            .quickcheck(prop as fn(Offers) -> bool);
+        QuickCheck::new().tests(2000).quickcheck(prop as fn(Offers) -> bool);
     }
 
     #[test]
@@ -720,42 +593,24 @@ mod tests {
             let _ = parse_protocol_list(&s);
             true
         }
-        QuickCheck::new()
-            .tests(2000)
-            .quickcheck(prop as fn(String) -> bool);
+        QuickCheck::new().tests(2000).quickcheck(prop as fn(String) -> bool);
     }
 
     #[test]
     fn parses_protocol_list_in_order() {
         assert_eq!(
             parse_protocol_list("chat, superchat ,v2.json"),
-            Ok(vec![
-                "chat".to_owned(),
-                "superchat".to_owned(),
-                "v2.json".to_owned()
-            ])
+            Ok(vec!["chat".to_owned(), "superchat".to_owned(), "v2.json".to_owned()])
         );
-        assert_eq!(
-            parse_protocol_list(" , chat,,"),
-            Ok(vec!["chat".to_owned()])
-        );
+        assert_eq!(parse_protocol_list(" , chat,,"), Ok(vec!["chat".to_owned()]));
         assert_eq!(parse_protocol_list(""), Ok(vec![]));
     }
 
     #[test]
     fn rejects_non_token_protocols() {
-        assert_eq!(
-            parse_protocol_list("chat, super chat"),
-            Err(NegotiateError::InvalidChar { at: 12, found: 'c' })
-        );
-        assert_eq!(
-            parse_protocol_list("chat; v=1"),
-            Err(NegotiateError::InvalidChar { at: 4, found: ';' })
-        );
-        assert_eq!(
-            parse_protocol_list("\"chat\""),
-            Err(NegotiateError::InvalidChar { at: 0, found: '"' })
-        );
+        assert_eq!(parse_protocol_list("chat, super chat"), Err(NegotiateError::InvalidChar { at: 12, found: 'c' }));
+        assert_eq!(parse_protocol_list("chat; v=1"), Err(NegotiateError::InvalidChar { at: 4, found: ';' }));
+        assert_eq!(parse_protocol_list("\"chat\""), Err(NegotiateError::InvalidChar { at: 0, found: '"' }));
     }
 
     #[test]
@@ -802,13 +657,7 @@ mod tests {
 
     #[test]
     fn policy_debug_hides_the_callback() {
-        assert_eq!(
-            format!("{:?}", SubprotocolPolicy::callback(|_| None)),
-            "Callback(<fn>)"
-        );
-        assert_eq!(
-            format!("{:?}", SubprotocolPolicy::Preferred(vec!["a".into()])),
-            "Preferred([\"a\"])"
-        );
+        assert_eq!(format!("{:?}", SubprotocolPolicy::callback(|_| None)), "Callback(<fn>)");
+        assert_eq!(format!("{:?}", SubprotocolPolicy::Preferred(vec!["a".into()])), "Preferred([\"a\"])");
     }
 }

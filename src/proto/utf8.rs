@@ -30,10 +30,7 @@ pub struct Utf8Validator {
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub const fn new() -> Self {
-        Self {
-            pending: [0; 4],
-            pending_len: 0,
-        }
+        Self { pending: [0; 4], pending_len: 0 }
     }
 
     /// Whether a code point is still incomplete.
@@ -126,10 +123,7 @@ mod tests {
         let euro = "€".as_bytes(); // e2 82 ac
         assert_eq!(feed_pieces(&[&euro[..1], &euro[1..2], &euro[2..]]), Ok(()));
         let emoji = "😀".as_bytes();
-        assert_eq!(
-            feed_pieces(&[b"ab", &emoji[..3], &emoji[3..], b"cd"]),
-            Ok(())
-        );
+        assert_eq!(feed_pieces(&[b"ab", &emoji[..3], &emoji[3..], b"cd"]), Ok(()));
     }
 
     #[test]

@@ -20,11 +20,7 @@ pub struct ConnId(pub(crate) u64);
 
 impl ConnId {
     pub(crate) fn new(reactor: usize, slot: usize, generation: u32) -> Self {
-        Self(
-            ((reactor as u64) << 56)
-                | ((u64::from(generation) & 0xff_ffff) << 32)
-                | (slot as u64 & 0xffff_ffff),
-        )
+        Self(((reactor as u64) << 56) | ((u64::from(generation) & 0xff_ffff) << 32) | (slot as u64 & 0xffff_ffff))
     }
     pub(crate) fn reactor(self) -> usize {
         (self.0 >> 56) as usize
@@ -43,13 +39,7 @@ impl ConnId {
 
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}.{}",
-            self.reactor(),
-            self.slot(),
-            self.generation()
-        )
+        write!(f, "{}:{}.{}", self.reactor(), self.slot(), self.generation())
     }
 }
 
@@ -97,7 +87,40 @@ pub trait Handler: 'static {
     fn on_drain(&mut self, ctx: &mut Ctx<'_>) {}
     /// The peer broke the protocol (the connection is being failed with `error.code`) or a limit was hit.
     fn on_error(&mut self, ctx: &mut Ctx<'_>, error: &proto::ProtocolError) {}
+    /// An outgoing (in-loop client) connection could not be established: TCP connect, the handshake, or
+    /// their timeout failed. No other callback is called for it.
+    fn on_connect_error(&mut self, error: &ConnectError) {}
 }
+
+/// Why an in-loop client connection failed before it opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The TCP connection failed (refused, unreachable, reset).
+    Io(std::io::Error),
+    /// The server answered the upgrade request with something other than a valid 101.
+    Handshake(crate::proto::handshake::HandshakeError),
+    /// The connection or the handshake did not complete within the configured timeout.
+    Timeout,
+    /// The server closed the connection before its 101 response was complete.
+    ClosedDuringHandshake,
+    /// The engine is stopping (or the reactor is at its connection limit) and took no new connection.
+    Refused,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "TCP connection failed: {e}"),
+            Self::Handshake(e) => write!(f, "WebSocket handshake failed: {e}"),
+            Self::Timeout => f.write_str("connect or handshake timed out (check the address and the server's load)"),
+            Self::ClosedDuringHandshake => f.write_str("the server closed the connection during the handshake"),
+            Self::Refused => f.write_str("the engine is stopping or at its connection limit"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 /// Why a send through [`Ctx`] did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +137,8 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Protocol(e) => e.fmt(f),
-            Self::Dropped => {
-                f.write_str("message dropped: the peer's buffered bytes are at the ceiling")
-            }
-            Self::SlowPeer => {
-                f.write_str("the peer does not read and is being closed (buffered bytes ceiling)")
-            }
+            Self::Dropped => f.write_str("message dropped: the peer's buffered bytes are at the ceiling"),
+            Self::SlowPeer => f.write_str("the peer does not read and is being closed (buffered bytes ceiling)"),
         }
     }
 }
@@ -176,10 +195,7 @@ pub struct Ctx<'a> {
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx")
-            .field("id", &self.id)
-            .field("peer", &self.info.peer)
-            .finish_non_exhaustive()
+        f.debug_struct("Ctx").field("id", &self.id).field("peer", &self.info.peer).finish_non_exhaustive()
     }
 }
 
@@ -213,10 +229,7 @@ impl Ctx<'_> {
     /// `Config::keep_request_headers` is set.
     pub fn header(&self, name: &str) -> Option<&str> {
         let headers = self.headers.or(self.info.headers.as_deref())?;
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     /// Bytes queued for this peer and not yet taken by the socket (backpressure).
@@ -256,9 +269,7 @@ impl Ctx<'_> {
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
         self.admit(text.len())?;
-        self.proto
-            .send_text(text, self.out)
-            .map_err(SendError::Protocol)?;
+        self.proto.send_text(text, self.out).map_err(SendError::Protocol)?;
         crate::metrics::Counters::add(&self.counters.messages_sent, 1);
         Ok(())
     }
@@ -266,41 +277,31 @@ impl Ctx<'_> {
     /// Sends a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
         self.admit(data.len())?;
-        self.proto
-            .send_binary(data, self.out)
-            .map_err(SendError::Protocol)?;
+        self.proto.send_binary(data, self.out).map_err(SendError::Protocol)?;
         crate::metrics::Counters::add(&self.counters.messages_sent, 1);
         Ok(())
     }
 
     /// Sends a ping (payload at most 125 bytes). Never dropped by the backpressure policy.
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.proto
-            .send_ping(payload, self.out)
-            .map_err(SendError::Protocol)
+        self.proto.send_ping(payload, self.out).map_err(SendError::Protocol)
     }
 
     /// Starts the close handshake with `code` and `reason`; the socket closes when the peer answers or
     /// the close timeout passes.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.proto
-            .close(code, reason, self.out)
-            .map_err(SendError::Protocol)
+        self.proto.close(code, reason, self.out).map_err(SendError::Protocol)
     }
 
     /// Sends a text message to every open connection of the server (this one included). The frame is
     /// encoded once and shared.
     pub fn broadcast_text(&mut self, text: &str) {
-        self.deferred
-            .broadcasts
-            .push(server_frame(OpCode::Text, text.as_bytes()));
+        self.deferred.broadcasts.push(server_frame(OpCode::Text, text.as_bytes()));
     }
 
     /// Sends a binary message to every open connection of the server (this one included).
     pub fn broadcast_binary(&mut self, data: &[u8]) {
-        self.deferred
-            .broadcasts
-            .push(server_frame(OpCode::Binary, data));
+        self.deferred.broadcasts.push(server_frame(OpCode::Binary, data));
     }
 
     /// Subscribes this connection to `topic` (takes effect when the callback returns).
@@ -316,17 +317,12 @@ impl Ctx<'_> {
     /// Sends a text message to every subscriber of `topic`, on every reactor (this connection included
     /// when it is subscribed).
     pub fn publish_text(&mut self, topic: &str, text: &str) {
-        self.deferred.publishes.push((
-            topic.to_owned(),
-            server_frame(OpCode::Text, text.as_bytes()),
-        ));
+        self.deferred.publishes.push((topic.to_owned(), server_frame(OpCode::Text, text.as_bytes())));
     }
 
     /// Sends a binary message to every subscriber of `topic`.
     pub fn publish_binary(&mut self, topic: &str, data: &[u8]) {
-        self.deferred
-            .publishes
-            .push((topic.to_owned(), server_frame(OpCode::Binary, data)));
+        self.deferred.publishes.push((topic.to_owned(), server_frame(OpCode::Binary, data)));
     }
 }
 
@@ -344,9 +340,6 @@ mod tests {
     #[test]
     fn conn_id_packs_reactor_slot_and_generation() {
         let id = ConnId::new(3, 123_456, 0xabcdef);
-        assert_eq!(
-            (id.reactor(), id.slot(), id.generation()),
-            (3, 123_456, 0xabcdef)
-        );
+        assert_eq!((id.reactor(), id.slot(), id.generation()), (3, 123_456, 0xabcdef));
     }
 }

@@ -30,15 +30,16 @@ mod router;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 pub use config::{BackpressurePolicy, Config};
-pub use handler::{ConnId, Ctx, Handler, Message, SendError};
+pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::proto::frame::OpCode;
@@ -56,19 +57,14 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
 impl Server {
     /// A server with `config` and no handlers yet.
     pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            router: Router::default(),
-        }
+        Self { config, router: Router::default() }
     }
 
     /// Routes upgrade requests for `path` (exact match, without the query) to handlers made by
@@ -79,10 +75,7 @@ impl Server {
         F: Fn(&UpgradeRequest) -> H + Send + Sync + 'static,
         H: Handler,
     {
-        self.router.add(
-            path,
-            Arc::new(move |req: &UpgradeRequest| Box::new(factory(req)) as Box<dyn Handler>),
-        );
+        self.router.add(path, Arc::new(move |req: &UpgradeRequest| Box::new(factory(req)) as Box<dyn Handler>));
         self
     }
 
@@ -94,15 +87,27 @@ impl Server {
         for _ in 0..threads {
             let listener = reactor::bind_listener(addr)?;
             addr = listener.local_addr()?;
-            listeners.push(listener);
+            listeners.push(Some(listener));
         }
+        self.spawn(listeners, addr)
+    }
+
+    /// Starts the reactor threads without listeners, to host in-loop client connections only (see
+    /// [`Handle::connect`]). `Config::addr` is ignored.
+    pub fn start_without_listeners(self) -> io::Result<RunningServer> {
+        let threads = self.config.threads.max(1);
+        let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.spawn((0..threads).map(|_| None).collect(), addr)
+    }
+
+    fn spawn(self, listeners: Vec<Option<mio::net::TcpListener>>, addr: SocketAddr) -> io::Result<RunningServer> {
+        let threads = listeners.len();
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
         let mut reactors = Vec::with_capacity(threads);
         let mut links = Vec::with_capacity(threads);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (reactor, link) =
-                Reactor::prepare(index, listener, config.clone(), router.clone())?;
+            let (reactor, link) = Reactor::prepare(index, listener, config.clone(), router.clone())?;
             reactors.push(reactor);
             links.push(link);
         }
@@ -111,22 +116,16 @@ impl Server {
             links,
             local_addr: addr,
             stopping: AtomicBool::new(false),
+            next_client_reactor: AtomicUsize::new(0),
         });
         let handle = Handle { shared };
         let mut joins = Vec::with_capacity(threads);
         for reactor in reactors {
             let handle = handle.clone();
             let name = format!("wsloop-reactor-{}", reactor.index());
-            joins.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || reactor.run(handle))?,
-            );
+            joins.push(std::thread::Builder::new().name(name).spawn(move || reactor.run(handle))?);
         }
-        Ok(RunningServer {
-            handle,
-            threads: joins,
-        })
+        Ok(RunningServer { handle, threads: joins })
     }
 }
 
@@ -165,6 +164,24 @@ impl RunningServer {
     }
 }
 
+/// Settings of one in-loop client connection ([`Handle::connect`]). Frame and message limits, ping
+/// interval and timeouts other than these two come from the engine's [`Config`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Time allowed for TCP connect plus the handshake. Default 10 s.
+    pub timeout: Duration,
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// Extra request headers (name, value).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10), protocols: Vec::new(), headers: Vec::new() }
+    }
+}
+
 pub(crate) struct ReactorLink {
     pub(crate) tx: Sender<Command>,
     pub(crate) waker: Arc<mio::Waker>,
@@ -176,6 +193,7 @@ struct Shared {
     counters: Vec<Arc<Counters>>,
     local_addr: SocketAddr,
     stopping: AtomicBool,
+    next_client_reactor: AtomicUsize,
 }
 
 /// A cheap, cloneable, `Send` handle to a running server, usable from any thread.
@@ -186,9 +204,7 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle")
-            .field("local_addr", &self.shared.local_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Handle").field("local_addr", &self.shared.local_addr).finish_non_exhaustive()
     }
 }
 
@@ -272,23 +288,41 @@ impl Handle {
 
     /// Sends a text message to one connection (dropped silently if it is gone).
     pub fn send_text(&self, id: ConnId, text: &str) {
-        self.send(
-            id.reactor(),
-            Command::SendTo(id, server_frame(OpCode::Text, text.as_bytes())),
-        );
+        self.send(id.reactor(), Command::SendTo(id, server_frame(OpCode::Text, text.as_bytes())));
     }
 
     /// Sends a binary message to one connection.
     pub fn send_binary(&self, id: ConnId, data: &[u8]) {
-        self.send(
-            id.reactor(),
-            Command::SendTo(id, server_frame(OpCode::Binary, data)),
-        );
+        self.send(id.reactor(), Command::SendTo(id, server_frame(OpCode::Binary, data)));
     }
 
     /// Starts the close handshake on one connection.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) {
         self.send(id.reactor(), Command::Close(id, code, reason.to_owned()));
+    }
+
+    /// Opens an in-loop client connection to `addr` on one of the reactors (round robin) and returns at
+    /// once. Success is reported through `handler.on_open`, failure through `handler.on_connect_error`;
+    /// afterwards the handler is driven exactly like a server-side one. `host` is the `Host` header value
+    /// and `path_and_query` the request target (e.g. `/chat?room=1`).
+    pub fn connect<H: Handler + Send>(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        path_and_query: &str,
+        options: ConnectOptions,
+        handler: H,
+    ) {
+        let reactors = self.shared.links.len().max(1);
+        let reactor = self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
+        let request = Box::new(reactor::ClientStart {
+            addr,
+            host: host.to_owned(),
+            path_and_query: path_and_query.to_owned(),
+            options,
+            handler: Box::new(handler),
+        });
+        self.send(reactor, Command::Connect(request));
     }
 
     /// The counters of every reactor, summed.

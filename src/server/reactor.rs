@@ -24,10 +24,10 @@ use slab::Slab;
 use crate::buf::{BufferPool, Fill, InboundBuf, OutboundQueue};
 use crate::metrics::Counters;
 use crate::proto::handshake::{self, HandshakeLimits, UpgradeRequest};
-use crate::proto::{CloseCode, Connection, ConnectionConfig, Event, Role};
+use crate::proto::{CloseCode, CloseState, Connection, ConnectionConfig, Event, Role};
 use crate::timer::{TimerKey, TimerWheel};
 
-use super::handler::{ConnId, ConnInfo, Ctx, Deferred, Handler, Message};
+use super::handler::{ConnId, ConnInfo, ConnectError, Ctx, Deferred, Handler, Message};
 use super::router::Router;
 use super::{Config, Handle, ReactorLink};
 
@@ -40,7 +40,29 @@ pub(crate) enum Command {
     Publish(Arc<str>, Bytes),
     SendTo(ConnId, Bytes),
     Close(ConnId, CloseCode, String),
+    Connect(Box<ClientStart>),
     Stop,
+}
+
+/// An in-loop client connection to open.
+pub(crate) struct ClientStart {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host: String,
+    pub(crate) path_and_query: String,
+    pub(crate) options: super::ConnectOptions,
+    pub(crate) handler: Box<dyn Handler + Send>,
+}
+
+/// An in-loop client connection on its way to open.
+struct PendingClient {
+    handler: Box<dyn Handler>,
+    /// The upgrade request, written once TCP connects.
+    request: Vec<u8>,
+    key: String,
+    protocols: Vec<String>,
+    peer: SocketAddr,
+    path_and_query: String,
+    timeout_ms: u64,
 }
 
 /// Binds a non-blocking listener with `SO_REUSEPORT`, so each reactor can have its own.
@@ -64,6 +86,10 @@ enum Phase {
     Open(Box<OpenConn>),
     /// An HTTP error response is being written; the socket closes once it is out.
     Rejected,
+    /// In-loop client: TCP connect in progress.
+    Connecting(Box<PendingClient>),
+    /// In-loop client: request sent, waiting for the 101 response.
+    AwaitingResponse(Box<PendingClient>),
 }
 
 struct OpenConn {
@@ -100,7 +126,7 @@ struct Conn {
 pub(crate) struct ReactorSeed {
     index: usize,
     poll: Poll,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     rx: Receiver<Command>,
     counters: Arc<Counters>,
     config: Arc<Config>,
@@ -151,50 +177,28 @@ impl Reactor {
     /// Makes the parts that cross into the reactor thread, and the link other threads use to reach it.
     pub(crate) fn prepare(
         index: usize,
-        mut listener: TcpListener,
+        mut listener: Option<TcpListener>,
         config: Arc<Config>,
         router: Arc<Router>,
     ) -> io::Result<(ReactorSeed, ReactorLink)> {
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(listener) = listener.as_mut() {
+            poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
-        let seed = ReactorSeed {
-            index,
-            poll,
-            listener,
-            rx,
-            counters: counters.clone(),
-            config,
-            router,
-        };
-        Ok((
-            seed,
-            ReactorLink {
-                tx,
-                waker,
-                counters,
-            },
-        ))
+        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router };
+        Ok((seed, ReactorLink { tx, waker, counters }))
     }
 
     fn from_seed(seed: ReactorSeed) -> Self {
-        let ReactorSeed {
-            index,
-            poll,
-            listener,
-            rx,
-            counters,
-            config,
-            router,
-        } = seed;
+        let ReactorSeed { index, poll, listener, rx, counters, config, router } = seed;
         let threads = config.threads.max(1);
         Self {
             index,
             poll,
-            listener: Some(listener),
+            listener,
             conns: Slab::new(),
             next_generation: 0,
             scratch: vec![0; config.read_buffer_size.max(4096)],
@@ -209,10 +213,7 @@ impl Reactor {
                 max_message_size: config.max_message_size,
                 auto_pong: config.auto_pong,
             },
-            limits: HandshakeLimits {
-                max_head_bytes: config.max_request_head,
-                max_headers: config.max_headers,
-            },
+            limits: HandshakeLimits { max_head_bytes: config.max_request_head, max_headers: config.max_headers },
             max_conns: config.max_connections.div_ceil(threads),
             config,
             router,
@@ -232,11 +233,8 @@ impl Reactor {
     fn run(mut self, handle: Handle) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.wheel.is_empty() && self.stopping.is_none() {
-                None
-            } else {
-                Some(self.config.timer_tick)
-            };
+            let timeout =
+                if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -287,20 +285,15 @@ impl Reactor {
                     Counters::add(&self.counters.connections_accepted, 1);
                     if self.conns.len() >= self.max_conns {
                         Counters::add(&self.counters.connections_refused, 1);
-                        log::warn!(
-                            "reactor {}: max connections reached, refusing {peer}",
-                            self.index
-                        );
+                        log::warn!("reactor {}: max connections reached, refusing {peer}", self.index);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let slot = entry.key();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(slot),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
+                    if let Err(e) =
+                        self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+                    {
                         log::warn!("reactor {}: register failed: {e}", self.index);
                         continue;
                     }
@@ -333,12 +326,15 @@ impl Reactor {
     fn deadline(&self, conn: &Conn) -> Option<u64> {
         let c = &self.config;
         match &conn.phase {
-            Phase::Handshake | Phase::Rejected => {
-                Some(conn.last_read + millis(c.handshake_timeout))
-            }
+            Phase::Handshake | Phase::Rejected => Some(conn.last_read + millis(c.handshake_timeout)),
+            Phase::Connecting(p) | Phase::AwaitingResponse(p) => Some(conn.last_read + p.timeout_ms),
             Phase::Open(open) => {
                 if let Some(sent) = open.close_sent {
                     return Some(sent + millis(c.close_timeout));
+                }
+                if open.proto.transport_may_close() {
+                    // A client waits for the server to close TCP, up to the close timeout.
+                    return Some(self.now + millis(c.close_timeout));
                 }
                 let mut next: Option<u64> = None;
                 let mut consider = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
@@ -386,6 +382,13 @@ impl Reactor {
         let c = self.config.clone();
         let conn = &mut self.conns[slot];
         match &mut conn.phase {
+            Phase::Connecting(p) | Phase::AwaitingResponse(p) => {
+                if now >= conn.last_read + p.timeout_ms {
+                    Counters::add(&self.counters.handshake_timeouts, 1);
+                    self.fail_client(slot, ConnectError::Timeout);
+                    return;
+                }
+            }
             Phase::Handshake | Phase::Rejected => {
                 if now >= conn.last_read + millis(c.handshake_timeout) {
                     Counters::add(&self.counters.handshake_timeouts, 1);
@@ -395,40 +398,32 @@ impl Reactor {
                 }
             }
             Phase::Open(open) => {
+                if open.proto.transport_may_close() && open.close_sent.is_none() {
+                    // Client role: the server never closed TCP after the close handshake.
+                    self.remove(slot, handle, CloseCode::NORMAL, "");
+                    return;
+                }
                 if let Some(sent) = open.close_sent {
                     if now >= sent + millis(c.close_timeout) {
                         Counters::add(&self.counters.close_timeouts, 1);
                         self.remove(slot, handle, CloseCode::ABNORMAL, "close handshake timeout");
                         return;
                     }
-                } else if open
-                    .ping_sent
-                    .is_some_and(|sent| now >= sent + millis(c.pong_timeout))
-                {
+                } else if open.ping_sent.is_some_and(|sent| now >= sent + millis(c.pong_timeout)) {
                     Counters::add(&self.counters.pong_timeouts, 1);
                     log::debug!("reactor {}: pong timeout on slot {slot}", self.index);
-                    let _ = open
-                        .proto
-                        .close(CloseCode::GOING_AWAY, "pong timeout", &mut self.cork);
+                    let _ = open.proto.close(CloseCode::GOING_AWAY, "pong timeout", &mut self.cork);
                     self.flush(slot, handle);
                     self.remove(slot, handle, CloseCode::ABNORMAL, "pong timeout");
                     return;
-                } else if c
-                    .idle_timeout
-                    .is_some_and(|idle| now >= conn.last_read + millis(idle))
-                {
+                } else if c.idle_timeout.is_some_and(|idle| now >= conn.last_read + millis(idle)) {
                     Counters::add(&self.counters.idle_timeouts, 1);
-                    if open
-                        .proto
-                        .close(CloseCode::GOING_AWAY, "idle timeout", &mut self.cork)
-                        .is_ok()
-                    {
+                    if open.proto.close(CloseCode::GOING_AWAY, "idle timeout", &mut self.cork).is_ok() {
                         open.close_sent = Some(now);
                     }
                     self.flush(slot, handle);
                 } else if open.ping_sent.is_none()
-                    && c.ping_interval
-                        .is_some_and(|interval| now >= conn.last_read + millis(interval))
+                    && c.ping_interval.is_some_and(|interval| now >= conn.last_read + millis(interval))
                 {
                     if open.proto.send_ping(b"", &mut self.cork).is_ok() {
                         open.ping_sent = Some(now);
@@ -443,9 +438,11 @@ impl Reactor {
     }
 
     fn on_writable(&mut self, slot: usize, handle: &Handle) {
-        let Some(conn) = self.conns.get_mut(slot) else {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if matches!(conn.phase, Phase::Connecting(_)) {
+            self.check_connected(slot, handle);
             return;
-        };
+        }
         if conn.outbound.is_empty() {
             return;
         }
@@ -529,8 +526,7 @@ impl Reactor {
             Counters::add(&self.counters.bytes_written, written as u64);
         }
         if written < self.cork.len() {
-            conn.outbound
-                .push_owned(&self.cork[written..], &mut self.pool);
+            conn.outbound.push_owned(&self.cork[written..], &mut self.pool);
             if let Phase::Open(open) = &mut conn.phase {
                 open.drain_pending = true;
             }
@@ -540,17 +536,18 @@ impl Reactor {
     }
 
     fn update_pool_gauge(&self) {
-        Counters::set(
-            &self.counters.pool_buffers_outstanding,
-            self.pool.outstanding() as u64,
-        );
+        Counters::set(&self.counters.pool_buffers_outstanding, self.pool.outstanding() as u64);
     }
 
     fn on_readable(&mut self, slot: usize, handle: &Handle) {
+        if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::Connecting(_))) {
+            self.check_connected(slot, handle);
+        }
         loop {
-            let Some(conn) = self.conns.get_mut(slot) else {
+            let Some(conn) = self.conns.get_mut(slot) else { return };
+            if matches!(conn.phase, Phase::Connecting(_)) {
                 return;
-            };
+            }
             if matches!(conn.phase, Phase::Rejected) || conn.close_when_flushed {
                 // Discard whatever arrives while an error response or a final close goes out.
                 match conn.stream.read(&mut self.scratch) {
@@ -569,11 +566,7 @@ impl Reactor {
             }
             let read = match conn.inbound.as_mut() {
                 Some(inbound) => {
-                    let limit = self
-                        .config
-                        .max_frame_size
-                        .saturating_add(14)
-                        .max(self.config.max_request_head);
+                    let limit = self.config.max_frame_size.saturating_add(14).max(self.config.max_request_head);
                     match inbound.fill_from(&mut conn.stream, limit) {
                         Ok(Fill::Read(n)) => Ok(Some((n, false))),
                         Ok(Fill::Eof) => Ok(None),
@@ -597,7 +590,11 @@ impl Reactor {
                     }
                 }
                 Ok(None) => {
-                    self.remove(slot, handle, CloseCode::ABNORMAL, "");
+                    if matches!(self.conns[slot].phase, Phase::AwaitingResponse(_)) {
+                        self.fail_client(slot, ConnectError::ClosedDuringHandshake);
+                    } else {
+                        self.remove(slot, handle, CloseCode::ABNORMAL, "");
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -616,18 +613,7 @@ impl Reactor {
     fn process(&mut self, slot: usize, handle: &Handle, from_scratch: Option<usize>) -> Outcome {
         let index = self.index;
         let Self {
-            conns,
-            scratch,
-            cork,
-            pool,
-            counters,
-            deferred,
-            dropped,
-            config,
-            router,
-            limits,
-            proto_config,
-            ..
+            conns, scratch, cork, pool, counters, deferred, dropped, config, router, limits, proto_config, ..
         } = self;
         let Some(conn) = conns.get_mut(slot) else {
             return Outcome::default();
@@ -643,12 +629,7 @@ impl Reactor {
             handle,
             counters,
         };
-        let Conn {
-            inbound,
-            phase,
-            stream,
-            ..
-        } = conn;
+        let Conn { inbound, phase, stream, .. } = conn;
         let buf: &mut [u8] = match from_scratch {
             Some(n) => &mut scratch[..n],
             None => match inbound.as_mut() {
@@ -663,25 +644,14 @@ impl Reactor {
                 Ok(None) => {}
                 Ok(Some((request, head_len))) => {
                     pos = head_len;
-                    let peer = stream
-                        .peer_addr()
-                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    match upgrade(
-                        &request,
-                        env.config,
-                        router,
-                        peer,
-                        env.cork,
-                        proto_config.clone(),
-                    ) {
+                    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    match upgrade(&request, env.config, router, peer, env.cork, proto_config.clone()) {
                         Ok(open) => {
                             Counters::add(&env.counters.connections_upgraded, 1);
                             upgraded = true;
                             *phase = Phase::Open(open);
                             if let Phase::Open(open) = phase {
-                                invoke(open, &mut env, Some(&request.headers), |h, ctx| {
-                                    h.on_open(ctx)
-                                });
+                                invoke(open, &mut env, Some(&request.headers), |h, ctx| h.on_open(ctx));
                             }
                         }
                         Err(response) => {
@@ -696,6 +666,53 @@ impl Reactor {
                     log::debug!("reactor {index}: upgrade request refused: {err}");
                     env.cork.extend_from_slice(&handshake::error_response(&err));
                     *phase = Phase::Rejected;
+                }
+            }
+        }
+        if matches!(phase, Phase::AwaitingResponse(_)) {
+            let Phase::AwaitingResponse(pending) = std::mem::replace(phase, Phase::Rejected) else {
+                unreachable!("checked above")
+            };
+            match handshake::parse_response(buf, &pending.key, &pending.protocols, &[], limits) {
+                Ok(None) => *phase = Phase::AwaitingResponse(pending),
+                Ok(Some((response, head_len))) => {
+                    pos = head_len;
+                    upgraded = true;
+                    Counters::add(&env.counters.connections_upgraded, 1);
+                    let PendingClient { handler, peer, path_and_query, .. } = *pending;
+                    let (path, query) = match path_and_query.split_once('?') {
+                        Some((p, q)) => (p.to_owned(), Some(q.to_owned().into_boxed_str())),
+                        None => (path_and_query, None),
+                    };
+                    *phase = Phase::Open(Box::new(OpenConn {
+                        proto: Connection::new(Role::Client, proto_config.clone()),
+                        handler,
+                        info: ConnInfo {
+                            peer,
+                            path: path.into_boxed_str(),
+                            query,
+                            protocol: response.protocol.clone().map(String::into_boxed_str),
+                            headers: None,
+                        },
+                        poisoned: false,
+                        notified: false,
+                        drain_pending: false,
+                        ping_sent: None,
+                        close_sent: None,
+                        topics: Vec::new(),
+                    }));
+                    if let Phase::Open(open) = phase {
+                        invoke(open, &mut env, Some(&response.headers), |h, ctx| h.on_open(ctx));
+                    }
+                }
+                Err(err) => {
+                    Counters::add(&env.counters.handshake_failures, 1);
+                    let mut handler = pending.handler;
+                    let error = ConnectError::Handshake(err);
+                    if catch_unwind(AssertUnwindSafe(|| handler.on_connect_error(&error))).is_err() {
+                        Counters::add(&env.counters.handler_panics, 1);
+                    }
+                    // The phase stays Rejected: the socket closes once settled.
                 }
             }
         }
@@ -742,10 +759,7 @@ impl Reactor {
                 }
             }
         }
-        Outcome {
-            slow_peer: env.slow_peer,
-            upgraded,
-        }
+        Outcome { slow_peer: env.slow_peer, upgraded }
     }
 
     /// Settles a connection after its callbacks ran: flush, then close or re-arm as its state asks, then
@@ -754,10 +768,7 @@ impl Reactor {
         self.flush(slot, handle);
         if slow_peer {
             Counters::add(&self.counters.slow_peers_closed, 1);
-            log::info!(
-                "reactor {}: closing a peer that does not read (buffered bytes ceiling)",
-                self.index
-            );
+            log::info!("reactor {}: closing a peer that does not read (buffered bytes ceiling)", self.index);
             self.remove(slot, handle, CloseCode::ABNORMAL, "slow peer");
         }
         if let Some(conn) = self.conns.get_mut(slot) {
@@ -766,15 +777,18 @@ impl Reactor {
                 Phase::Rejected => conn.close_when_flushed = true,
                 Phase::Open(open) => {
                     if open.proto.transport_may_close() {
-                        conn.close_when_flushed = true;
-                    } else if open.close_sent.is_none()
-                        && open.proto.close_state() == crate::proto::CloseState::CloseSent
-                    {
+                        if open.proto.role() == Role::Server || open.proto.close_state() == CloseState::Failed {
+                            conn.close_when_flushed = true;
+                        } else {
+                            // Client: the server closes TCP first; wait for it (bounded by the close timeout).
+                            rearm = true;
+                        }
+                    } else if open.close_sent.is_none() && open.proto.close_state() == CloseState::CloseSent {
                         open.close_sent = Some(self.now);
                         rearm = true;
                     }
                 }
-                Phase::Handshake => {}
+                Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
             }
             if conn.close_when_flushed && conn.outbound.is_empty() {
                 self.remove(slot, handle, CloseCode::NORMAL, "");
@@ -783,10 +797,7 @@ impl Reactor {
             }
         }
         if self.dropped > 0 {
-            Counters::add(
-                &self.counters.messages_dropped,
-                std::mem::take(&mut self.dropped),
-            );
+            Counters::add(&self.counters.messages_dropped, std::mem::take(&mut self.dropped));
         }
         self.update_pool_gauge();
         if !self.deferred.is_empty() {
@@ -796,11 +807,7 @@ impl Reactor {
 
     fn apply_deferred(&mut self, slot: usize, handle: &Handle) {
         let deferred = std::mem::take(&mut self.deferred);
-        if let Some(Conn {
-            phase: Phase::Open(open),
-            ..
-        }) = self.conns.get_mut(slot)
-        {
+        if let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(slot) {
             for topic in deferred.subscribe {
                 if open.topics.iter().any(|t| **t == *topic) {
                     continue;
@@ -865,9 +872,7 @@ impl Reactor {
         let queued = conn.outbound.len_bytes();
         if queued > 0 && queued + frame.len() > self.config.max_buffered_bytes {
             match self.config.backpressure {
-                super::BackpressurePolicy::Drop => {
-                    Counters::add(&self.counters.messages_dropped, 1)
-                }
+                super::BackpressurePolicy::Drop => Counters::add(&self.counters.messages_dropped, 1),
                 super::BackpressurePolicy::Close => {
                     Counters::add(&self.counters.slow_peers_closed, 1);
                     self.remove(slot, handle, CloseCode::ABNORMAL, "slow peer");
@@ -943,32 +948,121 @@ impl Reactor {
                 Ok(Command::Broadcast(frame)) => self.broadcast_local(&frame, handle),
                 Ok(Command::Publish(topic, frame)) => self.publish_local(&topic, &frame, handle),
                 Ok(Command::SendTo(id, frame)) => {
-                    if self
-                        .conns
-                        .get(id.slot())
-                        .is_some_and(|c| c.generation == id.generation())
-                    {
+                    if self.conns.get(id.slot()).is_some_and(|c| c.generation == id.generation()) {
                         self.queue_frame(id.slot(), frame, handle);
                     }
                 }
                 Ok(Command::Close(id, code, reason)) => {
                     let slot = id.slot();
-                    if let Some(Conn {
-                        phase: Phase::Open(open),
-                        generation,
-                        ..
-                    }) = self.conns.get_mut(slot)
-                    {
+                    if let Some(Conn { phase: Phase::Open(open), generation, .. }) = self.conns.get_mut(slot) {
                         if *generation == id.generation() {
                             let _ = open.proto.close(code, &reason, &mut self.cork);
                             self.after_event(slot, handle, false);
                         }
                     }
                 }
+                Ok(Command::Connect(start)) => self.start_client(*start, handle),
                 Ok(Command::Stop) => self.begin_stop(handle),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }
         }
+    }
+
+    /// Starts an in-loop client connection: non-blocking TCP connect, request written once connected.
+    fn start_client(&mut self, start: ClientStart, _handle: &Handle) {
+        let ClientStart { addr, host, path_and_query, options, handler } = start;
+        let mut handler: Box<dyn Handler> = handler;
+        let counters = self.counters.clone();
+        let fail = |handler: &mut Box<dyn Handler>, error: ConnectError| {
+            if catch_unwind(AssertUnwindSafe(|| handler.on_connect_error(&error))).is_err() {
+                Counters::add(&counters.handler_panics, 1);
+            }
+        };
+        if self.stopping.is_some() || self.conns.len() >= self.max_conns {
+            return fail(&mut handler, ConnectError::Refused);
+        }
+        let mut req = handshake::ClientRequest::new(host, path_and_query.clone());
+        for protocol in &options.protocols {
+            req = req.with_protocol(protocol.clone());
+        }
+        for (name, value) in &options.headers {
+            req = req.with_header(name.clone(), value.clone());
+        }
+        let mut request = Vec::with_capacity(256);
+        let key = match handshake::write_request(&req, &mut request) {
+            Ok(key) => key,
+            Err(e) => return fail(&mut handler, ConnectError::Handshake(e)),
+        };
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) => return fail(&mut handler, ConnectError::Io(e)),
+        };
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            return fail(&mut handler, ConnectError::Io(e));
+        }
+        let _ = stream.set_nodelay(true);
+        self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
+        entry.insert(Conn {
+            stream,
+            phase: Phase::Connecting(Box::new(PendingClient {
+                handler,
+                request,
+                key,
+                protocols: options.protocols,
+                peer: addr,
+                path_and_query,
+                timeout_ms: millis(options.timeout),
+            })),
+            inbound: None,
+            outbound: OutboundQueue::new(),
+            timer: None,
+            generation: self.next_generation,
+            last_read: self.now,
+            close_when_flushed: false,
+        });
+        Counters::add(&self.counters.active_connections, 1);
+        self.arm(slot);
+    }
+
+    /// A connecting socket became ready: find out whether TCP connected, then send the upgrade request.
+    fn check_connected(&mut self, slot: usize, handle: &Handle) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        match conn.stream.take_error() {
+            Ok(Some(e)) | Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
+            Ok(None) => {}
+        }
+        match conn.stream.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
+        }
+        let Phase::Connecting(pending) = std::mem::replace(&mut conn.phase, Phase::Rejected) else { return };
+        self.cork.extend_from_slice(&pending.request);
+        conn.phase = Phase::AwaitingResponse(pending);
+        self.flush(slot, handle);
+    }
+
+    /// Reports a failed in-loop client connection to its handler and drops it.
+    fn fail_client(&mut self, slot: usize, error: ConnectError) {
+        let Some(mut conn) = self.conns.try_remove(slot) else { return };
+        if let Some(key) = conn.timer.take() {
+            self.wheel.cancel(key);
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Phase::Connecting(mut pending) | Phase::AwaitingResponse(mut pending) = conn.phase {
+            if catch_unwind(AssertUnwindSafe(|| pending.handler.on_connect_error(&error))).is_err() {
+                Counters::add(&self.counters.handler_panics, 1);
+            }
+        }
+        if let Some(inbound) = conn.inbound.take() {
+            self.pool.give(inbound.into_vec());
+        }
+        conn.outbound.clear(&mut self.pool);
+        Counters::sub(&self.counters.active_connections, 1);
+        Counters::add(&self.counters.connections_closed, 1);
     }
 
     /// Graceful shutdown: stop accepting, send 1001 to every open connection, drop the rest.
@@ -984,11 +1078,7 @@ impl Reactor {
         for slot in slots {
             match &mut self.conns[slot].phase {
                 Phase::Open(open) => {
-                    let _ = open.proto.close(
-                        CloseCode::GOING_AWAY,
-                        "server shutting down",
-                        &mut self.cork,
-                    );
+                    let _ = open.proto.close(CloseCode::GOING_AWAY, "server shutting down", &mut self.cork);
                     self.after_event(slot, handle, false);
                 }
                 _ => self.remove(slot, handle, CloseCode::ABNORMAL, "server shutting down"),
@@ -1040,13 +1130,7 @@ fn invoke(
     if open.poisoned {
         return;
     }
-    let OpenConn {
-        proto,
-        handler,
-        info,
-        poisoned,
-        ..
-    } = open;
+    let OpenConn { proto, handler, info, poisoned, .. } = open;
     let result = {
         let mut ctx = Ctx {
             id: env.id,
@@ -1068,10 +1152,7 @@ fn invoke(
     if result.is_err() {
         *poisoned = true;
         Counters::add(&env.counters.handler_panics, 1);
-        log::error!(
-            "handler panicked on connection {}: closing it with 1011",
-            env.id
-        );
+        log::error!("handler panicked on connection {}: closing it with 1011", env.id);
         let _ = proto.close(CloseCode::INTERNAL_ERROR, "internal error", env.cork);
     }
 }
@@ -1092,16 +1173,12 @@ fn dispatch(open: &mut OpenConn, env: &mut Env<'_>, event: Event<'_>) {
         Event::Text(text) => {
             Counters::add(&counters.text_messages_received, 1);
             Counters::add(&counters.bytes_received, text.len() as u64);
-            invoke(open, env, None, |h, ctx| {
-                h.on_message(ctx, Message::Text(&text))
-            });
+            invoke(open, env, None, |h, ctx| h.on_message(ctx, Message::Text(&text)));
         }
         Event::Binary(data) => {
             Counters::add(&counters.binary_messages_received, 1);
             Counters::add(&counters.bytes_received, data.len() as u64);
-            invoke(open, env, None, |h, ctx| {
-                h.on_message(ctx, Message::Binary(&data))
-            });
+            invoke(open, env, None, |h, ctx| h.on_message(ctx, Message::Binary(&data)));
         }
         Event::Ping(payload) => {
             Counters::add(&counters.pings_received, 1);
@@ -1131,19 +1208,13 @@ fn upgrade(
     proto: ConnectionConfig,
 ) -> Result<Box<OpenConn>, Vec<u8>> {
     if let Some(allowed) = &config.allowed_origins {
-        let ok = request
-            .origin
-            .as_deref()
-            .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        let ok = request.origin.as_deref().is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
         if !ok {
             return Err(handshake::plain_response(403, "origin not allowed\n"));
         }
     }
     let Some(factory) = router.route(&request.path) else {
-        return Err(handshake::plain_response(
-            404,
-            "no WebSocket handler for this path\n",
-        ));
+        return Err(handshake::plain_response(404, "no WebSocket handler for this path\n"));
     };
     let handler = match catch_unwind(AssertUnwindSafe(|| factory(request))) {
         Ok(handler) => handler,
@@ -1155,10 +1226,7 @@ fn upgrade(
     let protocol = config.subprotocols.select(&request.offered_protocols());
     if let Err(e) = handshake::write_response(out, &request.key, protocol.as_deref(), None, &[]) {
         log::error!("cannot write the upgrade response: {e}");
-        return Err(handshake::plain_response(
-            500,
-            "cannot complete the upgrade\n",
-        ));
+        return Err(handshake::plain_response(500, "cannot complete the upgrade\n"));
     }
     Ok(Box::new(OpenConn {
         proto: Connection::new(Role::Server, proto),
@@ -1168,9 +1236,7 @@ fn upgrade(
             path: request.path.clone().into_boxed_str(),
             query: request.query.clone().map(String::into_boxed_str),
             protocol: protocol.map(String::into_boxed_str),
-            headers: config
-                .keep_request_headers
-                .then(|| request.headers.clone().into_boxed_slice()),
+            headers: config.keep_request_headers.then(|| request.headers.clone().into_boxed_slice()),
         },
         poisoned: false,
         notified: false,

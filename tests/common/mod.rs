@@ -30,9 +30,7 @@ pub const KEY: [u8; 4] = [9, 8, 7, 6];
 /// Sends a raw HTTP request and returns the whole response head plus whatever followed.
 pub fn raw_request(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -58,50 +56,26 @@ impl TestClient {
         Self::connect_with(addr, path, "", ConnectionConfig::default())
     }
 
-    pub fn connect_with(
-        addr: SocketAddr,
-        path: &str,
-        extra_headers: &str,
-        config: ConnectionConfig,
-    ) -> Self {
+    pub fn connect_with(addr: SocketAddr, path: &str, extra_headers: &str, config: ConnectionConfig) -> Self {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
-        stream
-            .write_all(upgrade_request(path, extra_headers).as_bytes())
-            .unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.write_all(upgrade_request(path, extra_headers).as_bytes()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let head_end = loop {
             let n = stream.read(&mut chunk).unwrap();
-            assert!(
-                n > 0,
-                "server closed during handshake: {}",
-                String::from_utf8_lossy(&buf)
-            );
+            assert!(n > 0, "server closed during handshake: {}", String::from_utf8_lossy(&buf));
             buf.extend_from_slice(&chunk[..n]);
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
         };
         let response_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        assert!(
-            response_head.starts_with("HTTP/1.1 101"),
-            "upgrade refused: {response_head}"
-        );
-        assert!(
-            response_head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            "bad accept key: {response_head}"
-        );
+        assert!(response_head.starts_with("HTTP/1.1 101"), "upgrade refused: {response_head}");
+        assert!(response_head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "bad accept key: {response_head}");
         buf.drain(..head_end);
-        Self {
-            stream,
-            conn: Connection::new(Role::Client, config),
-            buf,
-            response_head,
-        }
+        Self { stream, conn: Connection::new(Role::Client, config), buf, response_head }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -149,24 +123,19 @@ impl TestClient {
                 return got;
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
             let mut chunk = vec![0u8; 256 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None
-                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
                 Err(_) => return None,
             }
         }
     }
 
     pub fn recv_ok(&mut self) -> Got {
-        self.recv(Duration::from_secs(10))
-            .expect("expected an event")
+        self.recv(Duration::from_secs(10)).expect("expected an event")
     }
 
     /// Waits until the server closes TCP; true when it did within `timeout`.
@@ -177,15 +146,11 @@ impl TestClient {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return false
-                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return false,
                 Err(_) => return true,
             }
         }
@@ -224,9 +189,7 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 impl TestClient {
     /// Wraps a stream whose upgrade request was already written: reads the 101 head.
     pub fn from_stream_after_handshake(mut stream: TcpStream) -> Self {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let head_end = loop {
@@ -240,11 +203,6 @@ impl TestClient {
         let response_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         assert!(response_head.starts_with("HTTP/1.1 101"), "{response_head}");
         buf.drain(..head_end);
-        Self {
-            stream,
-            conn: Connection::new(Role::Client, ConnectionConfig::default()),
-            buf,
-            response_head,
-        }
+        Self { stream, conn: Connection::new(Role::Client, ConnectionConfig::default()), buf, response_head }
     }
 }

@@ -1,0 +1,127 @@
+//! In-loop client connections: hosted by a reactor, driven by the same `Handler` trait as the server side.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::eventually;
+use wsloop::proto::CloseCode;
+use wsloop::server::{Config, ConnectError, ConnectOptions, Ctx, Handler, Message, RunningServer, Server};
+
+struct Echo;
+impl Handler for Echo {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
+        let _ = match message {
+            Message::Text(t) => ctx.send_text(t),
+            Message::Binary(b) => ctx.send_binary(b),
+        };
+    }
+}
+
+fn echo_server() -> RunningServer {
+    let mut server = Server::new(Config { addr: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() });
+    server.register_handler("/echo", |_| Echo);
+    server.start().unwrap()
+}
+
+fn client_engine() -> RunningServer {
+    Server::new(Config { threads: 1, ..Config::default() }).start_without_listeners().unwrap()
+}
+
+#[derive(Default)]
+struct Tally {
+    opened: AtomicUsize,
+    echoed: AtomicUsize,
+    closed_normal: AtomicUsize,
+    errors: Mutex<Vec<String>>,
+}
+
+/// Sends a greeting on open, checks the echo, then closes with 1000.
+struct Greeter {
+    n: usize,
+    tally: Arc<Tally>,
+}
+
+impl Handler for Greeter {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        self.tally.opened.fetch_add(1, Ordering::SeqCst);
+        ctx.send_text(&format!("hello {}", self.n)).unwrap();
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
+        if message == Message::Text(&format!("hello {}", self.n)) {
+            self.tally.echoed.fetch_add(1, Ordering::SeqCst);
+        }
+        ctx.close(CloseCode::NORMAL, "bye").unwrap();
+    }
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
+        if code == CloseCode::NORMAL {
+            self.tally.closed_normal.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn on_connect_error(&mut self, error: &ConnectError) {
+        self.tally.errors.lock().unwrap().push(error.to_string());
+    }
+}
+
+#[test]
+fn one_reactor_drives_hundreds_of_client_connections() {
+    let server = echo_server();
+    let clients = client_engine();
+    let handle = clients.handle();
+    let tally = Arc::new(Tally::default());
+    let n = 500;
+    for i in 0..n {
+        let greeter = Greeter { n: i, tally: tally.clone() };
+        handle.connect(server.local_addr(), "localhost", "/echo", ConnectOptions::default(), greeter);
+    }
+    let done = eventually(Duration::from_secs(20), || tally.closed_normal.load(Ordering::SeqCst) == n);
+    assert!(
+        done,
+        "opened {} echoed {} closed {} errors {:?}",
+        tally.opened.load(Ordering::SeqCst),
+        tally.echoed.load(Ordering::SeqCst),
+        tally.closed_normal.load(Ordering::SeqCst),
+        tally.errors.lock().unwrap()
+    );
+    assert_eq!(tally.echoed.load(Ordering::SeqCst), n);
+    assert!(eventually(Duration::from_secs(10), || handle.metrics().active_connections == 0));
+    clients.stop();
+    server.stop();
+}
+
+fn expect_connect_error(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> String {
+    let clients = client_engine();
+    let tally = Arc::new(Tally::default());
+    let options = ConnectOptions { timeout, ..ConnectOptions::default() };
+    clients.handle().connect(addr, "localhost", path, options, Greeter { n: 0, tally: tally.clone() });
+    assert!(eventually(Duration::from_secs(10), || !tally.errors.lock().unwrap().is_empty()));
+    assert_eq!(tally.opened.load(Ordering::SeqCst), 0);
+    clients.stop();
+    let errors = tally.errors.lock().unwrap();
+    errors[0].clone()
+}
+
+#[test]
+fn refused_tcp_connection_is_reported_to_the_handler() {
+    // Bind then drop a listener: the port is (almost certainly) closed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let error = expect_connect_error(addr, "/", Duration::from_secs(5));
+    assert!(error.starts_with("TCP connection failed"), "{error}");
+}
+
+#[test]
+fn a_server_that_never_answers_the_handshake_times_out() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = expect_connect_error(silent.local_addr().unwrap(), "/", Duration::from_millis(300));
+    assert!(error.contains("timed out"), "{error}");
+}
+
+#[test]
+fn a_refused_upgrade_is_reported_with_its_status() {
+    let server = echo_server();
+    let error = expect_connect_error(server.local_addr(), "/no-such-path", Duration::from_secs(5));
+    assert!(error.contains("404"), "{error}");
+    server.stop();
+}
