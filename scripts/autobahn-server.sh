@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Run the Autobahn|Testsuite server cases (wstest -m fuzzingclient) against
+# `wsloop serve`, for users and CI.
+#
+#   scripts/autobahn-server.sh [CASES] [EXCLUDE]
+#
+#   CASES    comma-separated case patterns, default "*"
+#   EXCLUDE  comma-separated case patterns, default "12.*,13.*"
+#            (permessage-deflate is not implemented yet; the 9.* performance
+#            cases stay in). Pass '' to exclude nothing.
+#
+# Builds `cargo build --release`, starts
+# `target/release/wsloop serve --addr 127.0.0.1:PORT --threads 1` on a free
+# port, runs the suite, stops the server (SIGTERM, then waits) and exits with
+# the suite's status (0: no case failed, 1: some failed, 2: setup error).
+# Reports: autobahn-reports/server/ (index.html, index.json, wstest.log,
+# wsloop-server.log).
+#
+# Environment:
+#   AUTOBAHN_DIR   the Autobahn kit (default: ../shared/autobahn next to the
+#                  repository); its run-server-suite.sh is used when present
+#   WSTEST         wstest to use (passed on to the kit; without the kit, the
+#                  default is `wstest` from PATH)
+#   SKIP_BUILD=1   do not run cargo build (use the existing binary)
+#   WSLOOP_LOG     RUST_LOG for the server (default: warn)
+#   WSTEST_TIMEOUT, AUTOBAHN_VERBOSE, AUTOBAHN_PREFIX: see the kit's README
+set -euo pipefail
+PROG=autobahn-server.sh
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
+AUTOBAHN_DIR=${AUTOBAHN_DIR:-$SCRIPT_DIR/../../shared/autobahn}
+
+say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+esac
+[ $# -le 2 ] || { usage >&2; exit 2; }
+CASES=${1:-*}
+EXCLUDE=${2-12.*,13.*}
+AGENT=wsloop
+
+cd "$ROOT"
+REPORTS_DIR=$ROOT/autobahn-reports/server
+mkdir -p "$REPORTS_DIR"
+
+# --- helpers ----------------------------------------------------------------
+# shellcheck disable=SC2016  # expanded by the inner bash
+port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null; }
+
+free_port() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        return
+    fi
+    local p
+    for _ in $(seq 50); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        port_open 127.0.0.1 "$p" || { echo "$p"; return; }
+    done
+    die "no free port found"
+}
+
+# "1.*, 2.1.1" -> ["1.*", "2.1.1"]
+json_list() {
+    local out="" item items=()
+    IFS=',' read -r -a items <<<"$1" || true
+    for item in "${items[@]}"; do
+        item=${item//[[:space:]]/}
+        [ -n "$item" ] || continue
+        [[ "$item" =~ ^[0-9.*]+$ ]] || die "bad case pattern '$item' (use e.g. 1.*,9.1.1)"
+        out="$out${out:+, }\"$item\""
+    done
+    printf '[%s]' "$out"
+}
+
+# Fallback summary from wstest's index.json: failing cases, then "N passed, M failed".
+summarize_index() {
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed to summarize $1/index.json"
+    python3 - "$1/index.json" "$2" <<'PY'
+import json, sys
+path, agent = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        cases = json.load(f).get(agent)
+except (OSError, ValueError) as e:
+    print("cannot read %s: %s" % (path, e), file=sys.stderr)
+    sys.exit(2)
+if not cases:
+    print("no results for agent %s in %s" % (agent, path), file=sys.stderr)
+    sys.exit(2)
+ok_behavior = {"OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED"}
+bad_close = {"FAILED", "WRONG CODE", "UNCLEAN"}
+key = lambda c: [int(x) for x in c.split(".")]
+failed = 0
+for case in sorted(cases, key=key):
+    r = cases[case]
+    if r.get("behavior") not in ok_behavior or r.get("behaviorClose") in bad_close:
+        failed += 1
+        print("%-10s %-14s %-14s %s" % (case, r.get("behavior"), r.get("behaviorClose"), r.get("remoteCloseCode")))
+print("%d passed, %d failed" % (len(cases) - failed, failed))
+sys.exit(1 if failed else 0)
+PY
+}
+
+CASES_JSON=$(json_list "$CASES")
+EXCLUDE_JSON=$(json_list "$EXCLUDE")
+
+# --- build and start the server ----------------------------------------------
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+    say "cargo build --release"
+    cargo build --release || die "cargo build --release failed"
+fi
+BIN=$ROOT/target/release/wsloop
+[ -x "$BIN" ] || die "$BIN not found"
+
+PORT=$(free_port)
+URL=ws://127.0.0.1:$PORT
+server_log=$REPORTS_DIR/wsloop-server.log
+: >"$server_log"
+
+server_pid=
+stop_server() {
+    [ -n "$server_pid" ] || return 0
+    if kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 20); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$server_pid" 2>/dev/null; then
+            say "server did not exit 10 s after SIGTERM; killing it"
+            kill -KILL "$server_pid" 2>/dev/null || true
+        fi
+    else
+        say "warning: the server had already exited (see $server_log)"
+    fi
+    local src=0
+    wait "$server_pid" 2>/dev/null || src=$?
+    [ "$src" -eq 0 ] || say "server exit status $src"
+    server_pid=
+}
+trap stop_server EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "starting $BIN serve --addr 127.0.0.1:$PORT --threads 1 (log: $server_log)"
+RUST_LOG=${WSLOOP_LOG:-warn} "$BIN" serve --addr "127.0.0.1:$PORT" --threads 1 \
+    </dev/null >>"$server_log" 2>&1 &
+server_pid=$!
+
+for ((i = 0; ; i++)); do
+    kill -0 "$server_pid" 2>/dev/null || { tail -n 20 "$server_log" >&2; die "wsloop serve exited during startup"; }
+    port_open 127.0.0.1 "$PORT" && break
+    [ "$i" -lt 60 ] || die "wsloop serve did not accept connections on port $PORT within 30 s"
+    sleep 0.5
+done
+
+# --- run the suite ------------------------------------------------------------
+rc=0
+if [ -f "$AUTOBAHN_DIR/run-server-suite.sh" ]; then
+    say "using the Autobahn kit in $AUTOBAHN_DIR"
+    REPORTS_DIR=$REPORTS_DIR AGENT=$AGENT \
+        bash "$AUTOBAHN_DIR/run-server-suite.sh" "$URL" "$CASES" "$EXCLUDE" || rc=$?
+else
+    WSTEST=${WSTEST:-wstest}
+    command -v "$WSTEST" >/dev/null 2>&1 \
+        || die "no Autobahn kit in $AUTOBAHN_DIR and no wstest (set AUTOBAHN_DIR, or WSTEST, or put wstest on PATH)"
+    say "no Autobahn kit in $AUTOBAHN_DIR; using $WSTEST directly"
+    rm -f "$REPORTS_DIR/index.json" "$REPORTS_DIR/index.html" "$REPORTS_DIR"/*_case_*.json \
+          "$REPORTS_DIR"/*_case_*.html "$REPORTS_DIR/wstest.log"
+    cat >"$REPORTS_DIR/fuzzingclient.json" <<JSON
+{
+   "outdir": "$REPORTS_DIR",
+   "servers": [ { "agent": "$AGENT", "url": "$URL" } ],
+   "cases": $CASES_JSON,
+   "exclude-cases": $EXCLUDE_JSON,
+   "exclude-agent-cases": {}
+}
+JSON
+    cmd=("$WSTEST" -m fuzzingclient -s fuzzingclient.json)
+    [ -z "${WSTEST_TIMEOUT:-}" ] || cmd=(timeout "$WSTEST_TIMEOUT" "${cmd[@]}")
+    wrc=0
+    (cd "$REPORTS_DIR" && exec "${cmd[@]}") \
+        </dev/null >"$REPORTS_DIR/wstest.log" 2>&1 || wrc=$?
+    [ "$wrc" -eq 0 ] || { tail -n 25 "$REPORTS_DIR/wstest.log" >&2; say "wstest exited with $wrc"; }
+    summarize_index "$REPORTS_DIR" "$AGENT" || rc=$?
+    [ "$wrc" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
+fi
+
+stop_server
+say "report: $REPORTS_DIR/index.html"
+exit "$rc"
