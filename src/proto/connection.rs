@@ -115,11 +115,13 @@ impl std::error::Error for SendError {}
 /// The frame currently being read: its header was validated, part of its payload may be processed.
 #[derive(Debug, Clone, Copy)]
 struct CurrentFrame {
-    header: FrameHeader,
-    header_len: usize,
     payload_len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked for uncompressed text).
     processed: usize,
+    mask: Option<[u8; 4]>,
+    opcode: OpCode,
+    fin: bool,
+    header_len: u8,
 }
 
 /// The data message being received.
@@ -127,7 +129,7 @@ struct CurrentFrame {
 struct OpenMessage {
     text: bool,
     /// Index of the extension that must decode this message, when its first frame carried RSV bits.
-    extension: Option<usize>,
+    extension: Option<u8>,
     /// Whether a non-final frame was seen (the payload lives in the assembly buffer).
     fragmented: bool,
     /// Bytes received so far over all frames.
@@ -143,9 +145,10 @@ pub struct Connection {
     close_received: bool,
     current: Option<CurrentFrame>,
     message: Option<OpenMessage>,
-    assembly: Vec<u8>,
+    /// The payload of a fragmented message so far; allocated only while one is being received.
+    assembly: Option<Box<Vec<u8>>>,
     utf8: Utf8Validator,
-    extensions: Vec<Box<dyn Extension>>,
+    extensions: Box<[Box<dyn Extension>]>,
     allowed_rsv: u8,
 }
 
@@ -177,9 +180,9 @@ impl Connection {
             close_received: false,
             current: None,
             message: None,
-            assembly: Vec::new(),
+            assembly: None,
             utf8: Utf8Validator::new(),
-            extensions: Vec::new(),
+            extensions: Box::new([]),
             allowed_rsv: 0,
         }
     }
@@ -187,7 +190,9 @@ impl Connection {
     /// Adds a negotiated extension; its RSV bits become legal on the first frame of a data message.
     pub fn add_extension(&mut self, extension: Box<dyn Extension>) {
         self.allowed_rsv |= extension.rsv_bits();
-        self.extensions.push(extension);
+        let mut all = std::mem::take(&mut self.extensions).into_vec();
+        all.push(extension);
+        self.extensions = all.into_boxed_slice();
     }
 
     /// This connection's role.
@@ -287,16 +292,16 @@ impl Connection {
                     None => return Ok((pos, Deliver::None)),
                 },
             };
-            let is_control = frame.header.opcode.is_control();
-            let payload_start = pos + frame.header_len;
+            let is_control = frame.opcode.is_control();
+            let payload_start = pos + usize::from(frame.header_len);
             let available = buf.len() - pos;
-            if available < frame.header_len + frame.payload_len {
+            if available < usize::from(frame.header_len) + frame.payload_len {
                 // Incomplete: unmask and check what we have of a data frame now, to fail fast.
-                let have = available - frame.header_len;
+                let have = available - usize::from(frame.header_len);
                 if !is_control && have > frame.processed {
                     let validate = self.message.is_some_and(|m| m.text && m.extension.is_none());
                     let part = &mut buf[payload_start + frame.processed..payload_start + have];
-                    self.process_data(part, frame.processed, frame.header.mask, validate)?;
+                    self.process_data(part, frame.processed, frame.mask, validate)?;
                     if let Some(current) = self.current.as_mut() {
                         current.processed = have;
                     }
@@ -307,23 +312,23 @@ impl Connection {
             pos = payload_start + frame.payload_len;
             let range = payload_start..pos;
             if is_control {
-                if let Some(key) = frame.header.mask {
+                if let Some(key) = frame.mask {
                     apply_mask(&mut buf[range.clone()], key, 0);
                 }
-                let deliver = self.control_frame(frame.header.opcode, &buf[range.clone()], range, out)?;
+                let deliver = self.control_frame(frame.opcode, &buf[range.clone()], range, out)?;
                 return Ok((pos, deliver));
             }
             let Some(message) = self.message else {
                 return Err(ProtocolError::protocol("data frame outside a message"));
             };
-            let whole_in_one_frame = frame.header.fin && !message.fragmented && frame.processed == 0;
+            let whole_in_one_frame = frame.fin && !message.fragmented && frame.processed == 0;
             if frame.payload_len > frame.processed {
                 // A text message that arrived whole in one frame is validated once, at delivery.
                 let validate = message.text && message.extension.is_none() && !whole_in_one_frame;
                 let part = &mut buf[payload_start + frame.processed..range.end];
-                self.process_data(part, frame.processed, frame.header.mask, validate)?;
+                self.process_data(part, frame.processed, frame.mask, validate)?;
             }
-            if let Some(deliver) = self.finish_data_frame(frame.header.fin, &buf[range.clone()], range)? {
+            if let Some(deliver) = self.finish_data_frame(frame.fin, &buf[range.clone()], range)? {
                 return Ok((pos, deliver));
             }
         }
@@ -343,8 +348,11 @@ impl Connection {
         };
         self.check_header(&header)?;
         let frame = CurrentFrame {
-            header,
-            header_len,
+            mask: header.mask,
+            opcode: header.opcode,
+            fin: header.fin,
+            // At most 14.
+            header_len: header_len as u8,
             // check_header bounded it by max_frame_size (or 125 for control frames).
             payload_len: header.payload_len as usize,
             processed: 0,
@@ -407,7 +415,7 @@ impl Connection {
                 let extension = if header.rsv == 0 {
                     None
                 } else {
-                    self.extensions.iter().position(|e| e.rsv_bits() & header.rsv != 0)
+                    self.extensions.iter().position(|e| e.rsv_bits() & header.rsv != 0).map(|i| i as u8)
                 };
                 let text = opcode == OpCode::Text;
                 if text {
@@ -448,7 +456,7 @@ impl Connection {
         };
         if !fin {
             message.fragmented = true;
-            self.assembly.extend_from_slice(payload);
+            self.assembly.get_or_insert_with(Default::default).extend_from_slice(payload);
             return Ok(None);
         }
         let message = *message;
@@ -458,16 +466,18 @@ impl Connection {
             self.utf8.finish().map_err(|_| invalid_utf8())?;
         }
         let whole = if message.fragmented {
-            self.assembly.extend_from_slice(payload);
-            Some(std::mem::take(&mut self.assembly))
+            let mut whole = self.assembly.take().map_or_else(Vec::new, |b| *b);
+            whole.extend_from_slice(payload);
+            Some(whole)
         } else {
             None
         };
         if let Some(index) = message.extension {
             let input: &[u8] = whole.as_deref().unwrap_or(payload);
             let mut decoded = Vec::new();
-            let rsv = self.extensions[index].rsv_bits();
-            self.extensions[index].decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
+            let extension = &mut self.extensions[usize::from(index)];
+            let rsv = extension.rsv_bits();
+            extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
             if decoded.len() > self.config.max_message_size {
                 return Err(ProtocolError::new(
                     CloseCode::MESSAGE_TOO_BIG,
@@ -525,7 +535,7 @@ impl Connection {
         self.close = CloseState::Failed;
         self.current = None;
         self.message = None;
-        self.assembly = Vec::new();
+        self.assembly = None;
     }
 
     fn write_close(&mut self, out: &mut Vec<u8>, code: CloseCode, reason: &str) {

@@ -1246,3 +1246,23 @@ fn upgrade(
         topics: Vec::new(),
     }))
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "Conn {} OpenConn {} Connection {} Phase {} OutboundQueue {} InboundBuf {} TcpStream {} slab entry {}",
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<OpenConn>(),
+            std::mem::size_of::<Connection>(),
+            std::mem::size_of::<Phase>(),
+            std::mem::size_of::<OutboundQueue>(),
+            std::mem::size_of::<Option<InboundBuf>>(),
+            std::mem::size_of::<TcpStream>(),
+            std::mem::size_of::<slab::Slab<Conn>>(),
+        );
+    }
+}

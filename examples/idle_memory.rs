@@ -1,0 +1,91 @@
+//! Measures the user-space memory a `wsloop serve` process spends per idle WebSocket connection, and its
+//! handshake rate.
+//!
+//! ```text
+//! cargo build --release --examples
+//! target/release/examples/idle_memory [CONNECTIONS] [SERVER_BINARY]
+//! ```
+//!
+//! Starts `SERVER_BINARY serve --addr 127.0.0.1:0 --threads 1 --ping-interval 0` (default
+//! `target/release/wsloop`), reads its RSS from `/proc/PID/status`, opens CONNECTIONS (default 10,000)
+//! WebSocket connections with raw blocking sockets (handshake only, then idle), reads the RSS again once
+//! they are all upgraded and idle, and prints the growth per connection. Needs CONNECTIONS + ~20 open
+//! files in this process (the limit here is 20,000).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+fn handshake(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )?;
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed during handshake"));
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+    }
+    Ok(stream)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map_or(10_000, |a| a.parse().expect("CONNECTIONS"));
+    let binary = args.next().unwrap_or_else(|| "target/release/wsloop".to_owned());
+    let mut server = Command::new(&binary)
+        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--ping-interval", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("server banner");
+    let addr: SocketAddr = line
+        .split("ws://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("cannot find the address in {line:?}"));
+    // Warm up: one connection, so lazily allocated reactor state is not counted per connection.
+    drop(handshake(addr).expect("warm-up connection"));
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(server.id());
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        match handshake(addr) {
+            Ok(s) => conns.push(s),
+            Err(e) => panic!("connection {i} failed: {e}"),
+        }
+    }
+    let elapsed = start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(server.id());
+    let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    println!(
+        "connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
+         handshakes_per_second={:.0}",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    drop(conns);
+    let _ = server.kill();
+    let _ = server.wait();
+}
