@@ -1,0 +1,760 @@
+//! Counters and what is made of them: per-reactor relaxed atomics in a cache-line-aligned block
+//! ([`Counters`], written only by their reactor thread), a point-in-time sum over reactors
+//! ([`MetricsSnapshot`]), rates over the last interval ([`RateMeter`], [`MetricsReport`]), a human table
+//! ([`format_metrics`]) and the Prometheus text format ([`prometheus_text`]). [`MetricsCollector`] is
+//! the thread-safe variant for code outside the engine (the blocking client, the pool).
+//!
+//! Owns: counting, rates and the text formats. Never touches: I/O or clocks (every rate takes the
+//! caller's `now`; only [`MetricsCollector::new`] reads the clock once, for its baseline).
+//!
+//! Every counter has a name (the field name), a kind ([`MetricKind`]), a group ([`Group`]) and a help
+//! text; [`counter_descriptors`] lists them in display order. Two counters are also broken down into
+//! fixed buckets: closes by close code ([`CloseCodeBucket`], flat names such as
+//! `connections_closed_1000`) and handshake failures by reason ([`HandshakeFailure`], flat names such
+//! as `handshake_failures_not_found`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+mod collector;
+mod format;
+mod rate;
+
+pub use collector::MetricsCollector;
+pub use format::{format_metrics, prometheus_text};
+pub use rate::{MetricsReport, RateMeter, Rates};
+
+/// Whether a counter only grows or can go down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// Monotonic: only grows (exported as a Prometheus `counter` named `..._total`).
+    Counter,
+    /// Goes up and down (exported as a Prometheus `gauge`).
+    Gauge,
+}
+
+/// The section a counter is shown in by [`format_metrics`], in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    /// Accepted, upgraded, active and closed connections.
+    Connections,
+    /// Messages received and sent.
+    Messages,
+    /// Payload bytes received and sent, bytes written to sockets.
+    Bytes,
+    /// Control frames (ping, pong, close) received and sent.
+    Frames,
+    /// Refusals, failures, protocol errors, panics and backpressure limits.
+    Errors,
+    /// Connections ended by a deadline.
+    Timeouts,
+    /// Buffer pools.
+    Buffers,
+}
+
+impl Group {
+    /// Every group, in display order.
+    pub const ALL: [Group; 7] = [
+        Group::Connections,
+        Group::Messages,
+        Group::Bytes,
+        Group::Frames,
+        Group::Errors,
+        Group::Timeouts,
+        Group::Buffers,
+    ];
+
+    /// The section title (e.g. `"errors/limits"`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Connections => "connections",
+            Group::Messages => "messages",
+            Group::Bytes => "bytes",
+            Group::Frames => "frames",
+            Group::Errors => "errors/limits",
+            Group::Timeouts => "timeouts",
+            Group::Buffers => "buffers",
+        }
+    }
+}
+
+/// What is known about one scalar counter: its name, kind, group and help text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterDescriptor {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricKind,
+    group: Group,
+}
+
+impl CounterDescriptor {
+    /// The counter's name: its field name in [`Counters`] and [`MetricsSnapshot`].
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// One line saying what it counts.
+    pub fn help(&self) -> &'static str {
+        self.help.trim()
+    }
+
+    /// Counter or gauge.
+    pub fn kind(&self) -> MetricKind {
+        self.kind
+    }
+
+    /// The section it is shown in.
+    pub fn group(&self) -> Group {
+        self.group
+    }
+}
+
+/// The kind of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A text (UTF-8) message.
+    Text,
+    /// A binary message.
+    Binary,
+}
+
+/// The buckets connections closed are counted in, by close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCodeBucket {
+    /// 1000: normal closure.
+    Normal,
+    /// 1001: going away.
+    GoingAway,
+    /// 1002: protocol error.
+    ProtocolError,
+    /// 1003: unsupported data.
+    UnsupportedData,
+    /// 1006: abnormal closure (no close frame: the TCP connection ended or was dropped).
+    Abnormal,
+    /// 1007: invalid payload data (e.g. bad UTF-8).
+    InvalidPayload,
+    /// 1008: policy violation.
+    PolicyViolation,
+    /// 1009: message too big.
+    MessageTooBig,
+    /// 1011: internal error (e.g. a handler panicked).
+    InternalError,
+    /// Any other code (1005 no status, 1010, 1012-1015, application codes 3000-4999, ...).
+    Other,
+}
+
+impl CloseCodeBucket {
+    /// How many buckets there are.
+    pub const COUNT: usize = 10;
+
+    /// Every bucket, in index order.
+    pub const ALL: [CloseCodeBucket; Self::COUNT] = [
+        CloseCodeBucket::Normal,
+        CloseCodeBucket::GoingAway,
+        CloseCodeBucket::ProtocolError,
+        CloseCodeBucket::UnsupportedData,
+        CloseCodeBucket::Abnormal,
+        CloseCodeBucket::InvalidPayload,
+        CloseCodeBucket::PolicyViolation,
+        CloseCodeBucket::MessageTooBig,
+        CloseCodeBucket::InternalError,
+        CloseCodeBucket::Other,
+    ];
+
+    /// The bucket a close code is counted in.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1002 => Self::ProtocolError,
+            1003 => Self::UnsupportedData,
+            1006 => Self::Abnormal,
+            1007 => Self::InvalidPayload,
+            1008 => Self::PolicyViolation,
+            1009 => Self::MessageTooBig,
+            1011 => Self::InternalError,
+            _ => Self::Other,
+        }
+    }
+
+    /// The index of this bucket in `connections_closed_by_code`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value (`"1000"`, ..., `"other"`), as in `connections_closed_total{code="1000"}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Normal => "1000",
+            Self::GoingAway => "1001",
+            Self::ProtocolError => "1002",
+            Self::UnsupportedData => "1003",
+            Self::Abnormal => "1006",
+            Self::InvalidPayload => "1007",
+            Self::PolicyViolation => "1008",
+            Self::MessageTooBig => "1009",
+            Self::InternalError => "1011",
+            Self::Other => "other",
+        }
+    }
+
+    /// The flat counter name (`"connections_closed_1000"`, ..., `"connections_closed_other"`) that
+    /// [`MetricsSnapshot::get`] answers.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            Self::Normal => "connections_closed_1000",
+            Self::GoingAway => "connections_closed_1001",
+            Self::ProtocolError => "connections_closed_1002",
+            Self::UnsupportedData => "connections_closed_1003",
+            Self::Abnormal => "connections_closed_1006",
+            Self::InvalidPayload => "connections_closed_1007",
+            Self::PolicyViolation => "connections_closed_1008",
+            Self::MessageTooBig => "connections_closed_1009",
+            Self::InternalError => "connections_closed_1011",
+            Self::Other => "connections_closed_other",
+        }
+    }
+}
+
+/// Why an opening handshake failed, in a few fixed buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// A malformed or non-WebSocket request (HTTP 400, 405).
+    BadRequest,
+    /// An unsupported `Sec-WebSocket-Version` (HTTP 426).
+    Version,
+    /// No route for the path (HTTP 404).
+    NotFound,
+    /// Refused by policy, e.g. the origin (HTTP 403).
+    Forbidden,
+    /// The request head was too large or had too many headers (HTTP 431, 413, 414).
+    TooLarge,
+    /// The request did not arrive before the handshake deadline.
+    Timeout,
+    /// Anything else (e.g. the handler factory failed: HTTP 500).
+    Other,
+}
+
+impl HandshakeFailure {
+    /// How many buckets there are.
+    pub const COUNT: usize = 7;
+
+    /// Every bucket, in index order.
+    pub const ALL: [HandshakeFailure; Self::COUNT] = [
+        HandshakeFailure::BadRequest,
+        HandshakeFailure::Version,
+        HandshakeFailure::NotFound,
+        HandshakeFailure::Forbidden,
+        HandshakeFailure::TooLarge,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Other,
+    ];
+
+    /// The bucket for the HTTP status a refused upgrade was answered with.
+    pub fn from_http_status(status: u16) -> Self {
+        match status {
+            400 | 405 => Self::BadRequest,
+            426 => Self::Version,
+            404 => Self::NotFound,
+            401 | 403 => Self::Forbidden,
+            413 | 414 | 431 => Self::TooLarge,
+            408 => Self::Timeout,
+            _ => Self::Other,
+        }
+    }
+
+    /// The index of this bucket in `handshake_failures_by_reason`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The label value (`"bad_request"`, `"version"`, ...), as in
+    /// `handshake_failures_total{reason="not_found"}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Version => "version",
+            Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
+            Self::TooLarge => "too_large",
+            Self::Timeout => "timeout",
+            Self::Other => "other",
+        }
+    }
+
+    /// The flat counter name (`"handshake_failures_bad_request"`, ...) that
+    /// [`MetricsSnapshot::get`] answers.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            Self::BadRequest => "handshake_failures_bad_request",
+            Self::Version => "handshake_failures_version",
+            Self::NotFound => "handshake_failures_not_found",
+            Self::Forbidden => "handshake_failures_forbidden",
+            Self::TooLarge => "handshake_failures_too_large",
+            Self::Timeout => "handshake_failures_timeout",
+            Self::Other => "handshake_failures_other",
+        }
+    }
+}
+
+impl From<&crate::proto::handshake::HandshakeError> for HandshakeFailure {
+    fn from(err: &crate::proto::handshake::HandshakeError) -> Self {
+        use crate::proto::handshake::HandshakeError as E;
+        match err {
+            E::UnsupportedVersion { .. } => Self::Version,
+            E::NotUpgrade => Self::BadRequest,
+            E::HeadTooLarge { .. } | E::TooManyHeaders { .. } => Self::TooLarge,
+            other => Self::from_http_status(other.status()),
+        }
+    }
+}
+
+macro_rules! counters {
+    ($( #[doc = $help:literal] $name:ident : $kind:ident in $group:ident, )*) => {
+        /// One reactor's counters. Aligned to a cache line so reactors never share one.
+        ///
+        /// Written only by the owning reactor thread, through [`Counters::add`], [`Counters::sub`],
+        /// [`Counters::set`] and the `record_*` helpers (relaxed load + store: no read-modify-write);
+        /// read by anyone through [`MetricsSnapshot::add`].
+        #[repr(align(128))]
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $( #[doc = $help] pub $name: AtomicU64, )*
+            /// Connections closed, by close code, indexed by [`CloseCodeBucket::index`]. Their sum
+            /// equals `connections_closed` when every close goes through [`Counters::record_close`].
+            pub connections_closed_by_code: [AtomicU64; CloseCodeBucket::COUNT],
+            /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`]. Their sum equals
+            /// `handshake_failures` when every failure goes through
+            /// [`Counters::record_handshake_failure`].
+            pub handshake_failures_by_reason: [AtomicU64; HandshakeFailure::COUNT],
+        }
+
+        impl Counters {
+            /// The counter called `name` (a scalar counter, or a bucket by its flat name such as
+            /// `"connections_closed_1000"`), for code that picks counters by name.
+            pub fn counter(&self, name: &str) -> Option<&AtomicU64> {
+                match name {
+                    $( stringify!($name) => Some(&self.$name), )*
+                    _ => {
+                        if let Some(b) = CloseCodeBucket::ALL.iter().find(|b| b.field_name() == name) {
+                            return Some(&self.connections_closed_by_code[b.index()]);
+                        }
+                        HandshakeFailure::ALL
+                            .iter()
+                            .find(|k| k.field_name() == name)
+                            .map(|k| &self.handshake_failures_by_reason[k.index()])
+                    }
+                }
+            }
+        }
+
+        /// A point-in-time copy of counters, summed over reactors.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct MetricsSnapshot {
+            $( #[doc = $help] pub $name: u64, )*
+            /// Connections closed, by close code, indexed by [`CloseCodeBucket::index`].
+            pub connections_closed_by_code: [u64; CloseCodeBucket::COUNT],
+            /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`].
+            pub handshake_failures_by_reason: [u64; HandshakeFailure::COUNT],
+        }
+
+        impl MetricsSnapshot {
+            /// Adds one reactor's counters to this snapshot.
+            pub fn add(&mut self, c: &Counters) {
+                $( self.$name = self.$name.wrapping_add(c.$name.load(Relaxed)); )*
+                for (sum, c) in self
+                    .connections_closed_by_code
+                    .iter_mut()
+                    .zip(&c.connections_closed_by_code)
+                {
+                    *sum = sum.wrapping_add(c.load(Relaxed));
+                }
+                for (sum, c) in self
+                    .handshake_failures_by_reason
+                    .iter_mut()
+                    .zip(&c.handshake_failures_by_reason)
+                {
+                    *sum = sum.wrapping_add(c.load(Relaxed));
+                }
+            }
+
+            /// Looks a counter up by its name (e.g. `"active_connections"`, `"connections_closed_1000"`,
+            /// `"handshake_failures_not_found"`).
+            pub fn get(&self, name: &str) -> Option<u64> {
+                match name {
+                    $( stringify!($name) => Some(self.$name), )*
+                    _ => {
+                        if let Some(b) = CloseCodeBucket::ALL.iter().find(|b| b.field_name() == name) {
+                            return Some(self.closed_with(*b));
+                        }
+                        HandshakeFailure::ALL
+                            .iter()
+                            .find(|k| k.field_name() == name)
+                            .map(|k| self.handshake_failures_for(*k))
+                    }
+                }
+            }
+
+            /// Every counter as `(name, value)`: the scalar counters in [`counter_descriptors`] order,
+            /// then the close-code buckets, then the handshake-failure buckets (by their flat names).
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                let mut fields = vec![$( (stringify!($name), self.$name), )*];
+                fields.extend(CloseCodeBucket::ALL.iter().map(|b| (b.field_name(), self.closed_with(*b))));
+                fields.extend(
+                    HandshakeFailure::ALL
+                        .iter()
+                        .map(|k| (k.field_name(), self.handshake_failures_for(*k))),
+                );
+                fields
+            }
+        }
+
+        static DESCRIPTORS: &[CounterDescriptor] = &[
+            $( CounterDescriptor {
+                name: stringify!($name),
+                help: $help,
+                kind: MetricKind::$kind,
+                group: Group::$group,
+            }, )*
+        ];
+    };
+}
+
+counters! {
+    /// TCP connections accepted.
+    connections_accepted: Counter in Connections,
+    /// Connections that completed the WebSocket upgrade (server) or opening handshake (client).
+    connections_upgraded: Counter in Connections,
+    /// Connections currently held (handshaking or open).
+    active_connections: Gauge in Connections,
+    /// Connections closed (for any reason).
+    connections_closed: Counter in Connections,
+    /// Text messages received.
+    text_messages_received: Counter in Messages,
+    /// Binary messages received.
+    binary_messages_received: Counter in Messages,
+    /// Messages sent (including broadcast and published copies).
+    messages_sent: Counter in Messages,
+    /// Text messages sent (including broadcast and published copies).
+    text_messages_sent: Counter in Messages,
+    /// Binary messages sent (including broadcast and published copies).
+    binary_messages_sent: Counter in Messages,
+    /// Payload bytes of messages received.
+    bytes_received: Counter in Bytes,
+    /// Payload bytes of text messages received.
+    text_bytes_received: Counter in Bytes,
+    /// Payload bytes of binary messages received.
+    binary_bytes_received: Counter in Bytes,
+    /// Payload bytes of text messages sent.
+    text_bytes_sent: Counter in Bytes,
+    /// Payload bytes of binary messages sent.
+    binary_bytes_sent: Counter in Bytes,
+    /// Bytes written to sockets (frames and handshakes).
+    bytes_written: Counter in Bytes,
+    /// Pings received.
+    pings_received: Counter in Frames,
+    /// Pongs received.
+    pongs_received: Counter in Frames,
+    /// Close frames received.
+    closes_received: Counter in Frames,
+    /// Pings sent.
+    pings_sent: Counter in Frames,
+    /// Pongs sent (including automatic answers to pings).
+    pongs_sent: Counter in Frames,
+    /// Close frames sent.
+    closes_sent: Counter in Frames,
+    /// Connections refused at accept because `max_connections` was reached.
+    connections_refused: Counter in Errors,
+    /// Opening handshakes that failed (refused with an HTTP error, or timed out).
+    handshake_failures: Counter in Errors,
+    /// Connections failed for a protocol violation or a size limit.
+    protocol_errors: Counter in Errors,
+    /// Handler callbacks that panicked (each closed its connection with 1011).
+    handler_panics: Counter in Errors,
+    /// Messages dropped by the `Drop` backpressure policy.
+    messages_dropped: Counter in Errors,
+    /// Peers closed by the `Close` backpressure policy.
+    slow_peers_closed: Counter in Errors,
+    /// Other errors (I/O failures and the like) reported by clients and pools.
+    errors: Counter in Errors,
+    /// Handshakes that timed out.
+    handshake_timeouts: Counter in Timeouts,
+    /// Connections closed for idleness.
+    idle_timeouts: Counter in Timeouts,
+    /// Connections closed because a ping went unanswered.
+    pong_timeouts: Counter in Timeouts,
+    /// Close handshakes that timed out.
+    close_timeouts: Counter in Timeouts,
+    /// Buffers currently taken from reactor pools.
+    pool_buffers_outstanding: Gauge in Buffers,
+}
+
+/// Every scalar counter, in display order (grouped by [`Group`]). The bucketed breakdowns
+/// (`connections_closed_by_code`, `handshake_failures_by_reason`) are not listed: see
+/// [`CloseCodeBucket`] and [`HandshakeFailure`].
+pub fn counter_descriptors() -> &'static [CounterDescriptor] {
+    DESCRIPTORS
+}
+
+/// Looks up the descriptor of a scalar counter by name.
+pub fn counter_descriptor(name: &str) -> Option<&'static CounterDescriptor> {
+    DESCRIPTORS.iter().find(|d| d.name == name)
+}
+
+impl MetricsSnapshot {
+    /// Connections closed with a code in `bucket`.
+    pub fn closed_with(&self, bucket: CloseCodeBucket) -> u64 {
+        self.connections_closed_by_code[bucket.index()]
+    }
+
+    /// Handshake failures for `reason`.
+    pub fn handshake_failures_for(&self, reason: HandshakeFailure) -> u64 {
+        self.handshake_failures_by_reason[reason.index()]
+    }
+
+    /// Messages received (text and binary).
+    pub fn messages_received(&self) -> u64 {
+        self.text_messages_received
+            .wrapping_add(self.binary_messages_received)
+    }
+
+    /// Payload bytes of messages sent (text and binary).
+    pub fn bytes_sent(&self) -> u64 {
+        self.text_bytes_sent.wrapping_add(self.binary_bytes_sent)
+    }
+}
+
+/// How a `record_*` helper bumps one counter: a single-writer load + store ([`Counters::add`]) or an
+/// atomic `fetch_add` ([`MetricsCollector`]).
+type Bump = fn(&AtomicU64, u64);
+
+fn record_close_with(c: &Counters, code: u16, bump: Bump) {
+    bump(&c.connections_closed, 1);
+    bump(
+        &c.connections_closed_by_code[CloseCodeBucket::from_code(code).index()],
+        1,
+    );
+}
+
+fn record_handshake_failure_with(c: &Counters, kind: HandshakeFailure, bump: Bump) {
+    if kind == HandshakeFailure::Timeout {
+        bump(&c.handshake_timeouts, 1);
+    }
+    bump(&c.handshake_failures, 1);
+    bump(&c.handshake_failures_by_reason[kind.index()], 1);
+}
+
+fn record_message_sent_with(c: &Counters, kind: MessageKind, len: usize, bump: Bump) {
+    let len = len as u64;
+    bump(&c.messages_sent, 1);
+    match kind {
+        MessageKind::Text => {
+            bump(&c.text_messages_sent, 1);
+            bump(&c.text_bytes_sent, len);
+        }
+        MessageKind::Binary => {
+            bump(&c.binary_messages_sent, 1);
+            bump(&c.binary_bytes_sent, len);
+        }
+    }
+}
+
+fn record_message_received_with(c: &Counters, kind: MessageKind, len: usize, bump: Bump) {
+    let len = len as u64;
+    bump(&c.bytes_received, len);
+    match kind {
+        MessageKind::Text => {
+            bump(&c.text_messages_received, 1);
+            bump(&c.text_bytes_received, len);
+        }
+        MessageKind::Binary => {
+            bump(&c.binary_messages_received, 1);
+            bump(&c.binary_bytes_received, len);
+        }
+    }
+}
+
+impl Counters {
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge.
+    #[inline]
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    /// Sets a gauge.
+    #[inline]
+    pub fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Relaxed);
+    }
+
+    /// Counts a closed connection: `connections_closed` and its close-code bucket (1006 for a
+    /// connection that ended without a close frame). Does not touch `active_connections`.
+    #[inline]
+    pub fn record_close(&self, code: u16) {
+        record_close_with(self, code, Counters::add);
+    }
+
+    /// Counts a failed opening handshake: `handshake_failures` and its reason bucket, and
+    /// `handshake_timeouts` too for [`HandshakeFailure::Timeout`].
+    #[inline]
+    pub fn record_handshake_failure(&self, kind: HandshakeFailure) {
+        record_handshake_failure_with(self, kind, Counters::add);
+    }
+
+    /// Counts a message sent with `payload_len` payload bytes: `messages_sent`, and
+    /// `text_messages_sent` + `text_bytes_sent` or `binary_messages_sent` + `binary_bytes_sent`.
+    #[inline]
+    pub fn record_message_sent(&self, kind: MessageKind, payload_len: usize) {
+        record_message_sent_with(self, kind, payload_len, Counters::add);
+    }
+
+    /// Counts a message received with `payload_len` payload bytes: `bytes_received`, and
+    /// `text_messages_received` + `text_bytes_received` or `binary_messages_received` +
+    /// `binary_bytes_received`.
+    #[inline]
+    pub fn record_message_received(&self, kind: MessageKind, payload_len: usize) {
+        record_message_received_with(self, kind, payload_len, Counters::add);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_reactors_and_looks_up_by_name() {
+        let a = Counters::default();
+        let b = Counters::default();
+        Counters::add(&a.active_connections, 2);
+        Counters::add(&b.active_connections, 3);
+        Counters::sub(&b.active_connections, 1);
+        let mut snap = MetricsSnapshot::default();
+        snap.add(&a);
+        snap.add(&b);
+        assert_eq!(snap.active_connections, 4);
+        assert_eq!(snap.get("active_connections"), Some(4));
+        assert_eq!(snap.get("no_such_counter"), None);
+    }
+
+    #[test]
+    fn counters_do_not_share_cache_lines() {
+        assert!(std::mem::align_of::<Counters>() >= 64);
+    }
+
+    #[test]
+    fn close_codes_fall_in_their_buckets() {
+        let c = Counters::default();
+        for code in [
+            1000, 1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1005, 4000, 0,
+        ] {
+            c.record_close(code);
+        }
+        let mut s = MetricsSnapshot::default();
+        s.add(&c);
+        assert_eq!(s.connections_closed, 13);
+        assert_eq!(s.closed_with(CloseCodeBucket::Normal), 2);
+        assert_eq!(s.closed_with(CloseCodeBucket::Abnormal), 1);
+        assert_eq!(s.closed_with(CloseCodeBucket::Other), 3);
+        assert_eq!(s.get("connections_closed_1011"), Some(1));
+        assert_eq!(s.get("connections_closed_other"), Some(3));
+        assert_eq!(s.connections_closed_by_code.iter().sum::<u64>(), 13);
+        for b in CloseCodeBucket::ALL {
+            assert_eq!(CloseCodeBucket::ALL[b.index()], b);
+            if let Ok(code) = b.label().parse::<u16>() {
+                assert_eq!(CloseCodeBucket::from_code(code), b);
+                assert!(b.field_name().ends_with(b.label()));
+            }
+        }
+    }
+
+    #[test]
+    fn handshake_failures_by_reason() {
+        let c = Counters::default();
+        c.record_handshake_failure(HandshakeFailure::NotFound);
+        c.record_handshake_failure(HandshakeFailure::NotFound);
+        c.record_handshake_failure(HandshakeFailure::Timeout);
+        let mut s = MetricsSnapshot::default();
+        s.add(&c);
+        assert_eq!(s.handshake_failures, 3);
+        assert_eq!(s.handshake_timeouts, 1);
+        assert_eq!(s.handshake_failures_for(HandshakeFailure::NotFound), 2);
+        assert_eq!(s.get("handshake_failures_timeout"), Some(1));
+        assert_eq!(s.get("handshake_failures_forbidden"), Some(0));
+        for k in HandshakeFailure::ALL {
+            assert_eq!(HandshakeFailure::ALL[k.index()], k);
+            assert!(k.field_name().ends_with(k.label()));
+        }
+    }
+
+    #[test]
+    fn handshake_failures_map_from_status_and_error() {
+        use crate::proto::handshake::HandshakeError;
+        assert_eq!(
+            HandshakeFailure::from_http_status(404),
+            HandshakeFailure::NotFound
+        );
+        assert_eq!(
+            HandshakeFailure::from_http_status(403),
+            HandshakeFailure::Forbidden
+        );
+        assert_eq!(
+            HandshakeFailure::from_http_status(500),
+            HandshakeFailure::Other
+        );
+        assert_eq!(
+            HandshakeFailure::from(&HandshakeError::NotUpgrade),
+            HandshakeFailure::BadRequest
+        );
+        assert_eq!(
+            HandshakeFailure::from(&HandshakeError::MissingKey),
+            HandshakeFailure::BadRequest
+        );
+    }
+
+    #[test]
+    fn messages_split_by_kind() {
+        let c = Counters::default();
+        c.record_message_sent(MessageKind::Text, 100);
+        c.record_message_sent(MessageKind::Binary, 7);
+        c.record_message_received(MessageKind::Binary, 200);
+        let mut s = MetricsSnapshot::default();
+        s.add(&c);
+        assert_eq!(s.messages_sent, 2);
+        assert_eq!((s.text_messages_sent, s.text_bytes_sent), (1, 100));
+        assert_eq!((s.binary_messages_sent, s.binary_bytes_sent), (1, 7));
+        assert_eq!(s.bytes_sent(), 107);
+        assert_eq!(s.binary_messages_received, 1);
+        assert_eq!((s.bytes_received, s.binary_bytes_received), (200, 200));
+        assert_eq!(s.messages_received(), 1);
+    }
+
+    #[test]
+    fn every_field_is_found_by_name_and_described() {
+        let c = Counters::default();
+        // Give every field a distinct value through the snapshot.
+        let mut s = MetricsSnapshot::default();
+        s.add(&c);
+        let names: Vec<_> = s.fields().into_iter().map(|(n, _)| n).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "duplicate counter names");
+        assert_eq!(
+            names.len(),
+            counter_descriptors().len() + CloseCodeBucket::COUNT + HandshakeFailure::COUNT
+        );
+        for d in counter_descriptors() {
+            assert!(s.get(d.name()).is_some(), "{}", d.name());
+            assert!(!d.help().is_empty());
+            assert_eq!(counter_descriptor(d.name()), Some(d));
+        }
+        // Groups come in display order.
+        let groups: Vec<_> = counter_descriptors().iter().map(|d| d.group()).collect();
+        assert!(groups.windows(2).all(|w| w[0] <= w[1]));
+    }
+}
