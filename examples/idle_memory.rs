@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! cargo build --release --examples
-//! target/release/examples/idle_memory [CONNECTIONS] [SERVER_BINARY]
+//! target/release/examples/idle_memory [CONNECTIONS] [SERVER_BINARY] [SERVER_FLAGS...]
 //! ```
 //!
-//! Starts `SERVER_BINARY serve --addr 127.0.0.1:0 --threads 1 --ping-interval 0` (default
-//! `target/release/wsloop`), reads its RSS from `/proc/PID/status`, opens CONNECTIONS (default 10,000)
+//! Starts `SERVER_BINARY serve --addr 127.0.0.1:0 --threads 1 SERVER_FLAGS...` (default
+//! `target/release/wsloop`, default configuration: keepalive pings every 30 s, so each connection also has
+//! a timer armed; `--ping-interval 0` measures without), reads its RSS from `/proc/PID/status`, opens CONNECTIONS (default 10,000)
 //! WebSocket connections with raw blocking sockets (handshake only, then idle), reads the RSS again once
 //! they are all upgraded and idle, and prints the growth per connection. Needs CONNECTIONS + ~20 open
 //! files in this process (the limit here is 20,000).
@@ -51,8 +52,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(10_000, |a| a.parse().expect("CONNECTIONS"));
     let binary = args.next().unwrap_or_else(|| "target/release/wsloop".to_owned());
+    let flags: Vec<String> = args.collect();
     let mut server = Command::new(&binary)
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--ping-interval", "0"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1"])
+        .args(&flags)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
@@ -81,7 +84,7 @@ fn main() {
     let after = rss_kib(server.id());
     let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     println!(
-        "connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
+        "flags={flags:?} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
          handshakes_per_second={:.0}",
         n as f64 / elapsed.as_secs_f64()
     );

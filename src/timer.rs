@@ -30,7 +30,7 @@
 //! ```
 
 use std::fmt;
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -45,33 +45,34 @@ pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
 pub const DEFAULT_SLOTS: usize = 512;
 
 /// The end of an intrusive list.
-const NIL: usize = usize::MAX;
+const NIL: u32 = u32::MAX;
 
 /// A handle to an armed timer, returned by [`TimerWheel::insert`].
 ///
 /// Keys are generation-checked: once a timer has fired or been cancelled, its key never matches another
-/// timer, even one that reuses the same storage slot. `Option<TimerKey>` is 16 bytes.
+/// timer that reuses the same storage slot until the 32-bit generation counter wraps (after 4 billion
+/// timers). `Option<TimerKey>` is 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerKey {
-    index: usize,
-    generation: NonZeroU64,
+    index: u32,
+    generation: NonZeroU32,
 }
 
 struct Entry<T> {
     value: T,
     /// The tick at which the timer is due: its deadline, or the first unswept tick if that was later.
     when: u64,
-    generation: NonZeroU64,
+    generation: NonZeroU32,
     /// Which list holds the entry: a slot index, or the ready list (`slots`).
-    list: usize,
-    prev: usize,
-    next: usize,
+    list: u32,
+    prev: u32,
+    next: u32,
 }
 
 #[derive(Clone, Copy)]
 struct List {
-    head: usize,
-    tail: usize,
+    head: u32,
+    tail: u32,
 }
 
 const EMPTY_LIST: List = List { head: NIL, tail: NIL };
@@ -108,7 +109,7 @@ pub struct TimerWheel<T> {
     mask: u64,
     /// The first tick not yet swept. Every entry in a slot list has `when >= cursor`.
     cursor: u64,
-    next_generation: u64,
+    next_generation: u32,
     origin: Instant,
     tick: Duration,
 }
@@ -126,6 +127,7 @@ impl<T> TimerWheel<T> {
     pub fn with_config(origin: Instant, tick: Duration, slots: usize) -> Self {
         assert!(!tick.is_zero(), "TimerWheel tick must be non-zero");
         assert!(slots.is_power_of_two(), "TimerWheel slots must be a power of two, got {slots}");
+        assert!(slots < u32::MAX as usize / 2, "TimerWheel slots must fit a u32 index, got {slots}");
         Self {
             entries: Slab::new(),
             lists: vec![EMPTY_LIST; slots + 1].into_boxed_slice(),
@@ -187,10 +189,11 @@ impl<T> TimerWheel<T> {
     ///
     /// A deadline at or before the last polled tick fires on the next poll that reaches a new tick.
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
-        let generation = NonZeroU64::new(self.next_generation).unwrap_or(NonZeroU64::MIN);
+        let generation = NonZeroU32::new(self.next_generation).unwrap_or(NonZeroU32::MIN);
         self.next_generation = generation.get().wrapping_add(1);
         let when = deadline.max(self.cursor);
         let index = self.entries.insert(Entry { value, when, generation, list: NIL, prev: NIL, next: NIL });
+        let index = u32::try_from(index).expect("fewer than 4 billion timers are armed");
         self.link_back(self.slot_of(when), index);
         TimerKey { index, generation }
     }
@@ -207,12 +210,12 @@ impl<T> TimerWheel<T> {
             return None;
         }
         self.unlink(key.index);
-        Some(self.entries.remove(key.index).value)
+        Some(self.entries.remove(key.index as usize).value)
     }
 
     /// Whether `key`'s timer is still armed (not fired, not cancelled).
     pub fn contains(&self, key: TimerKey) -> bool {
-        self.entries.get(key.index).is_some_and(|e| e.generation == key.generation)
+        self.entries.get(key.index as usize).is_some_and(|e| e.generation == key.generation)
     }
 
     /// Moves an armed timer to tick `deadline`, keeping its key; O(1), no allocation. Returns `false`
@@ -225,7 +228,7 @@ impl<T> TimerWheel<T> {
         }
         self.unlink(key.index);
         let when = deadline.max(self.cursor);
-        self.entries[key.index].when = when;
+        self.entries[key.index as usize].when = when;
         self.link_back(self.slot_of(when), key.index);
         true
     }
@@ -248,7 +251,7 @@ impl<T> TimerWheel<T> {
         let now = now.min(u64::MAX - 1);
         loop {
             if let Some(index) = self.pop_ready() {
-                return Some(self.entries.remove(index).value);
+                return Some(self.entries.remove(index as usize).value);
             }
             if self.cursor > now {
                 return None;
@@ -289,12 +292,12 @@ impl<T> TimerWheel<T> {
         if self.entries.is_empty() {
             return None;
         }
-        if self.lists[self.ready_list()].head != NIL {
+        if self.lists[self.ready_list() as usize].head != NIL {
             return Some(self.cursor.saturating_sub(1));
         }
         (0..=self.mask)
             .map_while(|offset| self.cursor.checked_add(offset))
-            .find(|&tick| self.lists[self.slot_of(tick)].head != NIL)
+            .find(|&tick| self.lists[self.slot_of(tick) as usize].head != NIL)
     }
 
     /// The instant [`next_expiry`](Self::next_expiry) begins at: when to call [`poll_at`](Self::poll_at) next.
@@ -305,21 +308,21 @@ impl<T> TimerWheel<T> {
         self.next_expiry().and_then(|tick| self.instant_of(tick))
     }
 
-    fn slot_of(&self, tick: u64) -> usize {
-        // The mask is below the slot count, a `usize`.
-        (tick & self.mask) as usize
+    fn slot_of(&self, tick: u64) -> u32 {
+        // The mask is below the slot count, which fits a `u32` (checked in `with_config`).
+        (tick & self.mask) as u32
     }
 
-    fn ready_list(&self) -> usize {
-        self.lists.len() - 1
+    fn ready_list(&self) -> u32 {
+        (self.lists.len() - 1) as u32
     }
 
     /// Moves the entries of `slot` due at or before `limit` to the back of the ready list, in list order.
-    fn sweep(&mut self, slot: usize, limit: u64) {
+    fn sweep(&mut self, slot: u32, limit: u64) {
         let ready = self.ready_list();
-        let mut index = self.lists[slot].head;
+        let mut index = self.lists[slot as usize].head;
         while index != NIL {
-            let entry = &self.entries[index];
+            let entry = &self.entries[index as usize];
             let (next, due) = (entry.next, entry.when <= limit);
             if due {
                 self.unlink(index);
@@ -329,8 +332,8 @@ impl<T> TimerWheel<T> {
         }
     }
 
-    fn pop_ready(&mut self) -> Option<usize> {
-        let head = self.lists[self.ready_list()].head;
+    fn pop_ready(&mut self) -> Option<u32> {
+        let head = self.lists[self.ready_list() as usize].head;
         if head == NIL {
             return None;
         }
@@ -338,31 +341,31 @@ impl<T> TimerWheel<T> {
         Some(head)
     }
 
-    fn link_back(&mut self, list: usize, index: usize) {
-        let tail = self.lists[list].tail;
-        let entry = &mut self.entries[index];
+    fn link_back(&mut self, list: u32, index: u32) {
+        let tail = self.lists[list as usize].tail;
+        let entry = &mut self.entries[index as usize];
         entry.list = list;
         entry.prev = tail;
         entry.next = NIL;
         if tail == NIL {
-            self.lists[list].head = index;
+            self.lists[list as usize].head = index;
         } else {
-            self.entries[tail].next = index;
+            self.entries[tail as usize].next = index;
         }
-        self.lists[list].tail = index;
+        self.lists[list as usize].tail = index;
     }
 
-    fn unlink(&mut self, index: usize) {
-        let Entry { list, prev, next, .. } = self.entries[index];
+    fn unlink(&mut self, index: u32) {
+        let Entry { list, prev, next, .. } = self.entries[index as usize];
         if prev == NIL {
-            self.lists[list].head = next;
+            self.lists[list as usize].head = next;
         } else {
-            self.entries[prev].next = next;
+            self.entries[prev as usize].next = next;
         }
         if next == NIL {
-            self.lists[list].tail = prev;
+            self.lists[list as usize].tail = prev;
         } else {
-            self.entries[next].prev = prev;
+            self.entries[next as usize].prev = prev;
         }
     }
 }
@@ -620,7 +623,7 @@ mod tests {
     fn default_config_is_documented() {
         let w: TimerWheel<()> = TimerWheel::new(Instant::now());
         assert_eq!((w.tick(), w.slots()), (DEFAULT_TICK, DEFAULT_SLOTS));
-        assert_eq!(std::mem::size_of::<Option<TimerKey>>(), 16);
+        assert_eq!(std::mem::size_of::<Option<TimerKey>>(), 8);
         // Debug does not need `T: Debug`.
         struct Opaque;
         let _ = format!("{:?}", wheel::<Opaque>(8));

@@ -8,23 +8,16 @@ use std::time::{Duration, Instant};
 
 use prometheus_parse::{LineInfo, Scrape, Value};
 use wsloop::metrics::{
-    counter_descriptors, format_metrics, prometheus_text, CloseCodeBucket, Counters,
-    HandshakeFailure, MessageKind, MetricKind, MetricsCollector, MetricsReport, MetricsSnapshot,
-    RateMeter, Rates,
+    counter_descriptors, format_metrics, prometheus_text, CloseCodeBucket, Counters, HandshakeFailure, MessageKind,
+    MetricKind, MetricsCollector, MetricsReport, MetricsSnapshot, RateMeter, Rates,
 };
 
 /// A snapshot in which every counter, bucket included, has a distinct non-zero value, set by name.
 fn distinct_snapshot() -> MetricsSnapshot {
     let c = Counters::default();
-    let names: Vec<&str> = MetricsSnapshot::default()
-        .fields()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names: Vec<&str> = MetricsSnapshot::default().fields().into_iter().map(|(n, _)| n).collect();
     for (i, name) in names.iter().enumerate() {
-        let counter = c
-            .counter(name)
-            .unwrap_or_else(|| panic!("no counter {name}"));
+        let counter = c.counter(name).unwrap_or_else(|| panic!("no counter {name}"));
         Counters::add(counter, 1000 + i as u64);
     }
     let mut s = MetricsSnapshot::default();
@@ -55,26 +48,14 @@ fn every_field_is_found_by_name() {
         assert_eq!(report.get(name), Some(value), "{name}");
     }
     assert_eq!(report.get("messages_per_second"), Some(1.25));
-    assert_eq!(
-        report.get("active_connections"),
-        Some(s.active_connections as f64)
-    );
+    assert_eq!(report.get("active_connections"), Some(s.active_connections as f64));
     assert_eq!(report.fields().len(), fields.len() + Rates::NAMES.len());
     assert_eq!(report.get("nope"), None);
     // The struct fields and the names agree.
     assert_eq!(s.get("bytes_written"), Some(s.bytes_written));
-    assert_eq!(
-        s.get("pool_buffers_outstanding"),
-        Some(s.pool_buffers_outstanding)
-    );
-    assert_eq!(
-        s.get("connections_closed_1006"),
-        Some(s.closed_with(CloseCodeBucket::Abnormal))
-    );
-    assert_eq!(
-        s.get("handshake_failures_too_large"),
-        Some(s.handshake_failures_for(HandshakeFailure::TooLarge))
-    );
+    assert_eq!(s.get("pool_buffers_outstanding"), Some(s.pool_buffers_outstanding));
+    assert_eq!(s.get("connections_closed_1006"), Some(s.closed_with(CloseCodeBucket::Abnormal)));
+    assert_eq!(s.get("handshake_failures_too_large"), Some(s.handshake_failures_for(HandshakeFailure::TooLarge)));
 }
 
 fn parse(text: &str) -> Scrape {
@@ -104,10 +85,7 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
 
     // Every line is something the parser understands (it skips what it does not).
     for line in text.lines() {
-        assert!(
-            !matches!(LineInfo::parse(line), LineInfo::Ignored | LineInfo::Empty),
-            "unparsed line: {line:?}"
-        );
+        assert!(!matches!(LineInfo::parse(line), LineInfo::Ignored | LineInfo::Empty), "unparsed line: {line:?}");
     }
     // Every family has HELP then TYPE, before its samples, and families are contiguous.
     let mut seen = HashSet::new();
@@ -139,14 +117,11 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
             MetricKind::Counter => format!("wsloop_{}_total", d.name()),
             MetricKind::Gauge => format!("wsloop_{}", d.name()),
         };
-        let samples = by_name
-            .get(name.as_str())
-            .unwrap_or_else(|| panic!("{name} missing"));
+        let samples = by_name.get(name.as_str()).unwrap_or_else(|| panic!("{name} missing"));
         assert!(scrape.docs.contains_key(&name), "{name} has no HELP");
         for s in samples {
             match (d.kind(), &s.value) {
-                (MetricKind::Counter, Value::Counter(_)) | (MetricKind::Gauge, Value::Gauge(_)) => {
-                }
+                (MetricKind::Counter, Value::Counter(_)) | (MetricKind::Gauge, Value::Gauge(_)) => {}
                 (kind, value) => panic!("{name}: {kind:?} exported as {value:?}"),
             }
         }
@@ -159,26 +134,11 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
             assert_eq!(v, totals.get(d.name()).unwrap() as f64, "{name}");
         }
     }
-    assert_eq!(
-        by_name["wsloop_active_connections"][0].value,
-        Value::Gauge(3.0)
-    );
-    assert_eq!(
-        by_name["wsloop_pool_buffers_outstanding"][0].value,
-        Value::Gauge(5.0)
-    );
-    assert_eq!(
-        by_name["wsloop_connections_accepted_total"][0].value,
-        Value::Counter(12.0)
-    );
-    assert_eq!(
-        by_name["wsloop_text_bytes_sent_total"][0].value,
-        Value::Counter(100.0)
-    );
-    assert_eq!(
-        by_name["wsloop_binary_bytes_received_total"][0].value,
-        Value::Counter(200.0)
-    );
+    assert_eq!(by_name["wsloop_active_connections"][0].value, Value::Gauge(3.0));
+    assert_eq!(by_name["wsloop_pool_buffers_outstanding"][0].value, Value::Gauge(5.0));
+    assert_eq!(by_name["wsloop_connections_accepted_total"][0].value, Value::Counter(12.0));
+    assert_eq!(by_name["wsloop_text_bytes_sent_total"][0].value, Value::Counter(100.0));
+    assert_eq!(by_name["wsloop_binary_bytes_received_total"][0].value, Value::Counter(200.0));
 
     // Closes: one family labelled by code, every bucket present.
     let closed = &by_name["wsloop_connections_closed_total"];
@@ -213,10 +173,7 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
     assert_eq!(by_reason["not_found"], 1.0);
     assert_eq!(by_reason["timeout"], 1.0);
     assert_eq!(by_reason["version"], 0.0);
-    assert_eq!(
-        by_name["wsloop_handshake_timeouts_total"][0].value,
-        Value::Counter(1.0)
-    );
+    assert_eq!(by_name["wsloop_handshake_timeouts_total"][0].value, Value::Counter(1.0));
 }
 
 #[test]
@@ -224,16 +181,10 @@ fn prometheus_text_of_a_zero_snapshot_and_other_prefixes_parses() {
     for prefix in ["", "ws", "my-app"] {
         let text = prometheus_text(&MetricsReport::default(), prefix);
         for line in text.lines() {
-            assert!(
-                !matches!(LineInfo::parse(line), LineInfo::Ignored),
-                "{line:?}"
-            );
+            assert!(!matches!(LineInfo::parse(line), LineInfo::Ignored), "{line:?}");
         }
         let scrape = parse(&text);
-        assert!(scrape
-            .samples
-            .iter()
-            .all(|s| matches!(s.value, Value::Counter(0.0) | Value::Gauge(0.0))));
+        assert!(scrape.samples.iter().all(|s| matches!(s.value, Value::Counter(0.0) | Value::Gauge(0.0))));
     }
 }
 
@@ -288,10 +239,7 @@ fn collector_under_eight_threads_gives_exact_totals() {
     assert_eq!(s.pongs_received, n);
     assert_eq!(s.errors, n / 2);
     assert_eq!(s.handshake_failures, n / 2);
-    assert_eq!(
-        s.handshake_failures_for(HandshakeFailure::BadRequest),
-        n / 2
-    );
+    assert_eq!(s.handshake_failures_for(HandshakeFailure::BadRequest), n / 2);
 }
 
 #[test]
@@ -322,17 +270,11 @@ fn rates_from_two_snapshots_two_seconds_apart() {
     assert_eq!(report.get("bytes_received_per_second"), Some(2000.5));
     assert_eq!(report.get("bytes_sent_per_second"), Some(500.0));
     assert_eq!(report.totals, after);
-    assert_eq!(
-        report.rates,
-        Rates::between(&before, &after, Duration::from_secs(2))
-    );
+    assert_eq!(report.rates, Rates::between(&before, &after, Duration::from_secs(2)));
 
     let table = format_metrics(&report);
     assert!(table.contains("rates (per second, over 2.00 s)"), "{table}");
-    let line = table
-        .lines()
-        .find(|l| l.trim_start().starts_with("messages_per_second"))
-        .unwrap();
+    let line = table.lines().find(|l| l.trim_start().starts_with("messages_per_second")).unwrap();
     assert!(line.ends_with(" 30.50"), "{line}");
 
     // The same through a collector, with synthetic instants.
@@ -357,10 +299,7 @@ fn table_lists_every_counter_once() {
     let s = distinct_snapshot();
     let table = format_metrics(&MetricsReport::from_totals(s));
     for d in counter_descriptors() {
-        let rows: Vec<_> = table
-            .lines()
-            .filter(|l| l.split_whitespace().next() == Some(d.name()))
-            .collect();
+        let rows: Vec<_> = table.lines().filter(|l| l.split_whitespace().next() == Some(d.name())).collect();
         assert_eq!(rows.len(), 1, "{}", d.name());
         assert!(rows[0].ends_with(&format!(" {}", s.get(d.name()).unwrap())));
     }

@@ -6,9 +6,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::{
-    format_metrics, prometheus_text, record_close_with, record_handshake_failure_with,
-    record_message_received_with, record_message_sent_with, Counters, HandshakeFailure,
-    MessageKind, MetricsReport, MetricsSnapshot, RateMeter,
+    format_metrics, prometheus_text, record_close_with, record_handshake_failure_with, record_message_received_with,
+    record_message_sent_with, Counters, HandshakeFailure, MessageKind, MetricsReport, MetricsSnapshot, RateMeter,
 };
 
 fn fetch_add(counter: &AtomicU64, n: u64) {
@@ -70,10 +69,7 @@ impl MetricsCollector {
     /// `active_connections` goes down (never below zero), `connections_closed` and the code's bucket
     /// go up.
     pub fn record_connection_closed(&self, code: u16) {
-        let _ = self
-            .counters
-            .active_connections
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        let _ = self.counters.active_connections.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
         record_close_with(&self.counters, code, fetch_add);
     }
 
@@ -150,10 +146,7 @@ impl MetricsCollector {
     /// made); `now` becomes the start of the next interval.
     pub fn report(&self, now: Instant) -> MetricsReport {
         let snapshot = self.snapshot();
-        self.meter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .report(snapshot, now)
+        self.meter.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).report(snapshot, now)
     }
 
     /// [`format_metrics`] of [`MetricsCollector::report`] at `now` (so it starts a new interval).
@@ -219,23 +212,13 @@ mod tests {
         m.record_handshake_failure(HandshakeFailure::Timeout);
         m.add(|c| &c.messages_dropped, 3);
         let s = m.snapshot();
-        assert_eq!(
-            (
-                s.pings_sent,
-                s.pings_received,
-                s.pongs_sent,
-                s.pongs_received
-            ),
-            (1, 1, 1, 1)
-        );
+        assert_eq!((s.pings_sent, s.pings_received, s.pongs_sent, s.pongs_received), (1, 1, 1, 1));
         assert_eq!((s.closes_sent, s.closes_received), (1, 1));
         assert_eq!((s.errors, s.protocol_errors), (1, 1));
         assert_eq!((s.handshake_failures, s.handshake_timeouts), (1, 1));
         assert_eq!(s.handshake_failures_for(HandshakeFailure::Timeout), 1);
         assert_eq!(s.messages_dropped, 3);
-        assert!(m
-            .prometheus_text("wsloop")
-            .contains("wsloop_handshake_failures_total{reason=\"timeout\"} 1\n"));
+        assert!(m.prometheus_text("wsloop").contains("wsloop_handshake_failures_total{reason=\"timeout\"} 1\n"));
     }
 
     #[test]

@@ -3,9 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{
-    counter_descriptors, CloseCodeBucket, Group, HandshakeFailure, MetricKind, MetricsReport,
-};
+use super::{counter_descriptors, CloseCodeBucket, Group, HandshakeFailure, MetricKind, MetricsReport};
 
 /// A human-readable table of a report: one section per [`Group`] (connections, messages, bytes,
 /// frames, errors/limits, timeouts, buffers), then the rates with two decimals. Names are in the
@@ -33,10 +31,7 @@ pub fn format_metrics(report: &MetricsReport) -> String {
     for group in Group::ALL {
         rows.push(Row::Title(group.title().to_owned()));
         for d in counter_descriptors().iter().filter(|d| d.group() == group) {
-            rows.push(Row::Value(
-                format!("  {}", d.name()),
-                totals.get(d.name()).unwrap_or(0).to_string(),
-            ));
+            rows.push(Row::Value(format!("  {}", d.name()), totals.get(d.name()).unwrap_or(0).to_string()));
             match d.name() {
                 "connections_closed" => {
                     for b in CloseCodeBucket::ALL {
@@ -50,10 +45,7 @@ pub fn format_metrics(report: &MetricsReport) -> String {
                     for k in HandshakeFailure::ALL {
                         let n = totals.handshake_failures_for(k);
                         if n > 0 {
-                            rows.push(Row::Value(
-                                format!("    reason {}", k.label()),
-                                n.to_string(),
-                            ));
+                            rows.push(Row::Value(format!("    reason {}", k.label()), n.to_string()));
                         }
                     }
                 }
@@ -61,10 +53,7 @@ pub fn format_metrics(report: &MetricsReport) -> String {
             }
         }
     }
-    rows.push(Row::Title(format!(
-        "rates (per second, over {:.2} s)",
-        report.interval.as_secs_f64()
-    )));
+    rows.push(Row::Title(format!("rates (per second, over {:.2} s)", report.interval.as_secs_f64())));
     for (name, value) in report.rates.fields() {
         rows.push(Row::Value(format!("  {name}"), format!("{value:.2}")));
     }
@@ -174,16 +163,8 @@ fn sanitize_prefix(prefix: &str) -> String {
     if prefix.is_empty() {
         return String::new();
     }
-    let mut out: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut out: String =
+        prefix.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
@@ -241,24 +222,16 @@ mod tests {
         assert!(table.contains("    code 1006"));
         assert!(!table.contains("    code 1001"));
         assert!(table.contains("    reason not_found"));
-        let rate = values
-            .iter()
-            .find(|l| l.trim_start().starts_with("messages_per_second"))
-            .unwrap();
+        let rate = values.iter().find(|l| l.trim_start().starts_with("messages_per_second")).unwrap();
         assert!(rate.ends_with(" 1.50"), "{rate}");
-        let sent = values
-            .iter()
-            .find(|l| l.trim_start().starts_with("messages_sent "))
-            .unwrap();
+        let sent = values.iter().find(|l| l.trim_start().starts_with("messages_sent ")).unwrap();
         assert!(sent.ends_with(" 123456789"), "{sent}");
     }
 
     #[test]
     fn prometheus_families_and_unbucketed_remainder() {
         let text = prometheus_text(&sample(), "wsloop");
-        assert!(
-            text.contains("# TYPE wsloop_active_connections gauge\nwsloop_active_connections 2\n")
-        );
+        assert!(text.contains("# TYPE wsloop_active_connections gauge\nwsloop_active_connections 2\n"));
         assert!(text.contains("wsloop_connections_closed_total{code=\"1000\"} 8\n"));
         assert!(text.contains("wsloop_connections_closed_total{code=\"1006\"} 1\n"));
         // 10 closed, 9 in buckets: the remaining one shows under "other".

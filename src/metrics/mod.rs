@@ -513,8 +513,7 @@ impl MetricsSnapshot {
 
     /// Messages received (text and binary).
     pub fn messages_received(&self) -> u64 {
-        self.text_messages_received
-            .wrapping_add(self.binary_messages_received)
+        self.text_messages_received.wrapping_add(self.binary_messages_received)
     }
 
     /// Payload bytes of messages sent (text and binary).
@@ -529,10 +528,7 @@ type Bump = fn(&AtomicU64, u64);
 
 fn record_close_with(c: &Counters, code: u16, bump: Bump) {
     bump(&c.connections_closed, 1);
-    bump(
-        &c.connections_closed_by_code[CloseCodeBucket::from_code(code).index()],
-        1,
-    );
+    bump(&c.connections_closed_by_code[CloseCodeBucket::from_code(code).index()], 1);
 }
 
 fn record_handshake_failure_with(c: &Counters, kind: HandshakeFailure, bump: Bump) {
@@ -649,9 +645,7 @@ mod tests {
     #[test]
     fn close_codes_fall_in_their_buckets() {
         let c = Counters::default();
-        for code in [
-            1000, 1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1005, 4000, 0,
-        ] {
+        for code in [1000, 1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1005, 4000, 0] {
             c.record_close(code);
         }
         let mut s = MetricsSnapshot::default();
@@ -694,26 +688,11 @@ mod tests {
     #[test]
     fn handshake_failures_map_from_status_and_error() {
         use crate::proto::handshake::HandshakeError;
-        assert_eq!(
-            HandshakeFailure::from_http_status(404),
-            HandshakeFailure::NotFound
-        );
-        assert_eq!(
-            HandshakeFailure::from_http_status(403),
-            HandshakeFailure::Forbidden
-        );
-        assert_eq!(
-            HandshakeFailure::from_http_status(500),
-            HandshakeFailure::Other
-        );
-        assert_eq!(
-            HandshakeFailure::from(&HandshakeError::NotUpgrade),
-            HandshakeFailure::BadRequest
-        );
-        assert_eq!(
-            HandshakeFailure::from(&HandshakeError::MissingKey),
-            HandshakeFailure::BadRequest
-        );
+        assert_eq!(HandshakeFailure::from_http_status(404), HandshakeFailure::NotFound);
+        assert_eq!(HandshakeFailure::from_http_status(403), HandshakeFailure::Forbidden);
+        assert_eq!(HandshakeFailure::from_http_status(500), HandshakeFailure::Other);
+        assert_eq!(HandshakeFailure::from(&HandshakeError::NotUpgrade), HandshakeFailure::BadRequest);
+        assert_eq!(HandshakeFailure::from(&HandshakeError::MissingKey), HandshakeFailure::BadRequest);
     }
 
     #[test]
@@ -744,10 +723,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "duplicate counter names");
-        assert_eq!(
-            names.len(),
-            counter_descriptors().len() + CloseCodeBucket::COUNT + HandshakeFailure::COUNT
-        );
+        assert_eq!(names.len(), counter_descriptors().len() + CloseCodeBucket::COUNT + HandshakeFailure::COUNT);
         for d in counter_descriptors() {
             assert!(s.get(d.name()).is_some(), "{}", d.name());
             assert!(!d.help().is_empty());

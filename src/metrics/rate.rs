@@ -31,11 +31,7 @@ impl Rates {
 
     /// The rates from `previous` to `current` over `interval`. A zero interval gives zero rates; a
     /// counter that went backwards (a reset) counts as no change.
-    pub fn between(
-        previous: &MetricsSnapshot,
-        current: &MetricsSnapshot,
-        interval: Duration,
-    ) -> Self {
+    pub fn between(previous: &MetricsSnapshot, current: &MetricsSnapshot, interval: Duration) -> Self {
         let secs = interval.as_secs_f64();
         let per_second = |before: u64, after: u64| {
             if secs > 0.0 {
@@ -57,10 +53,7 @@ impl Rates {
 
     /// Looks a rate up by its name (e.g. `"messages_per_second"`).
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.fields()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
+        self.fields().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every rate as `(name, value)`.
@@ -92,30 +85,18 @@ impl MetricsReport {
     /// A report of totals alone: zero rates over a zero interval (enough for [`super::prometheus_text`],
     /// which exports no rates).
     pub fn from_totals(totals: MetricsSnapshot) -> Self {
-        Self {
-            totals,
-            rates: Rates::default(),
-            interval: Duration::ZERO,
-        }
+        Self { totals, rates: Rates::default(), interval: Duration::ZERO }
     }
 
     /// Looks up a counter (e.g. `"active_connections"`, `"connections_closed_1000"`) or a rate (e.g.
     /// `"messages_per_second"`) by name.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.totals
-            .get(name)
-            .map(|v| v as f64)
-            .or_else(|| self.rates.get(name))
+        self.totals.get(name).map(|v| v as f64).or_else(|| self.rates.get(name))
     }
 
     /// Every counter, then every rate, as `(name, value)`.
     pub fn fields(&self) -> Vec<(&'static str, f64)> {
-        let mut fields: Vec<_> = self
-            .totals
-            .fields()
-            .into_iter()
-            .map(|(n, v)| (n, v as f64))
-            .collect();
+        let mut fields: Vec<_> = self.totals.fields().into_iter().map(|(n, v)| (n, v as f64)).collect();
         fields.extend(self.rates.fields());
         fields
     }
@@ -151,9 +132,7 @@ impl RateMeter {
     /// A meter whose first interval starts at `at` with `baseline` (e.g. all zeros when counting
     /// started at `at`).
     pub fn starting_at(baseline: MetricsSnapshot, at: Instant) -> Self {
-        Self {
-            previous: Some((baseline, at)),
-        }
+        Self { previous: Some((baseline, at)) }
     }
 
     /// The report for `totals` taken at `now`, with rates since the previous report (or baseline);
@@ -170,11 +149,7 @@ impl RateMeter {
         match &self.previous {
             Some((before, at)) => {
                 let interval = now.saturating_duration_since(*at);
-                MetricsReport {
-                    totals,
-                    rates: Rates::between(before, &totals, interval),
-                    interval,
-                }
+                MetricsReport { totals, rates: Rates::between(before, &totals, interval), interval }
             }
             None => MetricsReport::from_totals(totals),
         }
@@ -225,17 +200,8 @@ mod tests {
     fn peek_keeps_the_baseline_and_time_going_back_gives_zero() {
         let t0 = Instant::now() + Duration::from_secs(10);
         let meter = RateMeter::starting_at(MetricsSnapshot::default(), t0);
-        let s = MetricsSnapshot {
-            messages_sent: 10,
-            ..Default::default()
-        };
-        assert_eq!(
-            meter
-                .peek(s, t0 + Duration::from_secs(1))
-                .rates
-                .messages_sent_per_second,
-            10.0
-        );
+        let s = MetricsSnapshot { messages_sent: 10, ..Default::default() };
+        assert_eq!(meter.peek(s, t0 + Duration::from_secs(1)).rates.messages_sent_per_second, 10.0);
         assert_eq!(meter.baseline().map(|(_, at)| at), Some(t0));
         let back = meter.peek(s, t0 - Duration::from_secs(1));
         assert_eq!(back.interval, Duration::ZERO);
@@ -244,10 +210,7 @@ mod tests {
 
     #[test]
     fn counter_reset_counts_as_no_change() {
-        let before = MetricsSnapshot {
-            messages_sent: 100,
-            ..Default::default()
-        };
+        let before = MetricsSnapshot { messages_sent: 100, ..Default::default() };
         let r = Rates::between(&before, &MetricsSnapshot::default(), Duration::from_secs(1));
         assert_eq!(r.messages_sent_per_second, 0.0);
     }

@@ -140,12 +140,17 @@ struct OpenMessage {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: ConnectionConfig,
+    max_frame_size: usize,
+    max_message_size: usize,
+    auto_pong: bool,
     close: CloseState,
     close_received: bool,
     current: Option<CurrentFrame>,
     message: Option<OpenMessage>,
     /// The payload of a fragmented message so far; allocated only while one is being received.
+    // One pointer instead of a three-word `Vec` while no fragmented message is open: idle connections
+    // pay for every word here.
+    #[allow(clippy::box_collection)]
     assembly: Option<Box<Vec<u8>>>,
     utf8: Utf8Validator,
     extensions: Box<[Box<dyn Extension>]>,
@@ -175,7 +180,9 @@ impl Connection {
     pub fn new(role: Role, config: ConnectionConfig) -> Self {
         Self {
             role,
-            config,
+            max_frame_size: config.max_frame_size,
+            max_message_size: config.max_message_size,
+            auto_pong: config.auto_pong,
             close: CloseState::Open,
             close_received: false,
             current: None,
@@ -201,8 +208,12 @@ impl Connection {
     }
 
     /// The limits in force.
-    pub fn config(&self) -> &ConnectionConfig {
-        &self.config
+    pub fn config(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            auto_pong: self.auto_pong,
+        }
     }
 
     /// Where the close handshake stands.
@@ -385,7 +396,7 @@ impl Connection {
             return Ok(());
         }
         let too_big = |what| ProtocolError::new(CloseCode::MESSAGE_TOO_BIG, what);
-        if header.payload_len > self.config.max_frame_size as u64 {
+        if header.payload_len > self.max_frame_size as u64 {
             return Err(too_big("frame larger than the maximum frame size"));
         }
         let len = header.payload_len as usize;
@@ -398,7 +409,7 @@ impl Connection {
                     return Err(ProtocolError::protocol("reserved bits set on a continuation frame"));
                 }
                 message.len = message.len.saturating_add(len);
-                if message.len > self.config.max_message_size {
+                if message.len > self.max_message_size {
                     return Err(too_big("message larger than the maximum message size"));
                 }
             }
@@ -409,7 +420,7 @@ impl Connection {
                 if header.rsv & !self.allowed_rsv != 0 {
                     return Err(ProtocolError::protocol("reserved bits set without a negotiated extension"));
                 }
-                if len > self.config.max_message_size {
+                if len > self.max_message_size {
                     return Err(too_big("message larger than the maximum message size"));
                 }
                 let extension = if header.rsv == 0 {
@@ -477,8 +488,8 @@ impl Connection {
             let mut decoded = Vec::new();
             let extension = &mut self.extensions[usize::from(index)];
             let rsv = extension.rsv_bits();
-            extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
-            if decoded.len() > self.config.max_message_size {
+            extension.decode_message(rsv, input, self.max_message_size, &mut decoded)?;
+            if decoded.len() > self.max_message_size {
                 return Err(ProtocolError::new(
                     CloseCode::MESSAGE_TOO_BIG,
                     "decoded message larger than the maximum message size",
@@ -504,7 +515,7 @@ impl Connection {
     ) -> Result<Deliver, ProtocolError> {
         match opcode {
             OpCode::Ping => {
-                if self.config.auto_pong && self.close == CloseState::Open {
+                if self.auto_pong && self.close == CloseState::Open {
                     self.write_frame(out, OpCode::Pong, true, 0, payload);
                 }
                 Ok(Deliver::Ping(range))

@@ -5,6 +5,7 @@
 //! panic in a callback closes that connection with 1011; the loop and other connections live on.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -166,14 +167,37 @@ impl Deferred {
 /// A request header as received: name as sent, raw value.
 pub(crate) type Header = (String, Vec<u8>);
 
-/// What the reactor knows about a connection that a callback may read.
+/// What the reactor knows about a connection that a callback may read. Kept small: an idle connection
+/// pays for every byte here.
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
-    pub peer: SocketAddr,
-    pub path: Box<str>,
+    /// The request path, interned per reactor (connections to the same path share it; a thin pointer).
+    pub path: Arc<String>,
+    /// The rarer parts, allocated only when one of them is present.
+    pub extra: Option<Box<ConnExtra>>,
+}
+
+/// Request details most connections do not have.
+#[derive(Debug, Default)]
+pub(crate) struct ConnExtra {
     pub query: Option<Box<str>>,
     pub protocol: Option<Box<str>>,
     pub headers: Option<Box<[Header]>>,
+    /// Topics the connection subscribed to.
+    pub topics: Vec<Arc<str>>,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(
+        path: Arc<String>,
+        query: Option<Box<str>>,
+        protocol: Option<Box<str>>,
+        headers: Option<Box<[Header]>>,
+    ) -> Self {
+        let extra = (query.is_some() || protocol.is_some() || headers.is_some())
+            .then(|| Box::new(ConnExtra { query, protocol, headers, topics: Vec::new() }));
+        Self { path, extra }
+    }
 }
 
 /// The connection a callback runs for, and the server around it.
@@ -182,6 +206,7 @@ pub struct Ctx<'a> {
     pub(crate) proto: &'a mut Connection,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) info: &'a ConnInfo,
+    pub(crate) stream: &'a mio::net::TcpStream,
     pub(crate) headers: Option<&'a [Header]>,
     pub(crate) queued: usize,
     pub(crate) max_buffered: usize,
@@ -195,7 +220,7 @@ pub struct Ctx<'a> {
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("id", &self.id).field("peer", &self.info.peer).finish_non_exhaustive()
+        f.debug_struct("Ctx").field("id", &self.id).field("path", &self.info.path).finish_non_exhaustive()
     }
 }
 
@@ -205,9 +230,10 @@ impl Ctx<'_> {
         self.id
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.info.peer
+    /// The peer's address (asked of the socket: not stored per connection). `None` if the socket can
+    /// no longer tell (the peer is gone).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
     }
 
     /// The request path, without the query.
@@ -217,18 +243,19 @@ impl Ctx<'_> {
 
     /// The request query (after `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.info.query.as_deref()
+        self.info.extra.as_ref()?.query.as_deref()
     }
 
     /// The subprotocol chosen during the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.info.protocol.as_deref()
+        self.info.extra.as_ref()?.protocol.as_deref()
     }
 
     /// A request header (case-insensitive name). Available in `on_open`, and in every callback when
     /// `Config::keep_request_headers` is set.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let headers = self.headers.or(self.info.headers.as_deref())?;
+        let kept = self.info.extra.as_ref().and_then(|e| e.headers.as_deref());
+        let headers = self.headers.or(kept)?;
         headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 

@@ -60,7 +60,6 @@ struct PendingClient {
     request: Vec<u8>,
     key: String,
     protocols: Vec<String>,
-    peer: SocketAddr,
     path_and_query: String,
     timeout_ms: u64,
 }
@@ -82,8 +81,8 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 enum Phase {
     /// Waiting for the upgrade request.
     Handshake,
-    /// Upgraded: frames flow.
-    Open(Box<OpenConn>),
+    /// Upgraded: frames flow. Inline, not boxed: an open connection is the common case.
+    Open(OpenConn),
     /// An HTTP error response is being written; the socket closes once it is out.
     Rejected,
     /// In-loop client: TCP connect in progress.
@@ -102,24 +101,63 @@ struct OpenConn {
     notified: bool,
     /// Backlog seen since the last `on_drain`.
     drain_pending: bool,
-    /// When our ping went out, if its pong is still awaited (ms since the reactor epoch).
-    ping_sent: Option<u64>,
-    /// When our close frame went out.
-    close_sent: Option<u64>,
-    topics: Vec<Arc<str>>,
+    /// The reply we wait for, if any (our ping's pong, or the peer's close frame).
+    awaiting: Awaiting,
+}
+
+/// The reply an open connection waits for (times in ms since the reactor epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Nothing,
+    /// Our ping went out at this time.
+    Pong(u64),
+    /// Our close frame went out at this time; pings no longer matter.
+    CloseReply(u64),
+}
+
+impl Awaiting {
+    fn pong_since(self) -> Option<u64> {
+        match self {
+            Self::Pong(since) => Some(since),
+            _ => None,
+        }
+    }
+
+    fn is_close_reply(self) -> bool {
+        matches!(self, Self::CloseReply(_))
+    }
 }
 
 struct Conn {
     stream: TcpStream,
     phase: Phase,
-    inbound: Option<InboundBuf>,
-    outbound: OutboundQueue,
+    /// The unparsed tail of the stream, only while there is one (its buffer comes from the pool).
+    inbound: Option<Box<InboundBuf>>,
+    /// Bytes the socket did not take yet, only while there are some.
+    outbound: Option<Box<OutboundQueue>>,
     timer: Option<TimerKey>,
     generation: u32,
     /// Accept time, then last time bytes arrived (ms since the reactor epoch).
     last_read: u64,
     /// Close the socket as soon as the outbound queue is empty.
     close_when_flushed: bool,
+}
+
+impl Conn {
+    /// Bytes queued and not yet taken by the socket.
+    fn queued(&self) -> usize {
+        self.outbound.as_ref().map_or(0, |q| q.len_bytes())
+    }
+
+    /// Gives the connection's buffers back to the pool.
+    fn release_buffers(&mut self, pool: &mut BufferPool) {
+        if let Some(inbound) = self.inbound.take() {
+            pool.give((*inbound).into_vec());
+        }
+        if let Some(mut outbound) = self.outbound.take() {
+            outbound.clear(pool);
+        }
+    }
 }
 
 /// What a reactor thread starts from (everything here is `Send`; the reactor itself is not).
@@ -153,8 +191,10 @@ pub(crate) struct Reactor {
     scratch: Vec<u8>,
     cork: Vec<u8>,
     pool: BufferPool,
-    wheel: TimerWheel<usize>,
+    /// Timers by connection slot (a `u32` keeps each wheel entry small).
+    wheel: TimerWheel<u32>,
     topics: HashMap<Arc<str>, Vec<usize>>,
+    paths: HashMap<Box<str>, Arc<String>>,
     rx: Receiver<Command>,
     counters: Arc<Counters>,
     config: Arc<Config>,
@@ -206,6 +246,7 @@ impl Reactor {
             pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
             wheel: TimerWheel::with_config(Instant::now(), config.timer_tick, 512),
             topics: HashMap::new(),
+            paths: HashMap::new(),
             rx,
             counters,
             proto_config: ConnectionConfig {
@@ -302,7 +343,7 @@ impl Reactor {
                         stream,
                         phase: Phase::Handshake,
                         inbound: None,
-                        outbound: OutboundQueue::new(),
+                        outbound: None,
                         timer: None,
                         generation: self.next_generation,
                         last_read: self.now,
@@ -329,7 +370,7 @@ impl Reactor {
             Phase::Handshake | Phase::Rejected => Some(conn.last_read + millis(c.handshake_timeout)),
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => Some(conn.last_read + p.timeout_ms),
             Phase::Open(open) => {
-                if let Some(sent) = open.close_sent {
+                if let Awaiting::CloseReply(sent) = open.awaiting {
                     return Some(sent + millis(c.close_timeout));
                 }
                 if open.proto.transport_may_close() {
@@ -341,7 +382,7 @@ impl Reactor {
                 if let Some(idle) = c.idle_timeout {
                     consider(conn.last_read + millis(idle));
                 }
-                match (open.ping_sent, c.ping_interval) {
+                match (open.awaiting.pong_since(), c.ping_interval) {
                     (Some(sent), _) => consider(sent + millis(c.pong_timeout)),
                     (None, Some(interval)) => consider(conn.last_read + millis(interval)),
                     (None, None) => {}
@@ -363,13 +404,14 @@ impl Reactor {
         }
         if let Some(deadline) = deadline {
             let at = self.epoch + Duration::from_millis(deadline);
-            conn.timer = Some(self.wheel.insert_at(at, slot));
+            conn.timer = Some(self.wheel.insert_at(at, slot as u32));
         }
     }
 
     fn fire_timers(&mut self, handle: &Handle) {
         let now = self.instant(self.now);
         while let Some(slot) = self.wheel.poll_at(now) {
+            let slot = slot as usize;
             if let Some(conn) = self.conns.get_mut(slot) {
                 conn.timer = None;
                 self.on_timer(slot, handle);
@@ -398,18 +440,18 @@ impl Reactor {
                 }
             }
             Phase::Open(open) => {
-                if open.proto.transport_may_close() && open.close_sent.is_none() {
+                if open.proto.transport_may_close() && !open.awaiting.is_close_reply() {
                     // Client role: the server never closed TCP after the close handshake.
                     self.remove(slot, handle, CloseCode::NORMAL, "");
                     return;
                 }
-                if let Some(sent) = open.close_sent {
+                if let Awaiting::CloseReply(sent) = open.awaiting {
                     if now >= sent + millis(c.close_timeout) {
                         Counters::add(&self.counters.close_timeouts, 1);
                         self.remove(slot, handle, CloseCode::ABNORMAL, "close handshake timeout");
                         return;
                     }
-                } else if open.ping_sent.is_some_and(|sent| now >= sent + millis(c.pong_timeout)) {
+                } else if open.awaiting.pong_since().is_some_and(|sent| now >= sent + millis(c.pong_timeout)) {
                     Counters::add(&self.counters.pong_timeouts, 1);
                     log::debug!("reactor {}: pong timeout on slot {slot}", self.index);
                     let _ = open.proto.close(CloseCode::GOING_AWAY, "pong timeout", &mut self.cork);
@@ -419,14 +461,14 @@ impl Reactor {
                 } else if c.idle_timeout.is_some_and(|idle| now >= conn.last_read + millis(idle)) {
                     Counters::add(&self.counters.idle_timeouts, 1);
                     if open.proto.close(CloseCode::GOING_AWAY, "idle timeout", &mut self.cork).is_ok() {
-                        open.close_sent = Some(now);
+                        open.awaiting = Awaiting::CloseReply(now);
                     }
                     self.flush(slot, handle);
-                } else if open.ping_sent.is_none()
+                } else if open.awaiting.pong_since().is_none()
                     && c.ping_interval.is_some_and(|interval| now >= conn.last_read + millis(interval))
                 {
                     if open.proto.send_ping(b"", &mut self.cork).is_ok() {
-                        open.ping_sent = Some(now);
+                        open.awaiting = Awaiting::Pong(now);
                     }
                     self.flush(slot, handle);
                 }
@@ -443,7 +485,7 @@ impl Reactor {
             self.check_connected(slot, handle);
             return;
         }
-        if conn.outbound.is_empty() {
+        if conn.outbound.is_none() {
             return;
         }
         self.write_queued(slot, handle);
@@ -454,11 +496,12 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        loop {
-            if conn.outbound.is_empty() {
+        while let Some(queue) = conn.outbound.as_mut() {
+            if queue.is_empty() {
+                conn.outbound = None;
                 break;
             }
-            match conn.outbound.write_to(&mut conn.stream, &mut self.pool) {
+            match queue.write_to(&mut conn.stream, &mut self.pool) {
                 Ok(0) => {
                     self.remove(slot, handle, CloseCode::ABNORMAL, "connection reset");
                     return;
@@ -482,6 +525,7 @@ impl Reactor {
                 open.drain_pending = false;
                 let mut env = Env {
                     id: ConnId::new(self.index, slot, conn.generation),
+                    stream: &conn.stream,
                     cork: &mut self.cork,
                     queued: 0,
                     config: &self.config,
@@ -509,7 +553,7 @@ impl Reactor {
             return;
         };
         let mut written = 0;
-        if conn.outbound.is_empty() {
+        if conn.outbound.is_none() {
             while written < self.cork.len() {
                 match conn.stream.write(&self.cork[written..]) {
                     Ok(0) => break,
@@ -526,7 +570,7 @@ impl Reactor {
             Counters::add(&self.counters.bytes_written, written as u64);
         }
         if written < self.cork.len() {
-            conn.outbound.push_owned(&self.cork[written..], &mut self.pool);
+            conn.outbound.get_or_insert_with(Default::default).push_owned(&self.cork[written..], &mut self.pool);
             if let Phase::Open(open) = &mut conn.phase {
                 open.drain_pending = true;
             }
@@ -613,23 +657,27 @@ impl Reactor {
     fn process(&mut self, slot: usize, handle: &Handle, from_scratch: Option<usize>) -> Outcome {
         let index = self.index;
         let Self {
-            conns, scratch, cork, pool, counters, deferred, dropped, config, router, limits, proto_config, ..
+            conns,
+            scratch,
+            cork,
+            pool,
+            counters,
+            deferred,
+            dropped,
+            config,
+            router,
+            limits,
+            proto_config,
+            paths,
+            ..
         } = self;
         let Some(conn) = conns.get_mut(slot) else {
             return Outcome::default();
         };
-        let mut env = Env {
-            id: ConnId::new(index, slot, conn.generation),
-            cork,
-            queued: conn.outbound.len_bytes(),
-            config,
-            slow_peer: false,
-            dropped,
-            deferred,
-            handle,
-            counters,
-        };
+        let id = ConnId::new(index, slot, conn.generation);
+        let queued = conn.queued();
         let Conn { inbound, phase, stream, .. } = conn;
+        let mut env = Env { id, stream, cork, queued, config, slow_peer: false, dropped, deferred, handle, counters };
         let buf: &mut [u8] = match from_scratch {
             Some(n) => &mut scratch[..n],
             None => match inbound.as_mut() {
@@ -644,8 +692,7 @@ impl Reactor {
                 Ok(None) => {}
                 Ok(Some((request, head_len))) => {
                     pos = head_len;
-                    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    match upgrade(&request, env.config, router, peer, env.cork, proto_config.clone()) {
+                    match upgrade(&request, env.config, router, paths, env.cork, proto_config.clone()) {
                         Ok(open) => {
                             Counters::add(&env.counters.connections_upgraded, 1);
                             upgraded = true;
@@ -679,28 +726,21 @@ impl Reactor {
                     pos = head_len;
                     upgraded = true;
                     Counters::add(&env.counters.connections_upgraded, 1);
-                    let PendingClient { handler, peer, path_and_query, .. } = *pending;
+                    let PendingClient { handler, path_and_query, .. } = *pending;
                     let (path, query) = match path_and_query.split_once('?') {
-                        Some((p, q)) => (p.to_owned(), Some(q.to_owned().into_boxed_str())),
-                        None => (path_and_query, None),
+                        Some((p, q)) => (p, Some(q.to_owned().into_boxed_str())),
+                        None => (path_and_query.as_str(), None),
                     };
-                    *phase = Phase::Open(Box::new(OpenConn {
+                    let protocol = response.protocol.clone().map(String::into_boxed_str);
+                    *phase = Phase::Open(OpenConn {
                         proto: Connection::new(Role::Client, proto_config.clone()),
                         handler,
-                        info: ConnInfo {
-                            peer,
-                            path: path.into_boxed_str(),
-                            query,
-                            protocol: response.protocol.clone().map(String::into_boxed_str),
-                            headers: None,
-                        },
+                        info: ConnInfo::new(intern(paths, path), query, protocol, None),
                         poisoned: false,
                         notified: false,
                         drain_pending: false,
-                        ping_sent: None,
-                        close_sent: None,
-                        topics: Vec::new(),
-                    }));
+                        awaiting: Awaiting::Nothing,
+                    });
                     if let Phase::Open(open) = phase {
                         invoke(open, &mut env, Some(&response.headers), |h, ctx| h.on_open(ctx));
                     }
@@ -744,7 +784,7 @@ impl Reactor {
         match from_scratch {
             Some(n) => {
                 if pos < n {
-                    let tail = inbound.get_or_insert_with(|| InboundBuf::from_vec(pool.take()));
+                    let tail = inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take())));
                     tail.append(&scratch[pos..n]);
                 }
             }
@@ -753,7 +793,7 @@ impl Reactor {
                     tail.consume(pos);
                     if tail.is_empty() {
                         if let Some(tail) = inbound.take() {
-                            pool.give(tail.into_vec());
+                            pool.give((*tail).into_vec());
                         }
                     }
                 }
@@ -783,14 +823,14 @@ impl Reactor {
                             // Client: the server closes TCP first; wait for it (bounded by the close timeout).
                             rearm = true;
                         }
-                    } else if open.close_sent.is_none() && open.proto.close_state() == CloseState::CloseSent {
-                        open.close_sent = Some(self.now);
+                    } else if !open.awaiting.is_close_reply() && open.proto.close_state() == CloseState::CloseSent {
+                        open.awaiting = Awaiting::CloseReply(self.now);
                         rearm = true;
                     }
                 }
                 Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
             }
-            if conn.close_when_flushed && conn.outbound.is_empty() {
+            if conn.close_when_flushed && conn.outbound.is_none() {
                 self.remove(slot, handle, CloseCode::NORMAL, "");
             } else if rearm {
                 self.arm(slot);
@@ -809,7 +849,8 @@ impl Reactor {
         let deferred = std::mem::take(&mut self.deferred);
         if let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(slot) {
             for topic in deferred.subscribe {
-                if open.topics.iter().any(|t| **t == *topic) {
+                let subscribed = &mut open.info.extra.get_or_insert_with(Default::default).topics;
+                if subscribed.iter().any(|t| **t == *topic) {
                     continue;
                 }
                 let key: Arc<str> = match self.topics.get_key_value(topic.as_str()) {
@@ -817,11 +858,15 @@ impl Reactor {
                     None => Arc::from(topic.as_str()),
                 };
                 self.topics.entry(key.clone()).or_default().push(slot);
-                open.topics.push(key);
+                subscribed.push(key);
             }
             for topic in deferred.unsubscribe {
-                if let Some(i) = open.topics.iter().position(|t| **t == *topic) {
-                    let key = open.topics.swap_remove(i);
+                let Some(extra) = open.info.extra.as_mut() else {
+                    break;
+                };
+                let subscribed = &mut extra.topics;
+                if let Some(i) = subscribed.iter().position(|t| **t == *topic) {
+                    let key = subscribed.swap_remove(i);
                     unsubscribe(&mut self.topics, &key, slot);
                 }
             }
@@ -863,13 +908,13 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let queued = conn.queued();
         let Phase::Open(open) = &mut conn.phase else {
             return;
         };
         if !open.proto.can_send() {
             return;
         }
-        let queued = conn.outbound.len_bytes();
         if queued > 0 && queued + frame.len() > self.config.max_buffered_bytes {
             match self.config.backpressure {
                 super::BackpressurePolicy::Drop => Counters::add(&self.counters.messages_dropped, 1),
@@ -893,11 +938,11 @@ impl Reactor {
             }
             Counters::add(&self.counters.bytes_written, written as u64);
             if written < frame.len() {
-                conn.outbound.push_shared(frame.slice(written..));
+                conn.outbound.get_or_insert_with(Default::default).push_shared(frame.slice(written..));
                 open.drain_pending = true;
             }
         } else {
-            conn.outbound.push_shared(frame);
+            conn.outbound.get_or_insert_with(Default::default).push_shared(frame);
         }
     }
 
@@ -914,6 +959,7 @@ impl Reactor {
         if let Phase::Open(open) = &mut conn.phase {
             let mut env = Env {
                 id: ConnId::new(self.index, slot, conn.generation),
+                stream: &conn.stream,
                 cork: &mut self.cork,
                 queued: 0,
                 config: &self.config,
@@ -925,14 +971,11 @@ impl Reactor {
             };
             notify_close(open, &mut env, code, reason);
             self.cork.clear();
-            for topic in std::mem::take(&mut open.topics) {
+            for topic in open.info.extra.take().into_iter().flat_map(|e| e.topics) {
                 unsubscribe(&mut self.topics, &topic, slot);
             }
         }
-        if let Some(inbound) = conn.inbound.take() {
-            self.pool.give(inbound.into_vec());
-        }
-        conn.outbound.clear(&mut self.pool);
+        conn.release_buffers(&mut self.pool);
         Counters::sub(&self.counters.active_connections, 1);
         Counters::add(&self.counters.connections_closed, 1);
         self.update_pool_gauge();
@@ -1012,12 +1055,11 @@ impl Reactor {
                 request,
                 key,
                 protocols: options.protocols,
-                peer: addr,
                 path_and_query,
                 timeout_ms: millis(options.timeout),
             })),
             inbound: None,
-            outbound: OutboundQueue::new(),
+            outbound: None,
             timer: None,
             generation: self.next_generation,
             last_read: self.now,
@@ -1052,15 +1094,12 @@ impl Reactor {
             self.wheel.cancel(key);
         }
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        if let Phase::Connecting(mut pending) | Phase::AwaitingResponse(mut pending) = conn.phase {
+        if let Phase::Connecting(pending) | Phase::AwaitingResponse(pending) = &mut conn.phase {
             if catch_unwind(AssertUnwindSafe(|| pending.handler.on_connect_error(&error))).is_err() {
                 Counters::add(&self.counters.handler_panics, 1);
             }
         }
-        if let Some(inbound) = conn.inbound.take() {
-            self.pool.give(inbound.into_vec());
-        }
-        conn.outbound.clear(&mut self.pool);
+        conn.release_buffers(&mut self.pool);
         Counters::sub(&self.counters.active_connections, 1);
         Counters::add(&self.counters.connections_closed, 1);
     }
@@ -1110,6 +1149,7 @@ struct Outcome {
 /// What a callback's [`Ctx`] borrows from the reactor.
 struct Env<'a> {
     id: ConnId,
+    stream: &'a TcpStream,
     cork: &'a mut Vec<u8>,
     queued: usize,
     config: &'a Config,
@@ -1137,6 +1177,7 @@ fn invoke(
             proto,
             out: env.cork,
             info,
+            stream: env.stream,
             headers,
             queued: env.queued,
             max_buffered: env.config.max_buffered_bytes,
@@ -1186,7 +1227,9 @@ fn dispatch(open: &mut OpenConn, env: &mut Env<'_>, event: Event<'_>) {
         }
         Event::Pong(payload) => {
             Counters::add(&counters.pongs_received, 1);
-            open.ping_sent = None;
+            if open.awaiting.pong_since().is_some() {
+                open.awaiting = Awaiting::Nothing;
+            }
             invoke(open, env, None, |h, ctx| h.on_pong(ctx, payload));
         }
         Event::Close(frame) => {
@@ -1203,10 +1246,10 @@ fn upgrade(
     request: &UpgradeRequest,
     config: &Config,
     router: &Router,
-    peer: SocketAddr,
+    paths: &mut HashMap<Box<str>, Arc<String>>,
     out: &mut Vec<u8>,
     proto: ConnectionConfig,
-) -> Result<Box<OpenConn>, Vec<u8>> {
+) -> Result<OpenConn, Vec<u8>> {
     if let Some(allowed) = &config.allowed_origins {
         let ok = request.origin.as_deref().is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
         if !ok {
@@ -1228,41 +1271,68 @@ fn upgrade(
         log::error!("cannot write the upgrade response: {e}");
         return Err(handshake::plain_response(500, "cannot complete the upgrade\n"));
     }
-    Ok(Box::new(OpenConn {
+    Ok(OpenConn {
         proto: Connection::new(Role::Server, proto),
         handler,
-        info: ConnInfo {
-            peer,
-            path: request.path.clone().into_boxed_str(),
-            query: request.query.clone().map(String::into_boxed_str),
-            protocol: protocol.map(String::into_boxed_str),
-            headers: config.keep_request_headers.then(|| request.headers.clone().into_boxed_slice()),
-        },
+        info: ConnInfo::new(
+            intern(paths, &request.path),
+            request.query.clone().map(String::into_boxed_str),
+            protocol.map(String::into_boxed_str),
+            config.keep_request_headers.then(|| request.headers.clone().into_boxed_slice()),
+        ),
         poisoned: false,
         notified: false,
         drain_pending: false,
-        ping_sent: None,
-        close_sent: None,
-        topics: Vec::new(),
-    }))
+        awaiting: Awaiting::Nothing,
+    })
+}
+
+/// Interned paths kept per reactor at most; further distinct paths get their own copy.
+const MAX_INTERNED_PATHS: usize = 1024;
+
+/// The shared copy of `path`, so that connections to one path share one allocation.
+fn intern(paths: &mut HashMap<Box<str>, Arc<String>>, path: &str) -> Arc<String> {
+    if let Some(shared) = paths.get(path) {
+        return shared.clone();
+    }
+    let shared = Arc::new(path.to_owned());
+    if paths.len() < MAX_INTERNED_PATHS {
+        paths.insert(path.into(), shared.clone());
+    }
+    shared
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use super::*;
 
+    /// The memory budget: an idle open connection is one slab entry (no buffer, no other allocation for
+    /// a zero-sized handler and an interned path). In release builds mio's `TcpStream` is 4 bytes; debug
+    /// builds add a selector id, hence the margin.
     #[test]
-    fn print_sizes() {
-        eprintln!(
-            "Conn {} OpenConn {} Connection {} Phase {} OutboundQueue {} InboundBuf {} TcpStream {} slab entry {}",
-            std::mem::size_of::<Conn>(),
+    fn an_open_connection_fits_the_idle_memory_budget() {
+        let entry = std::mem::size_of::<Conn>();
+        assert!(
+            entry <= 256,
+            "Conn is {entry} bytes (OpenConn {}, Connection {}, ConnInfo {}, Phase {})",
             std::mem::size_of::<OpenConn>(),
             std::mem::size_of::<Connection>(),
-            std::mem::size_of::<Phase>(),
-            std::mem::size_of::<OutboundQueue>(),
-            std::mem::size_of::<Option<InboundBuf>>(),
-            std::mem::size_of::<TcpStream>(),
-            std::mem::size_of::<slab::Slab<Conn>>(),
+            std::mem::size_of::<ConnInfo>(),
+            std::mem::size_of::<Phase>()
         );
+        assert!(std::mem::size_of::<Connection>() <= 128, "Connection is {} bytes", std::mem::size_of::<Connection>());
+    }
+
+    #[test]
+    fn paths_are_interned_up_to_a_limit() {
+        let mut paths = HashMap::new();
+        let a = intern(&mut paths, "/chat");
+        let b = intern(&mut paths, "/chat");
+        assert!(Arc::ptr_eq(&a, &b));
+        for i in 0..MAX_INTERNED_PATHS + 10 {
+            intern(&mut paths, &format!("/p{i}"));
+        }
+        assert_eq!(paths.len(), MAX_INTERNED_PATHS);
+        assert_eq!(&*intern(&mut paths, "/new"), "/new");
     }
 }
