@@ -277,7 +277,7 @@ fn autobahn_client(args: AutobahnClientArgs) -> ExitCode {
         }
     }
     println!(
-        "wsloop autobahn-client: ran {count} cases ({failures} ended with a client-side error)"
+        "wsloop autobahn-client: ran {count} cases ({failures} ended with an error other than a protocol violation by the server)"
     );
     let update = format!("{base}/updateReports?agent={agent}");
     match client::connect(&update, options) {
