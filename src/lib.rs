@@ -10,9 +10,11 @@
 //! - [`timer`]: the hashed timer wheel that drives deadlines.
 //! - [`server`]: the reactor engine: per-core mio loops serving connections through [`server::Handler`]s.
 //! - [`metrics`]: per-reactor counters and snapshots.
+//! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core.
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod buf;
+pub mod client;
 pub mod metrics;
 pub mod proto;
 pub mod server;
