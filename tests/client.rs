@@ -10,8 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wsloop::client::{
-    self, connect, connect_with_callback, with_connection, ClientOptions, Error, Message,
-    Operation, UrlError,
+    self, connect, connect_with_callback, with_connection, ClientOptions, Error, Message, Operation, UrlError,
 };
 use wsloop::proto::handshake::{parse_request, write_response, HandshakeError, HandshakeLimits};
 use wsloop::proto::negotiate::SubprotocolPolicy;
@@ -68,25 +67,12 @@ impl TestServer {
 
     fn start_at(addr: SocketAddr, config: Config) -> std::io::Result<Self> {
         let codes = Codes::default();
-        let mut server = Server::new(Config {
-            addr,
-            threads: 1,
-            ..config
-        });
+        let mut server = Server::new(Config { addr, threads: 1, ..config });
         let c = codes.clone();
-        server.register_handler("/echo", move |_| TestHandler {
-            codes: c.clone(),
-            welcome: false,
-        });
+        server.register_handler("/echo", move |_| TestHandler { codes: c.clone(), welcome: false });
         let c = codes.clone();
-        server.register_handler("/welcome", move |_| TestHandler {
-            codes: c.clone(),
-            welcome: true,
-        });
-        Ok(Self {
-            server: Some(server.start()?),
-            codes,
-        })
+        server.register_handler("/welcome", move |_| TestHandler { codes: c.clone(), welcome: true });
+        Ok(Self { server: Some(server.start()?), codes })
     }
 
     fn url(&self, path: &str) -> String {
@@ -117,9 +103,7 @@ fn default_server() -> TestServer {
 }
 
 fn options() -> ClientOptions {
-    ClientOptions::default()
-        .connect_timeout(5 * SEC)
-        .handshake_timeout(5 * SEC)
+    ClientOptions::default().connect_timeout(5 * SEC).handshake_timeout(5 * SEC)
 }
 
 /// A raw TCP peer that completes the opening handshake and then runs `then` on the socket.
@@ -153,28 +137,16 @@ fn echoes_text_and_binary() {
     assert!(c.is_open());
     assert_eq!(c.protocol(), None);
     assert!(c.response().header("sec-websocket-accept").is_some());
-    assert_eq!(
-        c.peer_addr().unwrap(),
-        server.server.as_ref().unwrap().local_addr()
-    );
+    assert_eq!(c.peer_addr().unwrap(), server.server.as_ref().unwrap().local_addr());
     assert!(c.local_addr().unwrap().ip().is_loopback());
     c.send_text("héllo").unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("héllo".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("héllo".into()));
     c.send_binary(&[0, 1, 2, 255]).unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Binary(vec![0, 1, 2, 255])
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Binary(vec![0, 1, 2, 255]));
     // Pongs to our own pings are consumed, not returned.
     c.send_ping(b"p").unwrap();
     c.send_text("after ping").unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("after ping".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("after ping".into()));
 }
 
 #[test]
@@ -188,10 +160,7 @@ fn echoes_a_4_mib_message_and_many_pipelined_ones() {
         c.send_text(&format!("m{i}")).unwrap();
     }
     for i in 0..500 {
-        assert_eq!(
-            c.read_message(Some(5 * SEC)).unwrap(),
-            Message::Text(format!("m{i}"))
-        );
+        assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text(format!("m{i}")));
     }
 }
 
@@ -199,10 +168,7 @@ fn echoes_a_4_mib_message_and_many_pipelined_ones() {
 fn frames_sent_right_after_the_101_are_not_lost() {
     let server = default_server();
     let mut c = connect(&server.url("/welcome"), options()).unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("welcome".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("welcome".into()));
 }
 
 #[test]
@@ -216,16 +182,10 @@ fn read_timeout_fires_and_the_connection_stays_usable() {
         other => panic!("expected a read timeout, got {other:?}"),
     }
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(190) && waited < 3 * SEC,
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(190) && waited < 3 * SEC, "{waited:?}");
     assert!(c.is_open());
     c.send_text("still here").unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("still here".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("still here".into()));
 }
 
 #[test]
@@ -235,11 +195,7 @@ fn default_read_timeout_applies_when_none_is_given() {
     let addr = raw_ws_server(move |_stream| {
         let _ = done_rx.recv_timeout(10 * SEC);
     });
-    let mut c = connect(
-        &format!("ws://{addr}/"),
-        options().read_timeout(Duration::from_millis(150)),
-    )
-    .unwrap();
+    let mut c = connect(&format!("ws://{addr}/"), options().read_timeout(Duration::from_millis(150))).unwrap();
     match c.read_message(None) {
         Err(Error::Timeout(Operation::Read)) => {}
         other => panic!("expected a read timeout, got {other:?}"),
@@ -258,15 +214,8 @@ fn handshake_timeout_fires_when_the_server_never_answers() {
         drop(stream);
     });
     let started = Instant::now();
-    let err = connect(
-        &format!("ws://{addr}/"),
-        options().handshake_timeout(Duration::from_millis(300)),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::Timeout(Operation::Handshake)),
-        "{err:?}"
-    );
+    let err = connect(&format!("ws://{addr}/"), options().handshake_timeout(Duration::from_millis(300))).unwrap_err();
+    assert!(matches!(err, Error::Timeout(Operation::Handshake)), "{err:?}");
     assert!(started.elapsed() < 2 * SEC);
     holder.join().unwrap();
 }
@@ -276,9 +225,7 @@ fn connect_timeout_fires_when_the_listen_backlog_is_full() {
     // A listener that never accepts, with a backlog of 0: once its accept queue is full, Linux drops
     // further SYNs and connecting hangs until the timeout.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -297,11 +244,7 @@ fn connect_timeout_fires_when_the_listen_backlog_is_full() {
         return;
     }
     let started = Instant::now();
-    let err = connect(
-        &format!("ws://{addr}/"),
-        options().connect_timeout(Duration::from_millis(300)),
-    )
-    .unwrap_err();
+    let err = connect(&format!("ws://{addr}/"), options().connect_timeout(Duration::from_millis(300))).unwrap_err();
     assert!(matches!(err, Error::Timeout(Operation::Connect)), "{err:?}");
     assert!(started.elapsed() < 3 * SEC);
 }
@@ -335,13 +278,7 @@ fn peer_close_surfaces_as_closed_with_its_code() {
     }
     assert!(!c.is_open());
     // Sending and reading after the close report the same.
-    assert!(matches!(
-        c.send_text("late"),
-        Err(Error::Closed {
-            code: Some(CloseCode(4000)),
-            ..
-        })
-    ));
+    assert!(matches!(c.send_text("late"), Err(Error::Closed { code: Some(CloseCode(4000)), .. })));
     let started = Instant::now();
     let info = c.wait_for_close(Some(5 * SEC)).unwrap();
     assert_eq!(info.code, Some(CloseCode(4000)));
@@ -358,10 +295,7 @@ fn wait_for_close_completes_the_handshake_and_the_server_sees_1000() {
     assert!(!c.is_open());
     assert!(matches!(c.send_text("late"), Err(Error::Closed { .. })));
     // The echo of "before" still arrives after our close frame went out.
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("before".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("before".into()));
     let info = c.wait_for_close(None).unwrap();
     assert_eq!(info.code, Some(CloseCode::NORMAL));
     assert_eq!(server.codes(1), [1000]);
@@ -396,10 +330,7 @@ fn with_connection_closes_with_1000_on_ok_on_err_and_on_panic() {
         });
     });
     let payload = panicked.unwrap_err();
-    assert_eq!(
-        payload.downcast_ref::<&str>(),
-        Some(&"boom in the user's closure")
-    );
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom in the user's closure"));
     assert_eq!(server.codes(3), [1000, 1000, 1000]);
 }
 
@@ -426,22 +357,13 @@ fn callback_client_receives_messages_and_wait_for_close_returns_after_the_server
     let c = connect_with_callback(&server.url("/echo"), opts).unwrap();
     c.send_text("first").unwrap();
     let sender = c.sender();
-    thread::spawn(move || sender.send_binary(b"bin").unwrap())
-        .join()
-        .unwrap();
+    thread::spawn(move || sender.send_binary(b"bin").unwrap()).join().unwrap();
     c.send_text("second").unwrap();
     let info = c.wait_for_close(Some(5 * SEC)).unwrap();
     assert_eq!(info.code, Some(CloseCode(4000)));
     assert!(!c.is_open());
     let got: Vec<Message> = rx.try_iter().collect();
-    assert_eq!(
-        got,
-        [
-            Message::Text("first".into()),
-            Message::Binary(b"bin".to_vec()),
-            Message::Text("second".into())
-        ]
-    );
+    assert_eq!(got, [Message::Text("first".into()), Message::Binary(b"bin".to_vec()), Message::Text("second".into())]);
     assert_eq!(server.codes(1), [4000]);
 }
 
@@ -450,10 +372,7 @@ fn callback_client_close_completes_and_the_server_sees_the_code() {
     let server = default_server();
     let c = connect_with_callback(&server.url("/echo"), options()).unwrap();
     c.send_text("dropped by the missing callback").unwrap();
-    assert!(matches!(
-        c.wait_for_close(Some(Duration::from_millis(100))),
-        Err(Error::Timeout(Operation::Close))
-    ));
+    assert!(matches!(c.wait_for_close(Some(Duration::from_millis(100))), Err(Error::Timeout(Operation::Close))));
     assert!(c.is_open(), "a timed-out wait changes nothing");
     c.close(CloseCode(4001), "bye").unwrap();
     let info = c.wait_for_close(Some(5 * SEC)).unwrap();
@@ -467,11 +386,7 @@ fn negotiates_the_servers_preferred_subprotocol() {
         subprotocols: SubprotocolPolicy::Preferred(vec!["v2".into(), "v1".into()]),
         ..Config::default()
     });
-    let c = connect(
-        &server.url("/echo"),
-        options().subprotocol("v1").subprotocol("v2"),
-    )
-    .unwrap();
+    let c = connect(&server.url("/echo"), options().subprotocol("v1").subprotocol("v2")).unwrap();
     assert_eq!(c.protocol(), Some("v2"));
     let c = connect(&server.url("/echo"), options().subprotocol("v3")).unwrap();
     assert_eq!(c.protocol(), None);
@@ -500,27 +415,13 @@ fn invalid_urls_and_wss_give_typed_errors() {
     }
     assert!(matches!(
         connect("ws://h:99999/", options()),
-        Err(Error::InvalidUrl {
-            reason: UrlError::InvalidPort { .. },
-            ..
-        })
+        Err(Error::InvalidUrl { reason: UrlError::InvalidPort { .. }, .. })
     ));
-    assert!(matches!(
-        connect("ws://h/#x", options()),
-        Err(Error::InvalidUrl {
-            reason: UrlError::Fragment,
-            ..
-        })
-    ));
+    assert!(matches!(connect("ws://h/#x", options()), Err(Error::InvalidUrl { reason: UrlError::Fragment, .. })));
     let err = connect("wss://127.0.0.1:1/", options()).unwrap_err();
     assert!(matches!(err, Error::TlsUnsupported));
-    assert!(err
-        .to_string()
-        .contains("TLS (wss://) is not supported yet"));
-    assert!(matches!(
-        connect("ws://name.invalid/", options()),
-        Err(Error::Resolve { .. })
-    ));
+    assert!(err.to_string().contains("TLS (wss://) is not supported yet"));
+    assert!(matches!(connect("ws://name.invalid/", options()), Err(Error::Resolve { .. })));
 }
 
 #[test]
@@ -534,10 +435,7 @@ fn connects_over_ipv6_loopback() {
     let mut c = connect(&url, options()).unwrap();
     assert!(c.peer_addr().unwrap().is_ipv6());
     c.send_text("v6").unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("v6".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("v6".into()));
 }
 
 #[test]
@@ -554,35 +452,22 @@ fn keepalive_pings_keep_a_connection_to_an_idle_timeout_server_alive() {
         other => panic!("expected an idle close, got {other:?}"),
     }
     // With pings every 100 ms it stays open well past the idle timeout.
-    let mut c = connect(
-        &server.url("/echo"),
-        options().ping_interval(Duration::from_millis(100)),
-    )
-    .unwrap();
+    let mut c = connect(&server.url("/echo"), options().ping_interval(Duration::from_millis(100))).unwrap();
     match c.read_message(Some(Duration::from_millis(1200))) {
         Err(Error::Timeout(Operation::Read)) => {}
         other => panic!("expected a plain read timeout, got {other:?}"),
     }
     assert!(c.is_open());
     c.send_text("alive").unwrap();
-    assert_eq!(
-        c.read_message(Some(5 * SEC)).unwrap(),
-        Message::Text("alive".into())
-    );
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("alive".into()));
 }
 
 #[test]
 fn unanswered_keepalive_ping_fails_with_a_pong_timeout() {
-    let server = TestServer::start(Config {
-        auto_pong: false,
-        ping_interval: None,
-        ..Config::default()
-    });
+    let server = TestServer::start(Config { auto_pong: false, ping_interval: None, ..Config::default() });
     let mut c = connect(
         &server.url("/echo"),
-        options()
-            .ping_interval(Duration::from_millis(100))
-            .pong_timeout(Duration::from_millis(200)),
+        options().ping_interval(Duration::from_millis(100)).pong_timeout(Duration::from_millis(200)),
     )
     .unwrap();
     let started = Instant::now();
@@ -592,13 +477,7 @@ fn unanswered_keepalive_ping_fails_with_a_pong_timeout() {
     }
     assert!(started.elapsed() < 2 * SEC);
     assert!(!c.is_open());
-    assert!(matches!(
-        c.read_message(Some(SEC)),
-        Err(Error::Closed {
-            code: Some(CloseCode::ABNORMAL),
-            ..
-        })
-    ));
+    assert!(matches!(c.read_message(Some(SEC)), Err(Error::Closed { code: Some(CloseCode::ABNORMAL), .. })));
     assert_eq!(server.codes(1), [1001]);
 }
 
@@ -618,13 +497,7 @@ fn check_health_notices_a_server_that_went_away() {
     }
     assert!(!c.check_health());
     assert!(!c.is_open());
-    assert!(matches!(
-        c.read_message(Some(SEC)),
-        Err(Error::Closed {
-            code: Some(CloseCode::ABNORMAL),
-            ..
-        })
-    ));
+    assert!(matches!(c.read_message(Some(SEC)), Err(Error::Closed { code: Some(CloseCode::ABNORMAL), .. })));
 }
 
 #[test]
@@ -659,13 +532,7 @@ fn server_protocol_violation_fails_the_connection_with_1002() {
     let key = [close[2], close[3], close[4], close[5]];
     let code = u16::from_be_bytes([close[6] ^ key[0], close[7] ^ key[1]]);
     assert_eq!(code, 1002);
-    assert!(matches!(
-        c.send_text("late"),
-        Err(Error::Closed {
-            code: Some(CloseCode::PROTOCOL_ERROR),
-            ..
-        })
-    ));
+    assert!(matches!(c.send_text("late"), Err(Error::Closed { code: Some(CloseCode::PROTOCOL_ERROR), .. })));
 }
 
 #[test]

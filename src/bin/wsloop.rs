@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use wsloop::client::{
-    self, ClientOptions, CloseInfo, Error as ClientError, Message as ClientMessage,
-};
+use wsloop::client::{self, ClientOptions, CloseInfo, Error as ClientError, Message as ClientMessage};
 use wsloop::proto::CloseCode;
 use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, Server};
 
@@ -232,9 +230,7 @@ fn autobahn_case(url: &str, options: ClientOptions) -> Result<CloseInfo, ClientE
 fn autobahn_client(args: AutobahnClientArgs) -> ExitCode {
     let base = args.url.trim_end_matches('/');
     let options = autobahn_options(args.case_timeout);
-    let count = client::with_connection(&format!("{base}/getCaseCount"), options.clone(), |c| {
-        c.read_message(None)
-    });
+    let count = client::with_connection(&format!("{base}/getCaseCount"), options.clone(), |c| c.read_message(None));
     let count: u32 = match count {
         Ok(ClientMessage::Text(n)) => match n.trim().parse() {
             Ok(n) => n,

@@ -31,9 +31,7 @@ use crate::proto::handshake::{
     parse_response, write_request, ClientRequest, HandshakeError, HandshakeLimits, UpgradeResponse,
 };
 use crate::proto::negotiate::{self, ExtensionOffer};
-use crate::proto::{
-    CloseCode, Connection, ConnectionConfig, Event, Extension, ProtocolError, Role, SendError,
-};
+use crate::proto::{CloseCode, Connection, ConnectionConfig, Event, Extension, ProtocolError, Role, SendError};
 
 use super::error::{Error, Operation};
 use super::url::{Host, WsUrl};
@@ -44,8 +42,7 @@ pub type MessageCallback = Arc<dyn Fn(&ClientSender, Message) + Send + Sync>;
 
 /// Makes the client side of an extension the server accepted (its answer's parameters are in the
 /// offer); `None` when it cannot (the connection then fails with [`Error::UnsupportedExtension`]).
-pub type ExtensionFactory =
-    Arc<dyn Fn(&ExtensionOffer) -> Option<Box<dyn Extension>> + Send + Sync>;
+pub type ExtensionFactory = Arc<dyn Fn(&ExtensionOffer) -> Option<Box<dyn Extension>> + Send + Sync>;
 
 /// An owned, complete data message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,17 +89,11 @@ pub struct CloseInfo {
 
 impl CloseInfo {
     fn abnormal(reason: &str) -> Self {
-        Self {
-            code: Some(CloseCode::ABNORMAL),
-            reason: reason.to_owned(),
-        }
+        Self { code: Some(CloseCode::ABNORMAL), reason: reason.to_owned() }
     }
 
     fn to_error(&self) -> Error {
-        Error::Closed {
-            code: self.code,
-            reason: self.reason.clone(),
-        }
+        Error::Closed { code: self.code, reason: self.reason.clone() }
     }
 }
 
@@ -316,10 +307,7 @@ impl ClientOptions {
 
     /// Sets [`ClientOptions::on_message`].
     #[must_use]
-    pub fn on_message(
-        mut self,
-        callback: impl Fn(&ClientSender, Message) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_message(mut self, callback: impl Fn(&ClientSender, Message) + Send + Sync + 'static) -> Self {
         self.on_message = Some(Arc::new(callback));
         self
     }
@@ -386,10 +374,7 @@ impl Link {
     }
 
     /// Encodes frames with `encode` (into `state.pending`) and writes everything queued.
-    fn send(
-        &self,
-        encode: impl FnOnce(&mut LinkState) -> Result<(), SendError>,
-    ) -> Result<(), Error> {
+    fn send(&self, encode: impl FnOnce(&mut LinkState) -> Result<(), SendError>) -> Result<(), Error> {
         let mut out = lock(&self.writer);
         {
             let mut st = self.state();
@@ -490,10 +475,7 @@ impl Link {
         let close_timeout = self.close_timeout;
         self.send(|st| {
             st.conn.close(code, reason, &mut st.pending)?;
-            st.local_close = Some(CloseInfo {
-                code: Some(code),
-                reason: reason.to_owned(),
-            });
+            st.local_close = Some(CloseInfo { code: Some(code), reason: reason.to_owned() });
             st.close_deadline = Some(Instant::now() + close_timeout);
             Ok(())
         })
@@ -507,9 +489,7 @@ impl Link {
         }
         if st.conn.can_send() {
             let s = &mut *st;
-            let _ = s
-                .conn
-                .close(CloseCode::GOING_AWAY, "client dropped", &mut s.pending);
+            let _ = s.conn.close(CloseCode::GOING_AWAY, "client dropped", &mut s.pending);
         }
         drop(st);
         let _ = self.stream.set_write_timeout(Some(DROP_WRITE_TIMEOUT));
@@ -632,10 +612,7 @@ impl Reader {
                 },
             ),
             Err(e) => {
-                st.closed = Some(CloseInfo {
-                    code: Some(e.code),
-                    reason: e.reason.to_owned(),
-                });
+                st.closed = Some(CloseInfo { code: Some(e.code), reason: e.reason.to_owned() });
                 (self.buf.end - self.buf.start, Step::Failed(e))
             }
         };
@@ -709,11 +686,7 @@ impl Reader {
                     self.last_rx = Instant::now();
                     self.ping_sent = None;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => {
                     let mut st = link.state();
                     if st.tcp_done {
@@ -729,12 +702,7 @@ impl Reader {
 
     /// Sends a keepalive ping when due, fails a connection whose ping went unanswered; returns how long
     /// until the next keepalive event.
-    fn keepalive(
-        &mut self,
-        link: &Link,
-        now: Instant,
-        interval: Duration,
-    ) -> Result<Duration, Error> {
+    fn keepalive(&mut self, link: &Link, now: Instant, interval: Duration) -> Result<Duration, Error> {
         match self.ping_sent {
             Some(sent) => {
                 let due = sent + self.pong_timeout;
@@ -746,9 +714,7 @@ impl Reader {
                     let mut st = link.state();
                     let s = &mut *st;
                     if s.conn.can_send() {
-                        let _ = s
-                            .conn
-                            .close(CloseCode::GOING_AWAY, "pong timeout", &mut s.pending);
+                        let _ = s.conn.close(CloseCode::GOING_AWAY, "pong timeout", &mut s.pending);
                     }
                 }
                 let _ = link.flush_pending_blocking();
@@ -806,11 +772,7 @@ impl Reader {
             match (&link.stream).read(&mut scratch) {
                 Ok(0) => break true,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(_) => break true,
             }
         };
@@ -840,19 +802,10 @@ fn resolve(url: &WsUrl) -> Result<Vec<SocketAddr>, Error> {
         Host::Ipv4(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Ipv6(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Domain(name) => {
-            let resolve_err = |source| Error::Resolve {
-                host: name.clone(),
-                source,
-            };
-            let addrs: Vec<SocketAddr> = (name.as_str(), port)
-                .to_socket_addrs()
-                .map_err(resolve_err)?
-                .collect();
+            let resolve_err = |source| Error::Resolve { host: name.clone(), source };
+            let addrs: Vec<SocketAddr> = (name.as_str(), port).to_socket_addrs().map_err(resolve_err)?.collect();
             if addrs.is_empty() {
-                return Err(resolve_err(io::Error::new(
-                    ErrorKind::NotFound,
-                    "the name has no addresses",
-                )));
+                return Err(resolve_err(io::Error::new(ErrorKind::NotFound, "the name has no addresses")));
             }
             Ok(addrs)
         }
@@ -891,11 +844,7 @@ fn handshake_io(e: io::Error) -> Error {
 }
 
 /// Writes the upgrade request and reads the response; returns it with the bytes that followed it.
-fn handshake(
-    stream: &TcpStream,
-    url: &WsUrl,
-    options: &ClientOptions,
-) -> Result<(UpgradeResponse, Vec<u8>), Error> {
+fn handshake(stream: &TcpStream, url: &WsUrl, options: &ClientOptions) -> Result<(UpgradeResponse, Vec<u8>), Error> {
     let deadline = Instant::now() + options.handshake_timeout;
     let remaining = || {
         deadline
@@ -936,13 +885,9 @@ fn handshake(
             Err(e) => return Err(handshake_io(e)),
         };
         buf.extend_from_slice(&chunk[..n]);
-        if let Some((response, head)) = parse_response(
-            &buf,
-            &key,
-            &options.subprotocols,
-            &offered_extensions,
-            &options.handshake_limits,
-        )? {
+        if let Some((response, head)) =
+            parse_response(&buf, &key, &options.subprotocols, &offered_extensions, &options.handshake_limits)?
+        {
             buf.drain(..head);
             return Ok((response, buf));
         }
@@ -950,10 +895,7 @@ fn handshake(
 }
 
 fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
-    let parsed = WsUrl::parse(url).map_err(|reason| Error::InvalidUrl {
-        url: url.to_owned(),
-        reason,
-    })?;
+    let parsed = WsUrl::parse(url).map_err(|reason| Error::InvalidUrl { url: url.to_owned(), reason })?;
     if parsed.is_secure() {
         return Err(Error::TlsUnsupported);
     }
@@ -966,9 +908,7 @@ fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
             .extension_factory
             .as_ref()
             .and_then(|factory| factory(accepted))
-            .ok_or_else(|| Error::UnsupportedExtension {
-                name: accepted.name.clone(),
-            })?;
+            .ok_or_else(|| Error::UnsupportedExtension { name: accepted.name.clone() })?;
         conn.add_extension(extension);
     }
     stream.set_write_timeout(options.write_timeout.filter(|t| !t.is_zero()))?;
@@ -999,12 +939,7 @@ fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
         pong_timeout: options.pong_timeout,
         socket_timeout: Some(None),
     };
-    Ok(Opened {
-        link,
-        reader,
-        response,
-        url: parsed,
-    })
+    Ok(Opened { link, reader, response, url: parsed })
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -1045,21 +980,18 @@ pub fn connect(url: &str, options: ClientOptions) -> Result<Client, Error> {
 impl Client {
     /// Sends a text message (one frame).
     pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
-        self.link
-            .send(|st| st.conn.send_text(text, &mut st.pending))
+        self.link.send(|st| st.conn.send_text(text, &mut st.pending))
     }
 
     /// Sends a binary message (one frame).
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.link
-            .send(|st| st.conn.send_binary(data, &mut st.pending))
+        self.link.send(|st| st.conn.send_binary(data, &mut st.pending))
     }
 
     /// Sends a ping (payload at most 125 bytes, else [`Error::Send`]). Its pong is consumed by the next
     /// reads.
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.link
-            .send(|st| st.conn.send_ping(payload, &mut st.pending))
+        self.link.send(|st| st.conn.send_ping(payload, &mut st.pending))
     }
 
     /// Waits for the next text or binary message.
@@ -1105,8 +1037,7 @@ impl Client {
                 Ok(_) => {}
                 Err(Error::Closed { .. }) => break,
                 Err(Error::Timeout(Operation::Read)) => {
-                    self.link
-                        .teardown(&mut self.link.state(), "close handshake timed out");
+                    self.link.teardown(&mut self.link.state(), "close handshake timed out");
                     return Err(Error::Timeout(Operation::Close));
                 }
                 Err(e) => return Err(e),
@@ -1117,10 +1048,7 @@ impl Client {
             log::debug!("websocket client: the server did not close TCP in time; closed it");
         }
         let st = self.link.state();
-        Ok(st
-            .closed
-            .clone()
-            .unwrap_or_else(|| CloseInfo::abnormal("closed")))
+        Ok(st.closed.clone().unwrap_or_else(|| CloseInfo::abnormal("closed")))
     }
 
     /// [`Client::close`] then [`Client::wait_for_close`] with `timeout` (`None`:
@@ -1184,8 +1112,7 @@ impl Client {
             Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
         };
         if !alive || !restored {
-            self.link
-                .teardown(&mut self.link.state(), "connection lost while idle");
+            self.link.teardown(&mut self.link.state(), "connection lost while idle");
             return false;
         }
         true
@@ -1227,10 +1154,7 @@ pub fn with_connection<T>(
     let mut client = connect(url, options)?;
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&mut client)));
     if let Err(e) = client.close_and_wait(CloseCode::NORMAL, "", None) {
-        log::debug!(
-            "websocket client: closing handshake with {} failed: {e}",
-            client.url
-        );
+        log::debug!("websocket client: closing handshake with {} failed: {e}", client.url);
     }
     match result {
         Ok(result) => result,
@@ -1250,20 +1174,17 @@ pub struct ClientSender {
 impl ClientSender {
     /// Sends a text message.
     pub fn send_text(&self, text: &str) -> Result<(), Error> {
-        self.link
-            .send(|st| st.conn.send_text(text, &mut st.pending))
+        self.link.send(|st| st.conn.send_text(text, &mut st.pending))
     }
 
     /// Sends a binary message.
     pub fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
-        self.link
-            .send(|st| st.conn.send_binary(data, &mut st.pending))
+        self.link.send(|st| st.conn.send_binary(data, &mut st.pending))
     }
 
     /// Sends a ping (payload at most 125 bytes).
     pub fn send_ping(&self, payload: &[u8]) -> Result<(), Error> {
-        self.link
-            .send(|st| st.conn.send_ping(payload, &mut st.pending))
+        self.link.send(|st| st.conn.send_ping(payload, &mut st.pending))
     }
 
     /// Starts the closing handshake; the reader thread completes it (within
@@ -1298,21 +1219,14 @@ pub struct CallbackClient {
 /// panicking callback is caught: the connection is closed with 1011.
 pub fn connect_with_callback(url: &str, options: ClientOptions) -> Result<CallbackClient, Error> {
     let opened = open(url, &options)?;
-    let sender = ClientSender {
-        link: opened.link.clone(),
-    };
+    let sender = ClientSender { link: opened.link.clone() };
     let callback = options.on_message.clone();
     let thread_sender = sender.clone();
     let mut reader = opened.reader;
     let thread = thread::Builder::new()
         .name("wsloop-client-reader".into())
         .spawn(move || run_reader(&mut reader, &thread_sender, callback.as_ref()))?;
-    Ok(CallbackClient {
-        sender,
-        thread: Some(thread),
-        response: opened.response,
-        url: opened.url,
-    })
+    Ok(CallbackClient { sender, thread: Some(thread), response: opened.response, url: opened.url })
 }
 
 fn run_reader(reader: &mut Reader, sender: &ClientSender, callback: Option<&MessageCallback>) {
@@ -1379,32 +1293,20 @@ impl CallbackClient {
         let mut st = link.state();
         while !st.reader_done {
             match deadline {
-                None => {
-                    st = link
-                        .finished
-                        .wait(st)
-                        .unwrap_or_else(PoisonError::into_inner)
-                }
+                None => st = link.finished.wait(st).unwrap_or_else(PoisonError::into_inner),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Error::Timeout(Operation::Close));
                     }
-                    st = link
-                        .finished
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                    st = link.finished.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0;
                 }
             }
         }
         if let Some(e) = st.reader_error.take() {
             return Err(e);
         }
-        Ok(st
-            .closed
-            .clone()
-            .unwrap_or_else(|| CloseInfo::abnormal("closed")))
+        Ok(st.closed.clone().unwrap_or_else(|| CloseInfo::abnormal("closed")))
     }
 
     /// The subprotocol the server chose, if any.

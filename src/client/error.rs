@@ -164,17 +164,15 @@ impl fmt::Display for Error {
             Self::InvalidUrl { url, reason } => {
                 write!(f, "invalid WebSocket URL {url:?}: {reason}")
             }
-            Self::TlsUnsupported => f.write_str(
-                "TLS (wss://) is not supported yet: use a ws:// URL, or a TLS-terminating proxy",
-            ),
-            Self::Resolve { host, source } => write!(
-                f,
-                "cannot resolve host {host:?}: {source} (check the name and the DNS configuration)"
-            ),
-            Self::Connect { addr, source } => write!(
-                f,
-                "cannot connect to {addr}: {source} (is the server running and the port right?)"
-            ),
+            Self::TlsUnsupported => {
+                f.write_str("TLS (wss://) is not supported yet: use a ws:// URL, or a TLS-terminating proxy")
+            }
+            Self::Resolve { host, source } => {
+                write!(f, "cannot resolve host {host:?}: {source} (check the name and the DNS configuration)")
+            }
+            Self::Connect { addr, source } => {
+                write!(f, "cannot connect to {addr}: {source} (is the server running and the port right?)")
+            }
             Self::Handshake(e) => write!(f, "WebSocket handshake failed: {e}"),
             Self::UnsupportedExtension { name } => write!(
                 f,
@@ -182,17 +180,13 @@ impl fmt::Display for Error {
                  extensions the extension factory implements)"
             ),
             Self::Timeout(op) => write!(f, "{op} timeout: {}", op.describe()),
-            Self::Protocol(e) => write!(
-                f,
-                "the server broke the WebSocket protocol ({e}); the connection was closed with {}",
-                e.code
-            ),
+            Self::Protocol(e) => {
+                write!(f, "the server broke the WebSocket protocol ({e}); the connection was closed with {}", e.code)
+            }
             Self::Closed { code, reason } => {
                 f.write_str("the WebSocket connection is closed")?;
                 match code {
-                    Some(CloseCode::ABNORMAL) => {
-                        f.write_str(" abnormally (1006: no closing handshake)")?
-                    }
+                    Some(CloseCode::ABNORMAL) => f.write_str(" abnormally (1006: no closing handshake)")?,
                     Some(code) => write!(f, " with code {code}")?,
                     None => f.write_str(" without a status code (1005)")?,
                 }
@@ -202,14 +196,11 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Self::Send(e) => write!(f, "cannot send: {e}"),
-            Self::PoolExhausted => {
-                f.write_str("connection pool exhausted (raise its maximum or release connections)")
-            }
+            Self::PoolExhausted => f.write_str("connection pool exhausted (raise its maximum or release connections)"),
             Self::PoolClosed => f.write_str("the connection pool is closed"),
-            Self::CircuitOpen { host, retry_in } => write!(
-                f,
-                "circuit open for {host}: recent connection attempts failed; retry in {retry_in:?}"
-            ),
+            Self::CircuitOpen { host, retry_in } => {
+                write!(f, "circuit open for {host}: recent connection attempts failed; retry in {retry_in:?}")
+            }
             Self::Io(e) => write!(f, "WebSocket I/O error: {e}; the connection is closed"),
         }
     }
@@ -256,21 +247,10 @@ mod tests {
     fn display_says_what_happened_and_what_to_check() {
         let e = Error::Timeout(Operation::Handshake);
         assert!(e.to_string().contains("handshake timeout"));
-        let e = Error::Closed {
-            code: Some(CloseCode::NORMAL),
-            reason: "bye".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            "the WebSocket connection is closed with code 1000: bye"
-        );
-        assert!(Error::TlsUnsupported
-            .to_string()
-            .contains("TLS (wss://) is not supported yet"));
-        let e = Error::Handshake(HandshakeError::Rejected {
-            status: 404,
-            headers: Vec::new(),
-        });
+        let e = Error::Closed { code: Some(CloseCode::NORMAL), reason: "bye".into() };
+        assert_eq!(e.to_string(), "the WebSocket connection is closed with code 1000: bye");
+        assert!(Error::TlsUnsupported.to_string().contains("TLS (wss://) is not supported yet"));
+        let e = Error::Handshake(HandshakeError::Rejected { status: 404, headers: Vec::new() });
         assert!(e.to_string().contains("404"));
         assert!(e.source().is_some());
     }

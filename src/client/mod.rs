@@ -21,8 +21,8 @@ pub mod error;
 pub mod url;
 
 pub use blocking::{
-    connect, connect_with_callback, with_connection, CallbackClient, Client, ClientOptions,
-    ClientSender, CloseInfo, ExtensionFactory, Message, MessageCallback,
+    connect, connect_with_callback, with_connection, CallbackClient, Client, ClientOptions, ClientSender, CloseInfo,
+    ExtensionFactory, Message, MessageCallback,
 };
 pub use error::{Error, Operation};
 pub use url::{Host, Scheme, UrlError, WsUrl};

@@ -99,13 +99,10 @@ pub enum UrlError {
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::MissingScheme => {
-                f.write_str("missing scheme: the URL must start with ws:// or wss://")
+            Self::MissingScheme => f.write_str("missing scheme: the URL must start with ws:// or wss://"),
+            Self::UnsupportedScheme { scheme } => {
+                write!(f, "unsupported scheme {scheme:?}: a WebSocket URL starts with ws:// or wss://")
             }
-            Self::UnsupportedScheme { scheme } => write!(
-                f,
-                "unsupported scheme {scheme:?}: a WebSocket URL starts with ws:// or wss://"
-            ),
             Self::MissingHost => f.write_str("missing host after the scheme"),
             Self::InvalidHost { host } => write!(
                 f,
@@ -113,10 +110,7 @@ impl fmt::Display for UrlError {
                  or a DNS name (internationalized names in their xn-- form)"
             ),
             Self::InvalidPort { port } => {
-                write!(
-                    f,
-                    "invalid port {port:?}: expected a number from 1 to 65535"
-                )
+                write!(f, "invalid port {port:?}: expected a number from 1 to 65535")
             }
             Self::UserInfo => f.write_str(
                 "user information (user:password@) is not allowed in a WebSocket URL; send \
@@ -162,9 +156,7 @@ impl WsUrl {
         } else if scheme.is_empty() {
             return Err(UrlError::MissingScheme);
         } else {
-            return Err(UrlError::UnsupportedScheme {
-                scheme: scheme.to_owned(),
-            });
+            return Err(UrlError::UnsupportedScheme { scheme: scheme.to_owned() });
         };
         if rest.contains('#') {
             return Err(UrlError::Fragment);
@@ -182,12 +174,7 @@ impl WsUrl {
             None | Some("") => scheme.default_port(),
             Some(p) => parse_port(p)?,
         };
-        Ok(Self {
-            scheme,
-            host,
-            port,
-            path_and_query: normalize_target(target)?,
-        })
+        Ok(Self { scheme, host, port, path_and_query: normalize_target(target)? })
     }
 
     /// The scheme.
@@ -237,21 +224,13 @@ impl FromStr for WsUrl {
 impl fmt::Display for WsUrl {
     /// The normalized URL (default port omitted).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            self.scheme.as_str(),
-            self.host_header(),
-            self.path_and_query
-        )
+        write!(f, "{}://{}{}", self.scheme.as_str(), self.host_header(), self.path_and_query)
     }
 }
 
 fn split_host_port(authority: &str) -> Result<(Host, Option<&str>), UrlError> {
     if let Some(bracketed) = authority.strip_prefix('[') {
-        let invalid = || UrlError::InvalidHost {
-            host: authority.to_owned(),
-        };
+        let invalid = || UrlError::InvalidHost { host: authority.to_owned() };
         let (ip, after) = bracketed.split_once(']').ok_or_else(invalid)?;
         let ip: Ipv6Addr = ip.parse().map_err(|_| invalid())?;
         let port = match after {
@@ -271,9 +250,7 @@ fn split_host_port(authority: &str) -> Result<(Host, Option<&str>), UrlError> {
 }
 
 fn parse_host(host: &str) -> Result<Host, UrlError> {
-    let invalid = || UrlError::InvalidHost {
-        host: host.to_owned(),
-    };
+    let invalid = || UrlError::InvalidHost { host: host.to_owned() };
     let labels = host.strip_suffix('.').unwrap_or(host);
     // A name whose last label is numeric must be an IPv4 literal (as WHATWG URLs decide).
     let last = labels.rsplit('.').next().unwrap_or("");
@@ -281,10 +258,7 @@ fn parse_host(host: &str) -> Result<Host, UrlError> {
         return labels.parse().map(Host::Ipv4).map_err(|_| invalid());
     }
     let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if labels.len() > 253 || !labels.split('.').all(label_ok) {
         return Err(invalid());
@@ -293,9 +267,7 @@ fn parse_host(host: &str) -> Result<Host, UrlError> {
 }
 
 fn parse_port(port: &str) -> Result<u16, UrlError> {
-    let invalid = || UrlError::InvalidPort {
-        port: port.to_owned(),
-    };
+    let invalid = || UrlError::InvalidPort { port: port.to_owned() };
     if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
     }
@@ -379,10 +351,7 @@ mod tests {
 
     #[test]
     fn keeps_path_and_query_and_encodes_spaces_and_non_ascii() {
-        assert_eq!(
-            url("ws://h/runCase?case=1&agent=x").path_and_query(),
-            "/runCase?case=1&agent=x"
-        );
+        assert_eq!(url("ws://h/runCase?case=1&agent=x").path_and_query(), "/runCase?case=1&agent=x");
         assert_eq!(url("ws://h?x=1").path_and_query(), "/?x=1");
         assert_eq!(url("ws://h/a b/é").path_and_query(), "/a%20b/%C3%A9");
     }
@@ -397,12 +366,7 @@ mod tests {
         let err = |s: &str| WsUrl::parse(s).unwrap_err();
         assert_eq!(err("example.com"), UrlError::MissingScheme);
         assert_eq!(err("://h"), UrlError::MissingScheme);
-        assert_eq!(
-            err("http://h/"),
-            UrlError::UnsupportedScheme {
-                scheme: "http".into()
-            }
-        );
+        assert_eq!(err("http://h/"), UrlError::UnsupportedScheme { scheme: "http".into() });
         assert_eq!(err("ws:///path"), UrlError::MissingHost);
         assert_eq!(err("ws://:80/"), UrlError::MissingHost);
         assert_eq!(err("ws://h/#frag"), UrlError::Fragment);
@@ -414,23 +378,11 @@ mod tests {
         assert!(matches!(err("ws://[::1]x/"), UrlError::InvalidHost { .. }));
         assert!(matches!(err("ws://[nope]/"), UrlError::InvalidHost { .. }));
         assert!(matches!(err("ws://::1/"), UrlError::InvalidHost { .. }));
-        assert!(matches!(
-            err("ws://1.2.3.256/"),
-            UrlError::InvalidHost { .. }
-        ));
-        assert!(matches!(
-            err("ws://bad host/"),
-            UrlError::InvalidHost { .. }
-        ));
+        assert!(matches!(err("ws://1.2.3.256/"), UrlError::InvalidHost { .. }));
+        assert!(matches!(err("ws://bad host/"), UrlError::InvalidHost { .. }));
         assert!(matches!(err("ws://a..b/"), UrlError::InvalidHost { .. }));
-        assert!(matches!(
-            err("ws://é.example/"),
-            UrlError::InvalidHost { .. }
-        ));
-        assert!(matches!(
-            err("ws://h/a\r\nb"),
-            UrlError::InvalidCharacter { .. }
-        ));
+        assert!(matches!(err("ws://é.example/"), UrlError::InvalidHost { .. }));
+        assert!(matches!(err("ws://h/a\r\nb"), UrlError::InvalidCharacter { .. }));
     }
 
     #[test]
