@@ -309,6 +309,19 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Queues bytes that already are one or more complete frames valid for this connection's role, e.g.
+    /// masked client frames a load generator built once and sends many times. Only "may data still be
+    /// sent" is checked (and the backpressure policy applied); the caller vouches for everything else —
+    /// a malformed frame here breaks the connection. Not counted in `messages_sent`.
+    pub fn send_raw(&mut self, frames: &[u8]) -> Result<(), SendError> {
+        if !self.proto.can_send() {
+            return Err(SendError::Protocol(proto::SendError::Closed));
+        }
+        self.admit(frames.len())?;
+        self.out.extend_from_slice(frames);
+        Ok(())
+    }
+
     /// Sends a ping (payload at most 125 bytes). Never dropped by the backpressure policy.
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         self.proto.send_ping(payload, self.out).map_err(SendError::Protocol)
