@@ -9,12 +9,15 @@
 //! - [`buf`]: buffers and per-reactor buffer pools.
 //! - [`timer`]: the hashed timer wheel that drives deadlines.
 //! - [`server`]: the reactor engine: per-core mio loops serving connections through [`server::Handler`]s.
-//! - [`metrics`]: per-reactor counters and snapshots.
+//! - [`metrics`]: per-reactor counters, snapshots, rates, a text table and Prometheus text.
+//! - [`http`]: plain HTTP/1.1 requests on the WebSocket port (health, metrics, an application handler).
+//! - [`client`]: the blocking client, pool, circuit breaker and reconnecting client.
 //! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core.
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod buf;
 pub mod client;
+pub mod http;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -55,7 +55,8 @@ fn start(mut config: Config) -> RunningServer {
 }
 
 fn one_thread() -> Config {
-    Config { threads: 1, ..Config::default() }
+    // Most clients here do not answer the shutdown close: do not wait long for them.
+    Config { threads: 1, close_timeout: Duration::from_millis(300), ..Config::default() }
 }
 
 #[test]
@@ -277,7 +278,7 @@ fn a_panicking_handler_closes_only_its_connection_with_1011() {
 
 #[test]
 fn connections_land_on_both_reactors_and_broadcast_reaches_all() {
-    let server = start(Config { threads: 2, ..Config::default() });
+    let server = start(Config { threads: 2, ..one_thread() });
     let handle = server.handle();
     let mut clients: Vec<TestClient> = (0..24).map(|_| TestClient::connect(server.local_addr(), "/")).collect();
     assert!(eventually(5 * SEC, || handle.metrics().connections_upgraded == 24));
@@ -298,7 +299,7 @@ fn connections_land_on_both_reactors_and_broadcast_reaches_all() {
 
 #[test]
 fn publish_reaches_every_subscriber_across_reactors() {
-    let server = start(Config { threads: 2, ..Config::default() });
+    let server = start(Config { threads: 2, ..one_thread() });
     let handle = server.handle();
     let mut subs: Vec<TestClient> = (0..16).map(|_| TestClient::connect(server.local_addr(), "/")).collect();
     let mut outsider = TestClient::connect(server.local_addr(), "/");
@@ -330,7 +331,7 @@ fn publish_reaches_every_subscriber_across_reactors() {
 
 #[test]
 fn shutdown_sends_1001_to_every_connection() {
-    let server = start(Config { threads: 2, ..Config::default() });
+    let server = start(Config { threads: 2, ..one_thread() });
     let mut clients: Vec<TestClient> = (0..6).map(|_| TestClient::connect(server.local_addr(), "/")).collect();
     let handle = server.handle();
     let stopper = std::thread::spawn(move || server.stop());

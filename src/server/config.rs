@@ -61,6 +61,13 @@ pub struct Config {
     pub pooled_buffers: usize,
     /// Resolution of the timer wheel. Default 100 ms.
     pub timer_tick: Duration,
+    /// Path of the built-in Prometheus endpoint for plain HTTP requests on the same port (e.g.
+    /// `/metrics`). Default `None`: off (`wsloop serve` turns it on).
+    pub metrics_path: Option<String>,
+    /// Path of the built-in health endpoint (200 `ok`, 503 while stopping). Default `None`: off.
+    pub health_path: Option<String>,
+    /// Largest body of a plain HTTP request (`Content-Length`). Default 64 KiB; beyond it: 413.
+    pub max_http_body: usize,
     /// Keep the request headers for the connection's whole life (readable from any callback). Default
     /// false: headers are readable in `on_open` only, so an idle connection holds no copy of them.
     pub keep_request_headers: bool,
@@ -89,6 +96,9 @@ impl Default for Config {
             read_buffer_size: 64 * 1024,
             pooled_buffers: 64,
             timer_tick: Duration::from_millis(100),
+            metrics_path: None,
+            health_path: None,
+            max_http_body: 64 * 1024,
             keep_request_headers: false,
         }
     }

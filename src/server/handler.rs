@@ -297,7 +297,7 @@ impl Ctx<'_> {
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
         self.admit(text.len())?;
         self.proto.send_text(text, self.out).map_err(SendError::Protocol)?;
-        crate::metrics::Counters::add(&self.counters.messages_sent, 1);
+        self.counters.record_message_sent(crate::metrics::MessageKind::Text, text.len());
         Ok(())
     }
 
@@ -305,7 +305,7 @@ impl Ctx<'_> {
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
         self.admit(data.len())?;
         self.proto.send_binary(data, self.out).map_err(SendError::Protocol)?;
-        crate::metrics::Counters::add(&self.counters.messages_sent, 1);
+        self.counters.record_message_sent(crate::metrics::MessageKind::Binary, data.len());
         Ok(())
     }
 
@@ -324,13 +324,17 @@ impl Ctx<'_> {
 
     /// Sends a ping (payload at most 125 bytes). Never dropped by the backpressure policy.
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.proto.send_ping(payload, self.out).map_err(SendError::Protocol)
+        self.proto.send_ping(payload, self.out).map_err(SendError::Protocol)?;
+        crate::metrics::Counters::add(&self.counters.pings_sent, 1);
+        Ok(())
     }
 
     /// Starts the close handshake with `code` and `reason`; the socket closes when the peer answers or
     /// the close timeout passes.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.proto.close(code, reason, self.out).map_err(SendError::Protocol)
+        self.proto.close(code, reason, self.out).map_err(SendError::Protocol)?;
+        crate::metrics::Counters::add(&self.counters.closes_sent, 1);
+        Ok(())
     }
 
     /// Sends a text message to every open connection of the server (this one included). The frame is

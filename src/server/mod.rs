@@ -41,6 +41,7 @@ use bytes::Bytes;
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 
+use crate::http::HttpHandler;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::proto::frame::OpCode;
 use crate::proto::handshake::UpgradeRequest;
@@ -76,6 +77,14 @@ impl Server {
         H: Handler,
     {
         self.router.add(path, Arc::new(move |req: &UpgradeRequest| Box::new(factory(req)) as Box<dyn Handler>));
+        self
+    }
+
+    /// Answers plain (non-upgrade) HTTP requests on the same port with `handler`. It is asked first;
+    /// when it returns `None`, the built-in endpoints (`Config::metrics_path`, `Config::health_path`)
+    /// answer, then 426 for a WebSocket route and 404 for anything else.
+    pub fn set_http_handler(&mut self, handler: impl HttpHandler) -> &mut Self {
+        self.router.set_http_handler(Arc::new(handler));
         self
     }
 
@@ -323,6 +332,16 @@ impl Handle {
             handler: Box::new(handler),
         });
         self.send(reactor, Command::Connect(request));
+    }
+
+    /// Hands a socket accepted elsewhere (an HTTP server, say) to the engine, with every byte already
+    /// read from it (the upgrade request head and anything after it). A reactor (round robin) takes it
+    /// over and completes the upgrade as if it had accepted the connection itself; a request it cannot
+    /// upgrade is answered as usual (400, 404, 426, ...). Returns at once.
+    pub fn adopt(&self, stream: std::net::TcpStream, already_read: Vec<u8>) {
+        let reactors = self.shared.links.len().max(1);
+        let reactor = self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
+        self.send(reactor, Command::Adopt(stream, already_read));
     }
 
     /// The counters of every reactor, summed.

@@ -22,10 +22,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buf::{BufferPool, Fill, InboundBuf, OutboundQueue};
+use crate::http::{self, HttpLimits, HttpRequest, HttpResponse};
 use crate::metrics::Counters;
-use crate::proto::handshake::{self, HandshakeLimits, UpgradeRequest};
+use crate::metrics::{HandshakeFailure, MessageKind, MetricsReport};
+use crate::proto::handshake::{self, HandshakeError, HandshakeLimits, UpgradeRequest};
 use crate::proto::{CloseCode, CloseState, Connection, ConnectionConfig, Event, Role};
 use crate::timer::{TimerKey, TimerWheel};
+use std::ops::Not;
 
 use super::handler::{ConnId, ConnInfo, ConnectError, Ctx, Deferred, Handler, Message};
 use super::router::Router;
@@ -41,6 +44,7 @@ pub(crate) enum Command {
     SendTo(ConnId, Bytes),
     Close(ConnId, CloseCode, String),
     Connect(Box<ClientStart>),
+    Adopt(std::net::TcpStream, Vec<u8>),
     Stop,
 }
 
@@ -103,6 +107,8 @@ struct OpenConn {
     drain_pending: bool,
     /// The reply we wait for, if any (our ping's pong, or the peer's close frame).
     awaiting: Awaiting,
+    /// The code `on_close` reported (recorded in the metrics when the connection goes).
+    close_code: CloseCode,
 }
 
 /// The reply an open connection waits for (times in ms since the reactor epoch).
@@ -200,6 +206,7 @@ pub(crate) struct Reactor {
     config: Arc<Config>,
     proto_config: ConnectionConfig,
     limits: HandshakeLimits,
+    http_limits: HttpLimits,
     router: Arc<Router>,
     epoch: Instant,
     now: u64,
@@ -255,6 +262,11 @@ impl Reactor {
                 auto_pong: config.auto_pong,
             },
             limits: HandshakeLimits { max_head_bytes: config.max_request_head, max_headers: config.max_headers },
+            http_limits: HttpLimits {
+                max_head_bytes: config.max_request_head,
+                max_headers: config.max_headers,
+                max_body_bytes: config.max_http_body,
+            },
             max_conns: config.max_connections.div_ceil(threads),
             config,
             router,
@@ -426,14 +438,14 @@ impl Reactor {
         match &mut conn.phase {
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => {
                 if now >= conn.last_read + p.timeout_ms {
-                    Counters::add(&self.counters.handshake_timeouts, 1);
+                    self.counters.record_handshake_failure(HandshakeFailure::Timeout);
                     self.fail_client(slot, ConnectError::Timeout);
                     return;
                 }
             }
             Phase::Handshake | Phase::Rejected => {
                 if now >= conn.last_read + millis(c.handshake_timeout) {
-                    Counters::add(&self.counters.handshake_timeouts, 1);
+                    self.counters.record_handshake_failure(HandshakeFailure::Timeout);
                     log::debug!("reactor {}: handshake timeout on slot {slot}", self.index);
                     self.remove(slot, handle, CloseCode::ABNORMAL, "handshake timeout");
                     return;
@@ -454,13 +466,16 @@ impl Reactor {
                 } else if open.awaiting.pong_since().is_some_and(|sent| now >= sent + millis(c.pong_timeout)) {
                     Counters::add(&self.counters.pong_timeouts, 1);
                     log::debug!("reactor {}: pong timeout on slot {slot}", self.index);
-                    let _ = open.proto.close(CloseCode::GOING_AWAY, "pong timeout", &mut self.cork);
+                    if open.proto.close(CloseCode::GOING_AWAY, "pong timeout", &mut self.cork).is_ok() {
+                        Counters::add(&self.counters.closes_sent, 1);
+                    }
                     self.flush(slot, handle);
                     self.remove(slot, handle, CloseCode::ABNORMAL, "pong timeout");
                     return;
                 } else if c.idle_timeout.is_some_and(|idle| now >= conn.last_read + millis(idle)) {
                     Counters::add(&self.counters.idle_timeouts, 1);
                     if open.proto.close(CloseCode::GOING_AWAY, "idle timeout", &mut self.cork).is_ok() {
+                        Counters::add(&self.counters.closes_sent, 1);
                         open.awaiting = Awaiting::CloseReply(now);
                     }
                     self.flush(slot, handle);
@@ -468,6 +483,7 @@ impl Reactor {
                     && c.ping_interval.is_some_and(|interval| now >= conn.last_read + millis(interval))
                 {
                     if open.proto.send_ping(b"", &mut self.cork).is_ok() {
+                        Counters::add(&self.counters.pings_sent, 1);
                         open.awaiting = Awaiting::Pong(now);
                     }
                     self.flush(slot, handle);
@@ -667,6 +683,7 @@ impl Reactor {
             config,
             router,
             limits,
+            http_limits,
             proto_config,
             paths,
             ..
@@ -687,11 +704,12 @@ impl Reactor {
         };
         let mut pos = 0;
         let mut upgraded = false;
-        if matches!(phase, Phase::Handshake) {
-            match handshake::parse_request(buf, limits) {
-                Ok(None) => {}
+        // Plain HTTP requests may come first (keep-alive, pipelined), then possibly an upgrade.
+        while matches!(phase, Phase::Handshake) && pos < buf.len() {
+            match handshake::parse_request(&buf[pos..], limits) {
+                Ok(None) => break,
                 Ok(Some((request, head_len))) => {
-                    pos = head_len;
+                    pos += head_len;
                     match upgrade(&request, env.config, router, paths, env.cork, proto_config.clone()) {
                         Ok(open) => {
                             Counters::add(&env.counters.connections_upgraded, 1);
@@ -701,15 +719,34 @@ impl Reactor {
                                 invoke(open, &mut env, Some(&request.headers), |h, ctx| h.on_open(ctx));
                             }
                         }
-                        Err(response) => {
-                            Counters::add(&env.counters.handshake_failures, 1);
+                        Err((status, response)) => {
+                            env.counters.record_handshake_failure(HandshakeFailure::from_http_status(status));
                             env.cork.extend_from_slice(&response);
                             *phase = Phase::Rejected;
                         }
                     }
                 }
+                Err(HandshakeError::NotUpgrade) => match http::parse_request(&buf[pos..], http_limits) {
+                    Ok(None) => break,
+                    Ok(Some((request, len))) => {
+                        pos += len;
+                        Counters::add(&env.counters.http_requests, 1);
+                        let keep_alive = request.keep_alive() && env.handle.is_stopping().not();
+                        let response = answer_http(&request, env.config, router, env.handle);
+                        response.write(env.cork, request.method == "HEAD", keep_alive);
+                        if !keep_alive {
+                            *phase = Phase::Rejected;
+                        }
+                    }
+                    Err(err) => {
+                        Counters::add(&env.counters.http_requests, 1);
+                        log::debug!("reactor {index}: HTTP request refused: {err}");
+                        HttpResponse::text(err.status(), format!("{err}\n")).write(env.cork, false, false);
+                        *phase = Phase::Rejected;
+                    }
+                },
                 Err(err) => {
-                    Counters::add(&env.counters.handshake_failures, 1);
+                    env.counters.record_handshake_failure(HandshakeFailure::from(&err));
                     log::debug!("reactor {index}: upgrade request refused: {err}");
                     env.cork.extend_from_slice(&handshake::error_response(&err));
                     *phase = Phase::Rejected;
@@ -740,13 +777,14 @@ impl Reactor {
                         notified: false,
                         drain_pending: false,
                         awaiting: Awaiting::Nothing,
+                        close_code: CloseCode::ABNORMAL,
                     });
                     if let Phase::Open(open) = phase {
                         invoke(open, &mut env, Some(&response.headers), |h, ctx| h.on_open(ctx));
                     }
                 }
                 Err(err) => {
-                    Counters::add(&env.counters.handshake_failures, 1);
+                    env.counters.record_handshake_failure(HandshakeFailure::from(&err));
                     let mut handler = pending.handler;
                     let error = ConnectError::Handshake(err);
                     if catch_unwind(AssertUnwindSafe(|| handler.on_connect_error(&error))).is_err() {
@@ -771,6 +809,10 @@ impl Reactor {
                         pos = buf.len();
                         Counters::add(&env.counters.protocol_errors, 1);
                         log::debug!("reactor {index}: {} failed: {err}", env.id);
+                        if !open.awaiting.is_close_reply() {
+                            // The state machine wrote a close frame with the error's code.
+                            Counters::add(&env.counters.closes_sent, 1);
+                        }
                         invoke(open, &mut env, None, |h, ctx| h.on_error(ctx, &err));
                         notify_close(open, &mut env, err.code, err.reason);
                         break;
@@ -925,7 +967,8 @@ impl Reactor {
             }
             return;
         }
-        Counters::add(&self.counters.messages_sent, 1);
+        let (kind, payload_len) = shared_frame_kind(&frame);
+        self.counters.record_message_sent(kind, payload_len);
         if queued == 0 {
             let mut written = 0;
             while written < frame.len() {
@@ -952,6 +995,7 @@ impl Reactor {
         let Some(mut conn) = self.conns.try_remove(slot) else {
             return;
         };
+        let mut recorded = CloseCode::ABNORMAL;
         if let Some(key) = conn.timer.take() {
             self.wheel.cancel(key);
         }
@@ -970,6 +1014,7 @@ impl Reactor {
                 counters: &self.counters,
             };
             notify_close(open, &mut env, code, reason);
+            recorded = open.close_code;
             self.cork.clear();
             for topic in open.info.extra.take().into_iter().flat_map(|e| e.topics) {
                 unsubscribe(&mut self.topics, &topic, slot);
@@ -977,7 +1022,7 @@ impl Reactor {
         }
         conn.release_buffers(&mut self.pool);
         Counters::sub(&self.counters.active_connections, 1);
-        Counters::add(&self.counters.connections_closed, 1);
+        self.counters.record_close(recorded.0);
         self.update_pool_gauge();
         // Deferred work from on_close (e.g. a broadcast that someone left) still runs.
         if !self.deferred.is_empty() {
@@ -999,12 +1044,15 @@ impl Reactor {
                     let slot = id.slot();
                     if let Some(Conn { phase: Phase::Open(open), generation, .. }) = self.conns.get_mut(slot) {
                         if *generation == id.generation() {
-                            let _ = open.proto.close(code, &reason, &mut self.cork);
+                            if open.proto.close(code, &reason, &mut self.cork).is_ok() {
+                                Counters::add(&self.counters.closes_sent, 1);
+                            }
                             self.after_event(slot, handle, false);
                         }
                     }
                 }
                 Ok(Command::Connect(start)) => self.start_client(*start, handle),
+                Ok(Command::Adopt(stream, already_read)) => self.adopt(stream, already_read, handle),
                 Ok(Command::Stop) => self.begin_stop(handle),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }
@@ -1069,6 +1117,55 @@ impl Reactor {
         self.arm(slot);
     }
 
+    /// Takes over a socket accepted elsewhere (e.g. by an HTTP server), with the bytes already read from
+    /// it, as if this reactor had accepted it: the upgrade request is parsed from those bytes first.
+    fn adopt(&mut self, stream: std::net::TcpStream, already_read: Vec<u8>, handle: &Handle) {
+        Counters::add(&self.counters.connections_accepted, 1);
+        if self.stopping.is_some() || self.conns.len() >= self.max_conns {
+            Counters::add(&self.counters.connections_refused, 1);
+            return;
+        }
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
+            return;
+        }
+        let mut stream = TcpStream::from_std(stream);
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
+            return;
+        }
+        let inbound = (!already_read.is_empty()).then(|| {
+            let mut buf = InboundBuf::from_vec(self.pool.take());
+            buf.append(&already_read);
+            Box::new(buf)
+        });
+        self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
+        entry.insert(Conn {
+            stream,
+            phase: Phase::Handshake,
+            inbound,
+            outbound: None,
+            timer: None,
+            generation: self.next_generation,
+            last_read: self.now,
+            close_when_flushed: false,
+        });
+        Counters::add(&self.counters.active_connections, 1);
+        self.arm(slot);
+        if self.conns[slot].inbound.is_some() {
+            let outcome = self.process(slot, handle, None);
+            self.after_event(slot, handle, outcome.slow_peer);
+            if outcome.upgraded {
+                self.arm(slot);
+            }
+        }
+        // Bytes that arrived after the hand-off are picked up by the readiness event registration gives.
+    }
+
     /// A connecting socket became ready: find out whether TCP connected, then send the upgrade request.
     fn check_connected(&mut self, slot: usize, handle: &Handle) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
@@ -1101,7 +1198,7 @@ impl Reactor {
         }
         conn.release_buffers(&mut self.pool);
         Counters::sub(&self.counters.active_connections, 1);
-        Counters::add(&self.counters.connections_closed, 1);
+        self.counters.record_close(CloseCode::ABNORMAL.0);
     }
 
     /// Graceful shutdown: stop accepting, send 1001 to every open connection, drop the rest.
@@ -1117,7 +1214,9 @@ impl Reactor {
         for slot in slots {
             match &mut self.conns[slot].phase {
                 Phase::Open(open) => {
-                    let _ = open.proto.close(CloseCode::GOING_AWAY, "server shutting down", &mut self.cork);
+                    if open.proto.close(CloseCode::GOING_AWAY, "server shutting down", &mut self.cork).is_ok() {
+                        Counters::add(&self.counters.closes_sent, 1);
+                    }
                     self.after_event(slot, handle, false);
                 }
                 _ => self.remove(slot, handle, CloseCode::ABNORMAL, "server shutting down"),
@@ -1194,7 +1293,9 @@ fn invoke(
         *poisoned = true;
         Counters::add(&env.counters.handler_panics, 1);
         log::error!("handler panicked on connection {}: closing it with 1011", env.id);
-        let _ = proto.close(CloseCode::INTERNAL_ERROR, "internal error", env.cork);
+        if proto.close(CloseCode::INTERNAL_ERROR, "internal error", env.cork).is_ok() {
+            Counters::add(&env.counters.closes_sent, 1);
+        }
     }
 }
 
@@ -1204,6 +1305,7 @@ fn notify_close(open: &mut OpenConn, env: &mut Env<'_>, code: CloseCode, reason:
         return;
     }
     open.notified = true;
+    open.close_code = code;
     invoke(open, env, None, |h, ctx| h.on_close(ctx, code, reason));
 }
 
@@ -1212,16 +1314,17 @@ fn dispatch(open: &mut OpenConn, env: &mut Env<'_>, event: Event<'_>) {
     let counters = env.counters;
     match event {
         Event::Text(text) => {
-            Counters::add(&counters.text_messages_received, 1);
-            Counters::add(&counters.bytes_received, text.len() as u64);
+            counters.record_message_received(MessageKind::Text, text.len());
             invoke(open, env, None, |h, ctx| h.on_message(ctx, Message::Text(&text)));
         }
         Event::Binary(data) => {
-            Counters::add(&counters.binary_messages_received, 1);
-            Counters::add(&counters.bytes_received, data.len() as u64);
+            counters.record_message_received(MessageKind::Binary, data.len());
             invoke(open, env, None, |h, ctx| h.on_message(ctx, Message::Binary(&data)));
         }
         Event::Ping(payload) => {
+            if env.config.auto_pong && open.proto.can_send() {
+                Counters::add(&counters.pongs_sent, 1);
+            }
             Counters::add(&counters.pings_received, 1);
             invoke(open, env, None, |h, ctx| h.on_ping(ctx, payload));
         }
@@ -1233,6 +1336,10 @@ fn dispatch(open: &mut OpenConn, env: &mut Env<'_>, event: Event<'_>) {
             invoke(open, env, None, |h, ctx| h.on_pong(ctx, payload));
         }
         Event::Close(frame) => {
+            if !open.awaiting.is_close_reply() {
+                // Answered with the peer's code by the state machine.
+                Counters::add(&counters.closes_sent, 1);
+            }
             Counters::add(&counters.closes_received, 1);
             let (code, reason) = frame.map_or((CloseCode::NO_STATUS, ""), |f| (f.code, f.reason));
             notify_close(open, env, code, reason);
@@ -1249,27 +1356,27 @@ fn upgrade(
     paths: &mut HashMap<Box<str>, Arc<String>>,
     out: &mut Vec<u8>,
     proto: ConnectionConfig,
-) -> Result<OpenConn, Vec<u8>> {
+) -> Result<OpenConn, (u16, Vec<u8>)> {
     if let Some(allowed) = &config.allowed_origins {
         let ok = request.origin.as_deref().is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
         if !ok {
-            return Err(handshake::plain_response(403, "origin not allowed\n"));
+            return Err((403, handshake::plain_response(403, "origin not allowed\n")));
         }
     }
     let Some(factory) = router.route(&request.path) else {
-        return Err(handshake::plain_response(404, "no WebSocket handler for this path\n"));
+        return Err((404, handshake::plain_response(404, "no WebSocket handler for this path\n")));
     };
     let handler = match catch_unwind(AssertUnwindSafe(|| factory(request))) {
         Ok(handler) => handler,
         Err(_) => {
             log::error!("handler factory for {} panicked", request.path);
-            return Err(handshake::plain_response(500, "handler factory failed\n"));
+            return Err((500, handshake::plain_response(500, "handler factory failed\n")));
         }
     };
     let protocol = config.subprotocols.select(&request.offered_protocols());
     if let Err(e) = handshake::write_response(out, &request.key, protocol.as_deref(), None, &[]) {
         log::error!("cannot write the upgrade response: {e}");
-        return Err(handshake::plain_response(500, "cannot complete the upgrade\n"));
+        return Err((500, handshake::plain_response(500, "cannot complete the upgrade\n")));
     }
     Ok(OpenConn {
         proto: Connection::new(Role::Server, proto),
@@ -1284,6 +1391,7 @@ fn upgrade(
         notified: false,
         drain_pending: false,
         awaiting: Awaiting::Nothing,
+        close_code: CloseCode::ABNORMAL,
     })
 }
 
@@ -1300,6 +1408,48 @@ fn intern(paths: &mut HashMap<Box<str>, Arc<String>>, path: &str) -> Arc<String>
         paths.insert(path.into(), shared.clone());
     }
     shared
+}
+
+/// The kind and payload length of a pre-encoded, unmasked single-frame message.
+fn shared_frame_kind(frame: &[u8]) -> (MessageKind, usize) {
+    let kind = if frame.first().is_some_and(|b| b & 0x0f == 0x1) { MessageKind::Text } else { MessageKind::Binary };
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    (kind, frame.len().saturating_sub(header))
+}
+
+/// Answers a plain HTTP request: the application's handler first, then the built-in endpoints, then
+/// 426 for a WebSocket route asked without an upgrade, else 404.
+fn answer_http(request: &HttpRequest, config: &Config, router: &Router, handle: &Handle) -> HttpResponse {
+    if let Some(user) = router.http_handler() {
+        match catch_unwind(AssertUnwindSafe(|| user.handle(request))) {
+            Ok(Some(response)) => return response,
+            Ok(None) => {}
+            Err(_) => {
+                log::error!("HTTP handler panicked on {} {}", request.method, request.path);
+                return HttpResponse::text(500, "internal error\n");
+            }
+        }
+    }
+    let get = request.method == "GET" || request.method == "HEAD";
+    if get && config.metrics_path.as_deref() == Some(request.path.as_str()) {
+        let report = MetricsReport::from_totals(handle.metrics());
+        let body = crate::metrics::prometheus_text(&report, "wsloop");
+        return HttpResponse::with_body(200, "text/plain; version=0.0.4; charset=utf-8", body);
+    }
+    if get && config.health_path.as_deref() == Some(request.path.as_str()) {
+        let status = if handle.is_stopping() { 503 } else { 200 };
+        return HttpResponse::text(status, if status == 200 { "ok\n" } else { "stopping\n" });
+    }
+    if router.route(&request.path).is_some() {
+        return HttpResponse::text(426, "this path expects a WebSocket upgrade\n")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13");
+    }
+    HttpResponse::text(404, "not found\n")
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Handler;
+use crate::http::HttpHandler;
 use crate::proto::handshake::UpgradeRequest;
 
 /// Makes one handler per accepted connection.
@@ -14,6 +15,7 @@ pub(crate) type Factory = Arc<dyn Fn(&UpgradeRequest) -> Box<dyn Handler> + Send
 pub(crate) struct Router {
     routes: HashMap<String, Factory>,
     fallback: Option<Factory>,
+    http: Option<Arc<dyn HttpHandler>>,
 }
 
 impl Router {
@@ -27,6 +29,14 @@ impl Router {
 
     pub(crate) fn route(&self, path: &str) -> Option<&Factory> {
         self.routes.get(path).or(self.fallback.as_ref())
+    }
+
+    pub(crate) fn set_http_handler(&mut self, handler: Arc<dyn HttpHandler>) {
+        self.http = Some(handler);
+    }
+
+    pub(crate) fn http_handler(&self) -> Option<&Arc<dyn HttpHandler>> {
+        self.http.as_ref()
     }
 }
 
