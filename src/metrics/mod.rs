@@ -428,6 +428,8 @@ counters! {
     active_connections: Gauge in Connections,
     /// Connections closed (for any reason).
     connections_closed: Counter in Connections,
+    /// Plain HTTP requests answered on the WebSocket port (health, metrics, application handler).
+    http_requests: Counter in Connections,
     /// Text messages received.
     text_messages_received: Counter in Messages,
     /// Binary messages received.
@@ -464,8 +466,6 @@ counters! {
     closes_sent: Counter in Frames,
     /// Connections refused at accept because `max_connections` was reached.
     connections_refused: Counter in Errors,
-    /// Plain HTTP requests answered on the WebSocket port (health, metrics, application handler).
-    http_requests: Counter in Connections,
     /// Opening handshakes that failed (refused with an HTTP error, or timed out).
     handshake_failures: Counter in Errors,
     /// Connections failed for a protocol violation or a size limit.
