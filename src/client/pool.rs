@@ -288,6 +288,20 @@ struct Inner {
     counters: Counters,
 }
 
+impl Drop for Inner {
+    /// The last handle is gone: idle connections are dropped (each sends a 1001 close frame without
+    /// waiting, see [`Client`]'s `Drop`); the metrics hear about them.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let idle: usize = st.urls.values().map(|s| s.idle.len()).sum();
+        if let Some(metrics) = &self.options.metrics {
+            for _ in 0..idle {
+                metrics.record_connection_closed(CloseCode::GOING_AWAY.0);
+            }
+        }
+    }
+}
+
 /// A thread-safe pool of WebSocket connections keyed by URL. Cloning gives another handle to the same
 /// pool (`Send + Sync`).
 ///
@@ -706,6 +720,13 @@ mod tests {
         send_sync::<Pool>();
         fn send<T: Send>() {}
         send::<PooledConnection>();
+    }
+
+    #[test]
+    fn dropping_the_last_handle_without_connections_is_quiet() {
+        let metrics = Arc::new(MetricsCollector::new());
+        drop(Pool::new(PoolOptions::default().metrics(metrics.clone())));
+        assert_eq!(metrics.snapshot().connections_closed, 0);
     }
 
     #[test]

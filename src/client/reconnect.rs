@@ -17,10 +17,12 @@
 //! A send that fails because the connection is gone is **retried once** on the new connection (after
 //! the reconnect succeeded); if that also fails, its error is returned (the next call reconnects
 //! again). A failed send never put a complete frame on the wire, so the retry does not duplicate a
-//! message the server has processed. But a send that *succeeded* only means the bytes reached the
-//! local socket: messages written just before a drop may be lost without an error, and so may
-//! messages the server sent that were not read yet. Use application-level acknowledgements if that
-//! matters.
+//! message the server has processed. A connection the server had already closed before the send (a
+//! close frame or TCP end waiting in the socket) is noticed and replaced *before* writing, thanks to
+//! [`ReconnectPolicy::check_before_send`]. But a send that *succeeded* only means the bytes reached
+//! the local socket: a message written just as the connection drops may be lost without an error,
+//! and so may messages the server sent that were not read yet. Use application-level
+//! acknowledgements if that matters.
 //!
 //! # Budget
 //! The loop gives up after [`ReconnectPolicy::max_attempts`] failed attempts or when the next attempt
@@ -30,6 +32,7 @@
 //! Errors that no retry can fix (an invalid URL, `wss://`, an extension the client cannot run) give
 //! up at once.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::proto::CloseCode;
 
 use super::blocking::{connect, Client, ClientOptions, CloseInfo, Message};
-use super::error::Error;
+use super::error::{Error, Operation};
 
 /// Exponential backoff with full jitter: attempt `n` (from 1) waits a uniformly random time in
 /// `[0, min(max, initial × factor^(n-1))]`.
@@ -96,6 +99,11 @@ pub struct ReconnectPolicy {
     /// Also reconnect when the peer closes with 1000 (normal closure). Default false: the peer ended
     /// the session on purpose.
     pub reconnect_on_normal_close: bool,
+    /// Before each send, look at the socket without blocking ([`Client::check_health`]) and parse what
+    /// arrived, so that a connection the server already closed is replaced *before* the message is
+    /// written into it (where it would be lost without an error). Messages found this way are kept
+    /// for [`ReconnectingClient::read_message`]. Costs a few system calls per send. Default true.
+    pub check_before_send: bool,
 }
 
 impl Default for ReconnectPolicy {
@@ -108,6 +116,7 @@ impl Default for ReconnectPolicy {
             max_attempts: Some(10),
             max_elapsed: None,
             reconnect_on_normal_close: false,
+            check_before_send: true,
         }
     }
 }
@@ -146,6 +155,12 @@ impl ReconnectPolicy {
     /// Sets [`ReconnectPolicy::reconnect_on_normal_close`].
     pub fn reconnect_on_normal_close(mut self, on: bool) -> Self {
         self.reconnect_on_normal_close = on;
+        self
+    }
+
+    /// Sets [`ReconnectPolicy::check_before_send`].
+    pub fn check_before_send(mut self, on: bool) -> Self {
+        self.check_before_send = on;
         self
     }
 }
@@ -196,6 +211,8 @@ pub struct ReconnectingClient {
     policy: ReconnectPolicy,
     listener: Box<dyn ReconnectListener>,
     client: Client,
+    /// Messages parsed by the check before a send, not yet read.
+    inbox: VecDeque<Message>,
     session: Session,
     reconnects: u64,
 }
@@ -228,6 +245,7 @@ impl ReconnectingClient {
             policy,
             listener: Box::new(listener),
             client,
+            inbox: VecDeque::new(),
             session: Session::Active,
             reconnects: 0,
         })
@@ -247,6 +265,9 @@ impl ReconnectingClient {
     /// the wait goes on over the new one, within the same `timeout` (the reconnecting itself is not
     /// bounded by it, only by the policy's budget).
     pub fn read_message(&mut self, timeout: Option<Duration>) -> Result<Message, Error> {
+        if let Some(message) = self.inbox.pop_front() {
+            return Ok(message);
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             self.usable()?;
@@ -302,13 +323,39 @@ impl ReconnectingClient {
 
     fn send_with(&mut self, mut send: impl FnMut(&mut Client) -> Result<(), Error>) -> Result<(), Error> {
         self.usable()?;
-        match send(&mut self.client) {
+        let first = match self.check_before_send() {
+            Ok(()) => send(&mut self.client),
+            Err(e) => Err(e),
+        };
+        match first {
             Err(e) if self.lost(&e) => {
                 self.reconnect(e)?;
                 send(&mut self.client)
             }
             result => result,
         }
+    }
+
+    /// See [`ReconnectPolicy::check_before_send`]: fails with the error that ended the connection.
+    fn check_before_send(&mut self) -> Result<(), Error> {
+        if !self.policy.check_before_send || self.session != Session::Active {
+            return Ok(());
+        }
+        if !self.client.check_health() {
+            let info = self.client.close_info();
+            return Err(Error::Closed {
+                code: info.as_ref().map_or(Some(CloseCode::ABNORMAL), |i| i.code),
+                reason: info.map(|i| i.reason).unwrap_or_default(),
+            });
+        }
+        while self.client.buffered_input() > 0 {
+            match self.client.read_message(Some(Duration::ZERO)) {
+                Ok(message) => self.inbox.push_back(message),
+                Err(Error::Timeout(Operation::Read)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Whether `error` (from the current connection) means the connection was lost and should be
@@ -436,6 +483,7 @@ mod tests {
         assert_eq!(p.max_attempts, Some(10));
         assert_eq!(p.max_elapsed, None);
         assert!(!p.reconnect_on_normal_close);
+        assert!(p.check_before_send);
         fn send<T: Send>() {}
         send::<ReconnectingClient>();
     }
