@@ -1118,6 +1118,13 @@ impl Client {
         true
     }
 
+    /// Bytes received but not yet parsed into messages (kept by [`Client::check_health`] or left over
+    /// from an earlier read). A pool uses it to notice a stale message or a close frame on an idle
+    /// connection.
+    pub fn buffered_input(&self) -> usize {
+        self.reader.buf.end - self.reader.buf.start
+    }
+
     /// How the connection ended, once it has (or once the peer's close frame arrived).
     pub fn close_info(&self) -> Option<CloseInfo> {
         self.link.state().closed.clone()

@@ -1,4 +1,6 @@
-//! The WebSocket client: URLs, errors, and a blocking client over `std::net::TcpStream`.
+//! The WebSocket client: URLs, errors, a blocking client over `std::net::TcpStream`, and on top of it
+//! a connection pool ([`pool`]), circuit breakers ([`breaker`]) and a reconnecting client
+//! ([`reconnect`]).
 //!
 //! Owns: the client side of a connection, from URL to closing handshake. Never touches: server
 //! internals. The protocol itself (frames, handshake, close codes) is [`crate::proto`]'s, shared with
@@ -17,12 +19,18 @@
 //! ```
 
 pub mod blocking;
+pub mod breaker;
 pub mod error;
+pub mod pool;
+pub mod reconnect;
 pub mod url;
 
 pub use blocking::{
     connect, connect_with_callback, with_connection, CallbackClient, Client, ClientOptions, ClientSender, CloseInfo,
     ExtensionFactory, Message, MessageCallback,
 };
+pub use breaker::{BreakerOptions, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};
+pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
+pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
 pub use url::{Host, Scheme, UrlError, WsUrl};
