@@ -20,6 +20,11 @@ mod format;
 mod rate;
 
 pub use collector::MetricsCollector;
+
+/// Whether the engine's counters are compiled in (the default `metrics` feature). Without it every
+/// `Counters` update is a no-op and snapshots read zero: that build exists to measure what counting
+/// costs (see docs/benchmarks.md).
+pub const ENABLED: bool = cfg!(feature = "metrics");
 pub use format::{format_metrics, prometheus_text};
 pub use rate::{MetricsReport, RateMeter, Rates};
 
@@ -575,19 +580,25 @@ impl Counters {
     /// Adds `n` to a counter.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+        if ENABLED {
+            counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+        }
     }
 
     /// Subtracts `n` from a gauge.
     #[inline]
     pub fn sub(counter: &AtomicU64, n: u64) {
-        counter.store(counter.load(Relaxed).wrapping_sub(n), Relaxed);
+        if ENABLED {
+            counter.store(counter.load(Relaxed).wrapping_sub(n), Relaxed);
+        }
     }
 
     /// Sets a gauge.
     #[inline]
     pub fn set(counter: &AtomicU64, n: u64) {
-        counter.store(n, Relaxed);
+        if ENABLED {
+            counter.store(n, Relaxed);
+        }
     }
 
     /// Counts a closed connection: `connections_closed` and its close-code bucket (1006 for a
