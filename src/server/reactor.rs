@@ -305,7 +305,10 @@ impl Reactor {
                             self.on_writable(slot, &handle);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(slot, &handle);
+                            // Unless the peer also closed (or errored), a short read means the socket is
+                            // drained: the next arrival raises a new edge, so no extra read for WouldBlock.
+                            let to_eof = event.is_read_closed() || event.is_error();
+                            self.on_readable(slot, &handle, to_eof);
                         }
                     }
                 }
@@ -599,7 +602,7 @@ impl Reactor {
         Counters::set(&self.counters.pool_buffers_outstanding, self.pool.outstanding() as u64);
     }
 
-    fn on_readable(&mut self, slot: usize, handle: &Handle) {
+    fn on_readable(&mut self, slot: usize, handle: &Handle, to_eof: bool) {
         if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::Connecting(_))) {
             self.check_connected(slot, handle);
         }
@@ -643,10 +646,14 @@ impl Reactor {
             match read {
                 Ok(Some((n, from_scratch))) => {
                     conn.last_read = self.now;
+                    let drained = from_scratch && n < self.scratch.len() && !to_eof;
                     let outcome = self.process(slot, handle, from_scratch.then_some(n));
                     self.after_event(slot, handle, outcome.slow_peer);
                     if outcome.upgraded {
                         self.arm(slot);
+                    }
+                    if drained {
+                        return;
                     }
                 }
                 Ok(None) => {
