@@ -102,4 +102,3 @@ pub fn run(args: AutobahnClientArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
-

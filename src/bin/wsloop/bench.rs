@@ -98,6 +98,55 @@ pub struct BenchArgs {
     quiet: bool,
 }
 
+/// A cheap monotonic clock for the hot path: the CPU's time-stamp counter on x86_64 (the kernel already
+/// trusts it as its clocksource on the machines we measure on), nanoseconds since a process epoch
+/// elsewhere. Ticks become time through [`Clock::per_us`], calibrated against `Instant` at start.
+mod ticks {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn now() -> u64 {
+        // SAFETY: RDTSC has no preconditions; every x86_64 CPU has it.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_rdtsc()
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn now() -> u64 {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// Tick rate, measured over a short sleep.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    per_us: f64,
+}
+
+impl Clock {
+    fn calibrate() -> Self {
+        let (i0, t0) = (Instant::now(), ticks::now());
+        std::thread::sleep(Duration::from_millis(20));
+        let (i1, t1) = (Instant::now(), ticks::now());
+        let us = i1.duration_since(i0).as_secs_f64() * 1e6;
+        Self { per_us: (t1.wrapping_sub(t0) as f64 / us).max(1e-3) }
+    }
+
+    fn ticks(&self, d: Duration) -> u64 {
+        (d.as_secs_f64() * 1e6 * self.per_us) as u64
+    }
+
+    fn micros(&self, ticks: u64) -> u64 {
+        (ticks as f64 / self.per_us).round() as u64
+    }
+
+    fn duration(&self, ticks: u64) -> Duration {
+        Duration::from_secs_f64(ticks as f64 / self.per_us / 1e6)
+    }
+}
+
 /// Fixed settings of a run, shared by every connection, and the rarely touched shared state.
 struct Run {
     /// One masked data frame.
@@ -107,18 +156,20 @@ struct Run {
     pipeline: usize,
     size: usize,
     text: bool,
+    clock: Clock,
     epoch: Instant,
-    measure_from: Instant,
-    deadline: Option<Instant>,
-    /// Time between two sends of one reactor thread (`--rate` split over the threads).
-    pace: Option<Duration>,
+    /// The end of the warmup and the deadline, in ticks.
+    measure_from: u64,
+    deadline: Option<u64>,
+    /// Ticks between two sends of one reactor thread (`--rate` split over the threads).
+    pace: Option<u64>,
     opened: AtomicU64,
     failed: AtomicU64,
     closed: AtomicU64,
     /// Nanoseconds since `epoch` of the last handshake completed.
     last_open_ns: AtomicU64,
-    /// Nanoseconds since `epoch` of the last connection finishing its share (with -n).
-    finish_ns: AtomicU64,
+    /// Ticks of the last connection finishing its share (with -n).
+    finish_ticks: AtomicU64,
     /// Echoes never received, summed over connections when they close.
     unanswered: AtomicU64,
     connect_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -150,7 +201,7 @@ struct Local {
     shard: Arc<Shard>,
     latency: Histogram<u64>,
     handshake: Histogram<u64>,
-    next_send: Option<Instant>,
+    next_send: Option<u64>,
 }
 
 thread_local! {
@@ -158,8 +209,8 @@ thread_local! {
 }
 
 fn new_histogram() -> Histogram<u64> {
-    // 1 us .. 1 hour at 3 significant digits.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+    // Latencies are recorded in clock ticks: up to an hour of ticks at 10 GHz, 3 significant digits.
+    Histogram::new_with_bounds(1, 36_000_000_000_000, 3).expect("valid histogram bounds")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,18 +255,17 @@ impl Run {
     }
 }
 
-/// Waits for this thread's next send slot under `--rate`. Blocks the reactor thread: that is the
-/// point (every connection of this thread waits for the same budget), but see the gap in the docs.
-fn pace(local: &mut Local, interval: Duration, now: Instant) -> Instant {
-    let slot = match local.next_send {
-        // Never bank more than a few milliseconds of idle budget: no bursts after a stall.
-        Some(next) => next.max(now.checked_sub(Duration::from_millis(5)).unwrap_or(now)),
-        None => now,
-    };
+/// Waits for this thread's next send slot under `--rate` and returns the time (ticks) after the wait.
+/// Blocks the reactor thread: every connection of this thread waits for the same budget (the engine
+/// offers handlers no timer; see docs/usage.md).
+fn pace(local: &mut Local, clock: &Clock, interval: u64, now: u64) -> u64 {
+    // Never bank more than 5 ms of idle budget: no bursts after a stall.
+    let floor = now.saturating_sub(clock.ticks(Duration::from_millis(5)));
+    let slot = local.next_send.map_or(now, |next| next.max(floor));
     local.next_send = Some(slot + interval);
     if slot > now {
-        std::thread::sleep(slot - now);
-        Instant::now()
+        std::thread::sleep(clock.duration(slot - now));
+        ticks::now()
     } else {
         now
     }
@@ -224,8 +274,8 @@ fn pace(local: &mut Local, interval: Duration, now: Instant) -> Instant {
 /// One benchmark connection.
 struct BenchConn {
     run: Arc<Run>,
-    /// Send instants of the messages in flight, oldest first (capacity: `pipeline`).
-    ring: VecDeque<Instant>,
+    /// Send times (ticks) of the messages in flight, oldest first (capacity: `pipeline`).
+    ring: VecDeque<u64>,
     /// Messages this connection may still send (`u64::MAX` for a timed run).
     quota: u64,
     requested: Instant,
@@ -233,15 +283,15 @@ struct BenchConn {
 }
 
 impl BenchConn {
-    fn done(&self, now: Instant) -> bool {
+    fn done(&self, now: u64) -> bool {
         self.quota == 0 || self.run.deadline.is_some_and(|d| now >= d)
     }
 
-    fn finish(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+    fn finish(&mut self, ctx: &mut Ctx<'_>, now: u64) {
         if !self.closing && self.ring.is_empty() {
             self.closing = true;
             if self.run.deadline.is_none() {
-                self.run.finish_ns.fetch_max(self.run.since_epoch(now), Relaxed);
+                self.run.finish_ticks.fetch_max(now, Relaxed);
             }
             let _ = ctx.close(CloseCode::NORMAL, "");
         }
@@ -251,10 +301,11 @@ impl BenchConn {
 impl Handler for BenchConn {
     fn on_open(&mut self, ctx: &mut Ctx<'_>) {
         let run = self.run.clone();
-        let mut now = Instant::now();
+        let opened_at = Instant::now();
+        let mut now = ticks::now();
         run.opened.fetch_add(1, Relaxed);
-        run.last_open_ns.fetch_max(run.since_epoch(now), Relaxed);
-        let elapsed = now.saturating_duration_since(self.requested).as_micros() as u64;
+        run.last_open_ns.fetch_max(run.since_epoch(opened_at), Relaxed);
+        let elapsed = opened_at.saturating_duration_since(self.requested).as_micros() as u64;
         let count = (run.pipeline as u64).min(self.quota) as usize;
         run.local(|l| {
             let _ = l.handshake.record(elapsed.max(1));
@@ -269,7 +320,7 @@ impl Handler for BenchConn {
                 }
                 Some(interval) => {
                     for _ in 0..count {
-                        now = pace(l, interval, now);
+                        now = pace(l, &run.clock, interval, now);
                         if ctx.send_raw(&run.frame).is_err() {
                             break;
                         }
@@ -287,7 +338,7 @@ impl Handler for BenchConn {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
-        let mut now = Instant::now();
+        let mut now = ticks::now();
         let run = &*self.run;
         let bytes = message.as_bytes().len();
         let well_formed = bytes == run.size && message.is_text() == run.text;
@@ -314,13 +365,13 @@ impl Handler for BenchConn {
                 None => bump(&shard.unexpected, 1),
             }
             if let (true, Some(at)) = (measured, sent_at) {
-                let _ = l.latency.record(now.saturating_duration_since(at).as_micros() as u64);
+                let _ = l.latency.record(now.saturating_sub(at));
             }
             if done || closing {
                 return;
             }
             if let Some(interval) = run.pace {
-                now = pace(l, interval, now);
+                now = pace(l, &run.clock, interval, now);
             }
             if ctx.send_raw(&run.frame).is_ok() {
                 ring.push_back(now);
@@ -364,6 +415,46 @@ impl Handler for BenchConn {
             log::warn!("bench: a connection failed ({kind}): {error}");
         }
         run.failed.fetch_add(1, Relaxed);
+    }
+}
+
+/// CPU time this process used so far (user, system).
+fn cpu_time() -> (Duration, Duration) {
+    // SAFETY: `rusage` is plain data (all-zero is a valid value) and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer to a live `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
+/// CPU use of this process over part of the run.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    user: Duration,
+    system: Duration,
+    wall: Duration,
+}
+
+impl CpuUse {
+    fn between(start: ((Duration, Duration), Instant), end: ((Duration, Duration), Instant)) -> Self {
+        Self {
+            user: end.0 .0.saturating_sub(start.0 .0),
+            system: end.0 .1.saturating_sub(start.0 .1),
+            wall: end.1.saturating_duration_since(start.1),
+        }
+    }
+
+    /// Percent of one core.
+    fn percent(&self) -> f64 {
+        let wall = self.wall.as_secs_f64();
+        if wall > 0.0 {
+            (self.user + self.system).as_secs_f64() / wall * 100.0
+        } else {
+            0.0
+        }
     }
 }
 
@@ -466,23 +557,28 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     encode_frame(&mut frame, if text { OpCode::Text } else { OpCode::Binary }, true, 0, Some(key), &body);
     let burst = frame.repeat(pipeline);
 
+    let clock = Clock::calibrate();
     let epoch = Instant::now();
+    let epoch_ticks = ticks::now();
     let measure_from = epoch + args.warmup;
+    let deadline = duration.map(|d| measure_from + d);
+    let measure_from_ticks = epoch_ticks + clock.ticks(args.warmup);
     let run = Arc::new(Run {
         frame: frame.into_boxed_slice(),
         burst: burst.into_boxed_slice(),
         pipeline,
         size: args.size,
         text,
+        clock,
         epoch,
-        measure_from,
-        deadline: duration.map(|d| measure_from + d),
-        pace: args.rate.map(|r| Duration::from_secs_f64(threads as f64 / r)),
+        measure_from: measure_from_ticks,
+        deadline: duration.map(|d| measure_from_ticks + clock.ticks(d)),
+        pace: args.rate.map(|r| clock.ticks(Duration::from_secs_f64(threads as f64 / r)).max(1)),
         opened: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         last_open_ns: AtomicU64::new(0),
-        finish_ns: AtomicU64::new(0),
+        finish_ticks: AtomicU64::new(0),
         unanswered: AtomicU64::new(0),
         connect_errors: Mutex::default(),
         closes: Mutex::default(),
@@ -503,8 +599,11 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     };
     let engine = Server::new(config).start_without_listeners().map_err(|e| format!("cannot start reactors: {e}"))?;
     let handle = engine.handle();
-    let options =
-        ConnectOptions { timeout: args.connect_timeout, protocols: args.protocols.clone(), headers: args.headers.clone() };
+    let options = ConnectOptions {
+        timeout: args.connect_timeout,
+        protocols: args.protocols.clone(),
+        headers: args.headers.clone(),
+    };
     let host = url.host_header();
     let total = args.messages;
     let bar = progress_bar(args, total);
@@ -516,6 +615,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     let update_every = Duration::from_millis(100);
     let (mut meter_at, mut meter_received) = (Instant::now(), 0u64);
     let mut rate_shown = 0.0;
+    let mut cpu_start = None;
     loop {
         // Open connections: all at once, or at the ramp rate.
         if !opened_all {
@@ -541,12 +641,15 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
             opened_all = next_connection == c;
         }
         let now = Instant::now();
+        if cpu_start.is_none() && now >= measure_from {
+            cpu_start = Some((cpu_time(), now));
+        }
         let t = totals(&run);
         if now.duration_since(meter_at) >= Duration::from_secs(1) {
             rate_shown = (t.received - meter_received) as f64 / now.duration_since(meter_at).as_secs_f64();
             (meter_at, meter_received) = (now, t.received);
         }
-        let position = match (total, run.deadline) {
+        let position = match (total, deadline) {
             (Some(_), _) => t.received,
             (None, Some(deadline)) => {
                 let span = deadline.duration_since(epoch).as_secs_f64();
@@ -571,7 +674,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
             last_received = (t.received, now);
         }
         let grace = args.connect_timeout + Duration::from_secs(5);
-        let overdue = match run.deadline {
+        let overdue = match deadline {
             Some(deadline) => now > deadline + grace,
             None => opened_all && now.duration_since(last_received.1) > grace,
         };
@@ -582,10 +685,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         std::thread::sleep(update_every);
     }
     let ended = Instant::now();
+    let cpu = cpu_start.map(|start| CpuUse::between(start, (cpu_time(), ended))).unwrap_or_default();
     bar.finish_and_clear();
     engine.stop();
 
-    let report = Report::collect(args, &run, ended, duration);
+    let mut report = Report::collect(args, &run, ended.saturating_duration_since(measure_from), duration);
+    report.cpu = cpu;
     if args.json {
         println!("{}", report.json());
     } else {
@@ -618,18 +723,25 @@ struct Report {
     unexpected: u64,
     unanswered: u64,
     latency: Histogram<u64>,
+    cpu: CpuUse,
 }
 
 impl Report {
-    fn collect(args: &BenchArgs, run: &Run, ended: Instant, duration: Option<Duration>) -> Self {
+    /// `elapsed`: from the end of the warmup to the end of the run.
+    fn collect(args: &BenchArgs, run: &Run, elapsed: Duration, duration: Option<Duration>) -> Self {
         let t = totals(run);
         let measured_secs = match duration {
-            Some(d) => d.as_secs_f64().min(ended.saturating_duration_since(run.measure_from).as_secs_f64()),
+            Some(d) => d.min(elapsed).as_secs_f64(),
             None => {
-                let finish = Duration::from_nanos(run.finish_ns.load(Relaxed));
-                (run.epoch + finish).saturating_duration_since(run.measure_from).as_secs_f64()
+                let finish = run.finish_ticks.load(Relaxed).saturating_sub(run.measure_from);
+                run.clock.duration(finish).as_secs_f64()
             }
         };
+        let mut latency = new_histogram();
+        // The histogram holds ticks: re-record every bucket in microseconds.
+        for v in lock(&run.latency).iter_recorded() {
+            let _ = latency.record_n(run.clock.micros(v.value_iterated_to()), v.count_at_value());
+        }
         Self {
             url: args.url.clone(),
             requested: args.connections as u64,
@@ -651,7 +763,8 @@ impl Report {
             mismatched: t.mismatched,
             unexpected: t.unexpected,
             unanswered: run.unanswered.load(Relaxed),
-            latency: lock(&run.latency).clone(),
+            latency,
+            cpu: CpuUse::default(),
         }
     }
 
@@ -727,6 +840,12 @@ impl Report {
                 "unanswered": self.unanswered,
                 "abnormal_closes": self.abnormal_closes(),
             },
+            "bench_cpu": {
+                "percent_of_one_core": self.cpu.percent(),
+                "user_seconds": self.cpu.user.as_secs_f64(),
+                "system_seconds": self.cpu.system.as_secs_f64(),
+                "wall_seconds": self.cpu.wall.as_secs_f64(),
+            },
             "closes": self.closes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         })
     }
@@ -782,6 +901,16 @@ impl Report {
             self.unexpected,
             self.unanswered
         );
+        let _ = writeln!(
+            s,
+            "bench cpu:   {:.0}% of one core (user {:.2} s, system {:.2} s over {:.2} s; near {}% means the bench, \
+             not the server, is the limit)",
+            self.cpu.percent(),
+            self.cpu.user.as_secs_f64(),
+            self.cpu.system.as_secs_f64(),
+            self.cpu.wall.as_secs_f64(),
+            100 * self.threads
+        );
         s
     }
 }
@@ -802,10 +931,11 @@ mod tests {
     fn pacing_spaces_sends() {
         let mut local =
             Local { shard: Arc::default(), latency: new_histogram(), handshake: new_histogram(), next_send: None };
-        let t0 = Instant::now();
-        let interval = Duration::from_millis(2);
-        let a = pace(&mut local, interval, t0);
-        let b = pace(&mut local, interval, a);
-        assert!(b.duration_since(t0) >= interval);
+        let clock = Clock::calibrate();
+        let t0 = ticks::now();
+        let interval = clock.ticks(Duration::from_millis(2));
+        let a = pace(&mut local, &clock, interval, t0);
+        let b = pace(&mut local, &clock, interval, a);
+        assert!(b - t0 >= interval);
     }
 }
