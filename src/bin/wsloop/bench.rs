@@ -191,14 +191,37 @@ struct Shard {
     unexpected: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+/// A thread's counters as plain integers; published to its [`Shard`] every [`PUBLISH_EVERY`] messages
+/// received and whenever a connection opens or closes.
+#[derive(Default, Debug, Clone, Copy)]
+struct Counts {
+    sent: u64,
+    received: u64,
+    measured: u64,
+    measured_bytes: u64,
+    mismatched: u64,
+    unexpected: u64,
+}
+
+/// How often (in messages received) a thread publishes its counts for the progress bar.
+const PUBLISH_EVERY: u64 = 64;
+
+impl Shard {
+    fn publish(&self, c: &Counts) {
+        self.sent.store(c.sent, Relaxed);
+        self.received.store(c.received, Relaxed);
+        self.measured.store(c.measured, Relaxed);
+        self.measured_bytes.store(c.measured_bytes, Relaxed);
+        self.mismatched.store(c.mismatched, Relaxed);
+        self.unexpected.store(c.unexpected, Relaxed);
+    }
 }
 
 /// What a reactor thread keeps for itself: its counters and histograms (merged into [`Run`] when its
 /// connections close) and its pacing clock.
 struct Local {
     shard: Arc<Shard>,
+    counts: Counts,
     latency: Histogram<u64>,
     handshake: Histogram<u64>,
     next_send: Option<u64>,
@@ -225,7 +248,13 @@ impl Run {
             let local = slot.get_or_insert_with(|| {
                 let shard = Arc::new(Shard::default());
                 lock(&self.shards).push(shard.clone());
-                Local { shard, latency: new_histogram(), handshake: new_histogram(), next_send: None }
+                Local {
+                    shard,
+                    counts: Counts::default(),
+                    latency: new_histogram(),
+                    handshake: new_histogram(),
+                    next_send: None,
+                }
             });
             f(local)
         })
@@ -235,6 +264,7 @@ impl Run {
     /// each thread leaves nothing behind).
     fn flush_local(&self) {
         self.local(|l| {
+            l.shard.publish(&l.counts);
             if !l.latency.is_empty() {
                 let _ = lock(&self.latency).add(&l.latency);
                 l.latency.reset();
@@ -330,7 +360,8 @@ impl Handler for BenchConn {
             }
             let sent = self.ring.len() as u64;
             self.quota -= sent;
-            bump(&l.shard.sent, sent);
+            l.counts.sent += sent;
+            l.shard.publish(&l.counts);
         });
         if self.done(now) {
             self.finish(ctx, now);
@@ -348,24 +379,23 @@ impl Handler for BenchConn {
         let ring = &mut self.ring;
         let quota = &mut self.quota;
         run.local(|l| {
-            let shard = &*l.shard;
-            bump(&shard.received, 1);
-            let mut measured = false;
+            let counts = &mut l.counts;
+            counts.received += 1;
             if !well_formed {
-                bump(&shard.mismatched, 1);
+                counts.mismatched += 1;
             }
             match sent_at {
-                Some(_) => {
+                Some(at) => {
                     if now >= run.measure_from && !matches!(run.deadline, Some(d) if now > d) {
-                        bump(&shard.measured, 1);
-                        bump(&shard.measured_bytes, bytes as u64);
-                        measured = true;
+                        counts.measured += 1;
+                        counts.measured_bytes += bytes as u64;
+                        let _ = l.latency.record(now.saturating_sub(at));
                     }
                 }
-                None => bump(&shard.unexpected, 1),
+                None => counts.unexpected += 1,
             }
-            if let (true, Some(at)) = (measured, sent_at) {
-                let _ = l.latency.record(now.saturating_sub(at));
+            if l.counts.received % PUBLISH_EVERY == 0 {
+                l.shard.publish(&l.counts);
             }
             if done || closing {
                 return;
@@ -376,7 +406,7 @@ impl Handler for BenchConn {
             if ctx.send_raw(&run.frame).is_ok() {
                 ring.push_back(now);
                 *quota -= 1;
-                bump(&l.shard.sent, 1);
+                l.counts.sent += 1;
             }
         });
         if self.done(now) {
@@ -929,8 +959,13 @@ mod tests {
 
     #[test]
     fn pacing_spaces_sends() {
-        let mut local =
-            Local { shard: Arc::default(), latency: new_histogram(), handshake: new_histogram(), next_send: None };
+        let mut local = Local {
+            shard: Arc::default(),
+            counts: Counts::default(),
+            latency: new_histogram(),
+            handshake: new_histogram(),
+            next_send: None,
+        };
         let clock = Clock::calibrate();
         let t0 = ticks::now();
         let interval = clock.ticks(Duration::from_millis(2));
