@@ -7,7 +7,7 @@
 //! Every frame sent from one event is corked by the reactor and written with one syscall.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -301,11 +301,69 @@ fn pace(local: &mut Local, clock: &Clock, interval: u64, now: u64) -> u64 {
     }
 }
 
+/// Send times (ticks) of the messages in flight, oldest first. Up to [`Ring::INLINE`] live in the
+/// handler itself (no second allocation to miss in cache with thousands of connections); a deeper
+/// pipeline gets one heap slice, allocated once.
+struct Ring {
+    head: usize,
+    len: usize,
+    inline: [u64; Ring::INLINE],
+    heap: Box<[u64]>,
+}
+
+impl Ring {
+    const INLINE: usize = 4;
+
+    fn new(capacity: usize) -> Self {
+        let heap = if capacity > Self::INLINE { vec![0; capacity].into_boxed_slice() } else { Box::default() };
+        Self { head: 0, len: 0, inline: [0; Self::INLINE], heap }
+    }
+
+    fn slots(&mut self) -> &mut [u64] {
+        if self.heap.is_empty() {
+            &mut self.inline
+        } else {
+            &mut self.heap
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends; a full ring (more echoes than sends: impossible unless the server misbehaves) drops it.
+    fn push_back(&mut self, at: u64) {
+        let (head, len) = (self.head, self.len);
+        let slots = self.slots();
+        if len < slots.len() {
+            let i = (head + len) % slots.len();
+            slots[i] = at;
+            self.len += 1;
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
+        let head = self.head;
+        let slots = self.slots();
+        let (at, capacity) = (slots[head], slots.len());
+        self.head = (head + 1) % capacity;
+        self.len -= 1;
+        Some(at)
+    }
+}
+
 /// One benchmark connection.
 struct BenchConn {
     run: Arc<Run>,
-    /// Send times (ticks) of the messages in flight, oldest first (capacity: `pipeline`).
-    ring: VecDeque<u64>,
+    /// Send times of the messages in flight (capacity: `pipeline`).
+    ring: Ring,
     /// Messages this connection may still send (`u64::MAX` for a timed run).
     quota: u64,
     requested: Instant,
@@ -345,7 +403,9 @@ impl Handler for BenchConn {
             match run.pace {
                 None => {
                     if ctx.send_raw(&run.burst[..count * run.frame.len()]).is_ok() {
-                        self.ring.extend(std::iter::repeat(now).take(count));
+                        for _ in 0..count {
+                            self.ring.push_back(now);
+                        }
                     }
                 }
                 Some(interval) => {
@@ -660,7 +720,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
                 };
                 let conn = BenchConn {
                     run: run.clone(),
-                    ring: VecDeque::with_capacity(pipeline),
+                    ring: Ring::new(pipeline),
                     quota,
                     requested: Instant::now(),
                     closing: false,
@@ -955,6 +1015,25 @@ mod tests {
         assert_eq!(p.len(), 1000);
         assert!(p.iter().all(u8::is_ascii_lowercase));
         assert_eq!(payload(7, false).len(), 7);
+    }
+
+    #[test]
+    fn ring_is_fifo_inline_and_on_the_heap() {
+        for capacity in [1, 4, 5, 16] {
+            let mut ring = Ring::new(capacity);
+            for round in 0..3u64 {
+                for i in 0..capacity as u64 {
+                    ring.push_back(round * 100 + i);
+                }
+                ring.push_back(999); // full: dropped
+                assert_eq!(ring.len(), capacity);
+                for i in 0..capacity as u64 {
+                    assert_eq!(ring.pop_front(), Some(round * 100 + i));
+                }
+                assert!(ring.is_empty());
+                assert_eq!(ring.pop_front(), None);
+            }
+        }
     }
 
     #[test]
