@@ -266,6 +266,10 @@ fn client_exits_1_when_it_cannot_connect() {
         assert_eq!(status.code(), Some(1), "{url}: {stderr}");
         assert!(stderr.starts_with("wsloop client: "), "{stderr}");
     }
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (status, _, stderr) = run(wsloop(&["client", "-H", "no colon", &url]), b"", Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("expected 'Name: value'"), "{stderr}");
 }
 
 #[test]

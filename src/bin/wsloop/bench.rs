@@ -41,7 +41,13 @@ by the protocol layer.
 
 Clock: the duration and warmup start when the first connection is requested; the warmup (and the \
 connection ramp, if it is shorter) is excluded from messages/s and latency. With -n, the run ends \
-when every connection has sent its share and received every echo.";
+when every connection has sent its share and received every echo.
+
+--rate paces sends by sleeping the reactor thread (the engine has no timer for handlers yet), so echoes \
+that arrive during a pause are read late: with --rate, latency includes up to one pacing interval.
+
+Exit status: 0 when every connection opened, at least one echo came back and no echo had the wrong \
+type or length; 1 otherwise (the report is printed either way).";
 
 #[derive(Args)]
 #[command(after_help = AFTER_HELP)]

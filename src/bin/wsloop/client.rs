@@ -20,9 +20,11 @@ const AFTER_HELP: &str = "\
 Output: text messages are printed as they are, one per line; binary messages as lowercase hex, one \
 per line (or as raw bytes with --raw). Errors and, with -v, connection events go to stderr.
 
-Exit status: 0 after a normal close (1000 going normal, 1001 going away, or 1005 a close frame \
+Exit status: 0 after a normal close (1000 normal closure, 1001 going away, or 1005 a close frame \
 without a code); 1 when no connection was made (bad URL or header, TCP or handshake failure); 2 when \
-the connection ended any other way (another close code, a protocol error, a reset, a pong timeout).";
+the connection ended any other way (another close code, a protocol error, a reset, a pong timeout). \
+Command-line mistakes other than the URL and -H (an unknown flag, a bad duration) are reported by the \
+argument parser with status 2 before anything is attempted.";
 
 #[derive(Args)]
 #[command(after_help = AFTER_HELP)]
@@ -39,8 +41,8 @@ pub struct ClientArgs {
     #[arg(long = "protocol")]
     protocols: Vec<String>,
     /// Extra request header 'Name: value' (repeatable).
-    #[arg(short = 'H', long = "header", value_parser = header)]
-    headers: Vec<(String, String)>,
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
     /// Send a ping after this long without traffic (e.g. 20s); the connection is dropped when the
     /// pong does not come within --pong-timeout.
     #[arg(long, value_parser = duration)]
@@ -150,8 +152,16 @@ pub fn run(args: ClientArgs) -> ExitCode {
     for protocol in &args.protocols {
         options = options.subprotocol(protocol.clone());
     }
-    for (name, value) in &args.headers {
-        options = options.header(name.clone(), value.clone());
+    // Parsed here rather than by clap, so that a bad header exits 1 (no connection) and not with
+    // clap's usage status 2 (which means an abnormal close here).
+    for raw in &args.headers {
+        match header(raw) {
+            Ok((name, value)) => options = options.header(name, value),
+            Err(e) => {
+                eprintln!("wsloop client: -H {e}");
+                return ExitCode::from(EXIT_CONNECT);
+            }
+        }
     }
     let client = match client::connect_with_callback(&args.url, options) {
         Ok(client) => client,
