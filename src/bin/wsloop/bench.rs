@@ -313,6 +313,7 @@ fn pace(local: &mut Local, clock: &Clock, interval: u64, now: u64) -> u64 {
 struct Ring {
     head: usize,
     len: usize,
+    capacity: usize,
     inline: [u64; Ring::INLINE],
     heap: Box<[u64]>,
 }
@@ -321,8 +322,9 @@ impl Ring {
     const INLINE: usize = 4;
 
     fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         let heap = if capacity > Self::INLINE { vec![0; capacity].into_boxed_slice() } else { Box::default() };
-        Self { head: 0, len: 0, inline: [0; Self::INLINE], heap }
+        Self { head: 0, len: 0, capacity, inline: [0; Self::INLINE], heap }
     }
 
     fn slots(&mut self) -> &mut [u64] {
@@ -341,13 +343,11 @@ impl Ring {
         self.len == 0
     }
 
-    /// Appends; a full ring (more echoes than sends: impossible unless the server misbehaves) drops it.
+    /// Appends; a full ring (more sends than `-p`: cannot happen) drops the value.
     fn push_back(&mut self, at: u64) {
-        let (head, len) = (self.head, self.len);
-        let slots = self.slots();
-        if len < slots.len() {
-            let i = (head + len) % slots.len();
-            slots[i] = at;
+        let (head, len, capacity) = (self.head, self.len, self.capacity);
+        if len < capacity {
+            self.slots()[(head + len) % capacity] = at;
             self.len += 1;
         }
     }
@@ -356,9 +356,8 @@ impl Ring {
         if self.len == 0 {
             return None;
         }
-        let head = self.head;
-        let slots = self.slots();
-        let (at, capacity) = (slots[head], slots.len());
+        let (head, capacity) = (self.head, self.capacity);
+        let at = self.slots()[head];
         self.head = (head + 1) % capacity;
         self.len -= 1;
         Some(at)
