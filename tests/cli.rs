@@ -214,6 +214,25 @@ fn bench_rate_limits_the_send_rate() {
 }
 
 #[test]
+fn bench_fails_when_the_server_goes_away_mid_run() {
+    let serve = Serve::start(&[]);
+    let mut bench = wsloop(&["bench", &serve.url, "-c", "3", "-d", "20s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bench");
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&serve.child, "TERM");
+    let status = wait_for(&mut bench, Duration::from_secs(15)).expect("bench ends when the server closes");
+    assert_eq!(status.code(), Some(1));
+    let mut stdout = String::new();
+    bench.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read stdout");
+    let v = json(&stdout);
+    assert_eq!(v["closes"]["1001"], 3, "{v}");
+    assert_eq!(v["errors"]["abnormal_closes"], 3, "{v}");
+}
+
+#[test]
 fn bench_reports_connection_failures() {
     // A port nobody listens on: take a free one and close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();

@@ -46,8 +46,9 @@ when every connection has sent its share and received every echo.
 --rate paces sends by sleeping the reactor thread (the engine has no timer for handlers yet), so echoes \
 that arrive during a pause are read late: with --rate, latency includes up to one pacing interval.
 
-Exit status: 0 when every connection opened, at least one echo came back and no echo had the wrong \
-type or length; 1 otherwise (the report is printed either way).";
+Exit status: 0 when every connection opened, at least one echo came back, every message sent was \
+echoed with the right type and length, and every connection ended with our 1000 close; 1 otherwise \
+(the report is printed either way).";
 
 #[derive(Args)]
 #[command(after_help = AFTER_HELP)]
@@ -791,7 +792,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     } else {
         print!("{}", report.human());
     }
-    let ok = report.received > 0 && report.failed == 0 && report.mismatched == 0 && report.unexpected == 0;
+    let ok = report.received > 0
+        && report.failed == 0
+        && report.mismatched == 0
+        && report.unexpected == 0
+        && report.unanswered == 0
+        && report.abnormal_closes() == 0;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
