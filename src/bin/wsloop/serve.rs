@@ -1,45 +1,19 @@
-//! The `wsloop` command-line tool: `serve` runs an echo (or broadcast, or discard) server;
-//! `autobahn-client` runs the Autobahn|Testsuite client cases.
+//! `wsloop serve`: an echo, broadcast or discard server until SIGINT or SIGTERM, with an optional
+//! one-line metrics summary every second (`--stats`).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use wsloop::client::{self, ClientOptions, CloseInfo, Error as ClientError, Message as ClientMessage};
-use wsloop::proto::CloseCode;
+use clap::{Args, ValueEnum};
+use wsloop::metrics::{MetricsReport, MetricsSnapshot, RateMeter};
 use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, Server};
 
-#[derive(Parser)]
-#[command(name = "wsloop", version, about = "A per-core reactor WebSocket engine: server, client and tools")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a WebSocket server (echo by default) until SIGINT or SIGTERM.
-    Serve(ServeArgs),
-    /// Run the Autobahn|Testsuite client cases against a fuzzing server (`wstest -m fuzzingserver`).
-    AutobahnClient(AutobahnClientArgs),
-}
-
-#[derive(Args)]
-struct AutobahnClientArgs {
-    /// The fuzzing server's URL, e.g. ws://127.0.0.1:9001.
-    url: String,
-    /// The agent name the results are reported under.
-    #[arg(long, default_value = "wsloop")]
-    agent: String,
-    /// Seconds allowed for each case's closing handshake and each read.
-    #[arg(long, value_parser = secs, default_value = "60")]
-    case_timeout: Duration,
-}
+use crate::util::{secs, si};
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Mode {
+pub enum Mode {
     /// Every text message comes back as text, every binary one as binary.
     Echo,
     /// Every message goes to every connection.
@@ -56,16 +30,8 @@ enum Policy {
     Drop,
 }
 
-fn secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
-    if !(0.0..=1e9).contains(&v) {
-        return Err(format!("{s}: out of range"));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 #[derive(Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     addr: std::net::SocketAddr,
@@ -114,6 +80,10 @@ struct ServeArgs {
     /// Accept only these Origin values (repeatable; default: any).
     #[arg(long = "allow-origin")]
     allowed_origins: Vec<String>,
+    /// Print a one-line metrics summary every second (active connections, messages/s and MB/s in and
+    /// out, errors so far).
+    #[arg(long)]
+    stats: bool,
 }
 
 struct Echo;
@@ -142,7 +112,7 @@ struct Discard;
 
 impl Handler for Discard {}
 
-fn serve(args: ServeArgs) -> ExitCode {
+pub fn run(args: ServeArgs) -> ExitCode {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
     let mut config = Config {
         addr: args.addr,
@@ -170,6 +140,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.subprotocols = wsloop::proto::negotiate::SubprotocolPolicy::Preferred(args.protocols);
     }
     let threads = config.threads;
+    let addr = args.addr;
     let mut server = Server::new(config);
     match args.mode {
         Mode::Echo => server.register_handler("*", |_| Echo),
@@ -179,7 +150,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let running = match server.start() {
         Ok(running) => running,
         Err(e) => {
-            eprintln!("wsloop: cannot listen on {}: {e}", args.addr);
+            eprintln!("wsloop: cannot listen on {addr}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -191,100 +162,56 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     println!("wsloop serving on ws://{} ({} reactor threads)", running.local_addr(), threads);
+    let handle = running.handle();
+    let mut previous = handle.metrics();
+    let mut meter = RateMeter::starting_at(previous, Instant::now());
+    let mut next_stats = Instant::now() + STATS_INTERVAL;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if args.stats && Instant::now() >= next_stats {
+            next_stats += STATS_INTERVAL;
+            let report = meter.report(handle.metrics(), Instant::now());
+            println!("{}", stats_line(&report, &previous));
+            previous = report.totals;
+        }
     }
     log::info!("stopping: closing connections with 1001");
     running.stop();
     ExitCode::SUCCESS
 }
 
-/// Options for the Autobahn cases: limits large enough for the 16 MiB messages of cases 9.*.
-fn autobahn_options(timeout: Duration) -> ClientOptions {
-    ClientOptions::default()
-        .max_frame_size(64 << 20)
-        .max_message_size(64 << 20)
-        .read_timeout(timeout)
-        .close_timeout(timeout)
+/// How often `--stats` prints.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Every counter that means something went wrong: refused connections, failed handshakes, protocol
+/// errors, handler panics, dropped messages, slow peers closed, and I/O errors.
+fn error_total(report: &MetricsReport) -> u64 {
+    let t = &report.totals;
+    t.connections_refused
+        + t.handshake_failures
+        + t.protocol_errors
+        + t.handler_panics
+        + t.messages_dropped
+        + t.slow_peers_closed
+        + t.errors
 }
 
-/// Runs one case: echoes every message until the connection ends.
-fn autobahn_case(url: &str, options: ClientOptions) -> Result<CloseInfo, ClientError> {
-    let mut client = client::connect(url, options)?;
-    loop {
-        let echoed = match client.read_message(None) {
-            Ok(ClientMessage::Text(text)) => client.send_text(&text),
-            Ok(ClientMessage::Binary(data)) => client.send_binary(&data),
-            Err(ClientError::Closed { .. }) => return client.wait_for_close(None),
-            Err(e) => return Err(e),
-        };
-        match echoed {
-            Ok(()) => {}
-            // The server's close frame is next in the stream: read it.
-            Err(ClientError::Closed { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn autobahn_client(args: AutobahnClientArgs) -> ExitCode {
-    let base = args.url.trim_end_matches('/');
-    let options = autobahn_options(args.case_timeout);
-    let count = client::with_connection(&format!("{base}/getCaseCount"), options.clone(), |c| c.read_message(None));
-    let count: u32 = match count {
-        Ok(ClientMessage::Text(n)) => match n.trim().parse() {
-            Ok(n) => n,
-            Err(_) => {
-                eprintln!("wsloop: getCaseCount answered {n:?}, not a number");
-                return ExitCode::FAILURE;
-            }
-        },
-        Ok(other) => {
-            eprintln!("wsloop: getCaseCount answered {other:?}, not a text message");
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("wsloop: getCaseCount failed: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("wsloop autobahn-client: {count} cases");
-    let agent = &args.agent;
-    let mut failures = 0;
-    for case in 1..=count {
-        let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match autobahn_case(&url, options.clone()) {
-            Ok(info) => log::info!("case {case}: closed {:?} {:?}", info.code, info.reason),
-            // Expected in the cases where the fuzzing server breaks the protocol.
-            Err(e @ ClientError::Protocol(_)) => log::info!("case {case}: {e}"),
-            Err(e) => {
-                failures += 1;
-                log::warn!("case {case}: {e}");
-            }
-        }
-    }
-    println!(
-        "wsloop autobahn-client: ran {count} cases ({failures} ended with an error other than a protocol violation by the server)"
-    );
-    let update = format!("{base}/updateReports?agent={agent}");
-    match client::connect(&update, options) {
-        Ok(mut c) => {
-            if let Err(e) = c.close_and_wait(CloseCode::NORMAL, "", None) {
-                log::warn!("updateReports: {e}");
-            }
-        }
-        Err(e) => {
-            eprintln!("wsloop: updateReports failed: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args),
-        Command::AutobahnClient(args) => autobahn_client(args),
-    }
+/// One `--stats` line: `conns 100 | in 512.3k msg/s 8.20 MB/s | out 512.3k msg/s 9.22 MB/s | errors 0`.
+/// Rates are over the last interval, errors are counted since start; MB = 10^6 bytes. In: payload
+/// bytes received. Out: bytes written to sockets (frame headers included), because the engine counts
+/// no payload bytes for messages sent through `Ctx::send_text`/`send_binary`.
+fn stats_line(report: &MetricsReport, previous: &MetricsSnapshot) -> String {
+    let r = &report.rates;
+    let secs = report.interval.as_secs_f64();
+    let written = report.totals.bytes_written.saturating_sub(previous.bytes_written) as f64;
+    let written_per_second = if secs > 0.0 { written / secs } else { 0.0 };
+    format!(
+        "conns {} | in {} msg/s {:.2} MB/s | out {} msg/s {:.2} MB/s | errors {}",
+        report.totals.active_connections,
+        si(r.messages_received_per_second),
+        r.bytes_received_per_second / 1e6,
+        si(r.messages_sent_per_second),
+        written_per_second / 1e6,
+        error_total(report),
+    )
 }

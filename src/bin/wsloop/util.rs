@@ -1,0 +1,113 @@
+//! Small parsers and formatters shared by the subcommands.
+
+use std::time::Duration;
+
+/// Seconds as a plain number (`"10"`, `"0.5"`): the historic form of `serve`'s and `autobahn-client`'s
+/// timeouts.
+pub fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if !(0.0..=1e9).contains(&v) {
+        return Err(format!("{s}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A duration with a unit (`"10s"`, `"500ms"`, `"2m"`, `"1h"`, `"250us"`); a bare number is seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let v: f64 = number.parse().map_err(|_| format!("{s:?}: expected a duration such as 10s, 500ms or 2m"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use us, ms, s, m or h)")),
+    };
+    let secs = v * scale;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A rate per second (`"100/s"` or `"100"`), greater than zero.
+pub fn per_second(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches("/s");
+    let v: f64 = number.parse().map_err(|_| format!("{s:?}: expected a rate such as 500/s"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("{s:?}: the rate must be greater than zero"));
+    }
+    Ok(v)
+}
+
+/// A `Name: value` header.
+pub fn header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || name.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return Err(format!("{s:?}: invalid header name"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+/// A human count: 1234567 → "1.23M".
+pub fn si(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Microseconds for humans: 950 → "950us", 12_345 → "12.35ms", 2_500_000 → "2.50s".
+pub fn micros(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2}s", us as f64 / 1e6)
+    } else if us >= 1_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{us}us")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(duration("ten").is_err());
+        assert!(duration("3d").is_err());
+    }
+
+    #[test]
+    fn rates_and_headers_parse() {
+        assert_eq!(per_second("500/s"), Ok(500.0));
+        assert_eq!(per_second("20"), Ok(20.0));
+        assert!(per_second("0/s").is_err());
+        assert_eq!(header("X-A: b c"), Ok(("X-A".into(), "b c".into())));
+        assert!(header("nocolon").is_err());
+        assert!(header(": v").is_err());
+    }
+
+    #[test]
+    fn humans_read_these() {
+        assert_eq!(si(1_234_567.0), "1.23M");
+        assert_eq!(si(12_345.0), "12.3k");
+        assert_eq!(micros(950), "950us");
+        assert_eq!(micros(12_345), "12.35ms");
+    }
+}
