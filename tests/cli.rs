@@ -301,3 +301,55 @@ fn client_exits_2_when_the_server_fails_the_connection() {
     assert_eq!(stdout, "ok\n");
     assert!(stderr.contains("1009"), "{stderr}");
 }
+
+/// Sends one plain HTTP request to `addr` and returns the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn serve_answers_healthz_and_metrics_on_the_same_port_by_default() {
+    let serve = Serve::start(&[]);
+    let addr = serve.url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+    let health = http_get(&addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    let metrics = http_get(&addr, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("# TYPE wsloop_connections_accepted_total counter"), "{metrics}");
+    assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 426"), "every path is a WebSocket route in serve");
+    let off = Serve::start(&["--metrics-path", "", "--health-path", ""]);
+    let addr = off.url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+    assert!(http_get(&addr, "/healthz").starts_with("HTTP/1.1 426"));
+}
+
+#[test]
+fn bench_spreads_connections_over_source_addresses() {
+    let serve = Serve::start(&[]);
+    let (status, stdout, stderr) = run(
+        wsloop(&[
+            "bench",
+            &serve.url,
+            "-c",
+            "4",
+            "-n",
+            "100",
+            "--json",
+            "--source-ip",
+            "127.0.0.2",
+            "--source-ip",
+            "127.0.0.3",
+        ]),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["connections"]["opened"], 4, "{v}");
+    assert_eq!(v["messages"]["received"], 100, "{v}");
+}

@@ -125,3 +125,74 @@ fn a_refused_upgrade_is_reported_with_its_status() {
     assert!(error.contains("404"), "{error}");
     server.stop();
 }
+
+/// Tells each connection its peer address, then echoes.
+struct WhoAmI;
+impl Handler for WhoAmI {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let peer = ctx.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        ctx.send_text(&peer).unwrap();
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
+        if let Message::Text(t) = message {
+            ctx.send_text(t).unwrap();
+        }
+    }
+}
+
+/// Records every text message it receives.
+struct Recorder {
+    got: Arc<Mutex<Vec<String>>>,
+}
+impl Handler for Recorder {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, message: Message<'_>) {
+        if let Message::Text(t) = message {
+            self.got.lock().unwrap().push(t.to_owned());
+        }
+    }
+}
+
+#[test]
+fn client_connections_can_pick_their_source_address() {
+    let mut server = Server::new(Config { addr: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() });
+    server.register_handler("*", |_| WhoAmI);
+    let server = server.start().unwrap();
+    let clients = client_engine();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let options = ConnectOptions { local_addr: Some("127.0.0.2:0".parse().unwrap()), ..ConnectOptions::default() };
+    clients.handle().connect(server.local_addr(), "localhost", "/", options, Recorder { got: got.clone() });
+    assert!(eventually(Duration::from_secs(5), || !got.lock().unwrap().is_empty()));
+    assert_eq!(got.lock().unwrap()[0], "127.0.0.2");
+    clients.stop();
+    server.stop();
+}
+
+#[test]
+fn broadcasts_from_a_client_engine_are_masked_like_every_client_frame() {
+    let mut server = Server::new(Config { addr: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() });
+    server.register_handler("*", |_| WhoAmI);
+    let server = server.start().unwrap();
+    let clients = client_engine();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..3 {
+        let recorder = Recorder { got: got.clone() };
+        clients.handle().connect(server.local_addr(), "localhost", "/", ConnectOptions::default(), recorder);
+    }
+    assert!(eventually(Duration::from_secs(5), || got.lock().unwrap().len() == 3), "greetings");
+    // The server would fail an unmasked frame with 1002; instead it echoes each copy.
+    clients.handle().broadcast_text("to every server");
+    assert!(eventually(Duration::from_secs(5), || got.lock().unwrap().len() == 6), "{:?}", got.lock().unwrap());
+    assert_eq!(server.handle().metrics().protocol_errors, 0);
+    clients.stop();
+    server.stop();
+}
+
+#[test]
+fn a_second_server_on_a_port_in_use_fails_instead_of_sharing_it() {
+    let first = echo_server();
+    let mut second = Server::new(Config { addr: first.local_addr(), threads: 1, ..Config::default() });
+    second.register_handler("*", |_| Echo);
+    let err = second.start().expect_err("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    first.stop();
+}

@@ -91,7 +91,9 @@ impl Server {
     /// Binds one listener per reactor (`SO_REUSEPORT`) and starts the reactor threads.
     pub fn start(self) -> io::Result<RunningServer> {
         let threads = self.config.threads.max(1);
-        let mut addr = self.config.addr;
+        // SO_REUSEPORT lets every reactor have its own listener, but would also let this server silently
+        // share a port another process already serves: check that nobody listens there first.
+        let mut addr = reactor::probe_exclusive(self.config.addr)?;
         let mut listeners = Vec::with_capacity(threads);
         for _ in 0..threads {
             let listener = reactor::bind_listener(addr)?;
@@ -183,11 +185,14 @@ pub struct ConnectOptions {
     pub protocols: Vec<String>,
     /// Extra request headers (name, value).
     pub headers: Vec<(String, String)>,
+    /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
+    /// ports). Default: chosen by the kernel.
+    pub local_addr: Option<SocketAddr>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), protocols: Vec::new(), headers: Vec::new() }
+        Self { timeout: Duration::from_secs(10), protocols: Vec::new(), headers: Vec::new(), local_addr: None }
     }
 }
 

@@ -68,6 +68,42 @@ struct PendingClient {
     timeout_ms: u64,
 }
 
+/// Starts a non-blocking TCP connect to `addr`, from `local` when given (e.g. another 127.0.0.x address to
+/// get past one source address's ephemeral ports).
+fn connect_nonblocking(addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr);
+    };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&local.into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Fails with `AddrInUse` when another socket already listens on `addr`, which `SO_REUSEPORT` would
+/// otherwise hide (a second server would silently share the port and its connections). Returns the
+/// address with the port the kernel picked when port 0 was asked for.
+pub(crate) fn probe_exclusive(addr: SocketAddr) -> io::Result<SocketAddr> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} is already in use by another listener"))
+        } else {
+            e
+        }
+    })?;
+    let local = probe.local_addr()?.as_socket().unwrap_or(addr);
+    Ok(local)
+}
+
 /// Binds a non-blocking listener with `SO_REUSEPORT`, so each reactor can have its own.
 pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -964,6 +1000,22 @@ impl Reactor {
         if !open.proto.can_send() {
             return;
         }
+        if open.proto.role() == Role::Client {
+            // Shared frames are unmasked server frames; a client must mask every frame it sends.
+            let (kind, payload_len) = shared_frame_kind(&frame);
+            let payload = &frame[frame.len() - payload_len..];
+            let sent = match kind {
+                MessageKind::Text => std::str::from_utf8(payload)
+                    .map_err(|_| ())
+                    .and_then(|t| open.proto.send_text(t, &mut self.cork).map_err(|_| ())),
+                MessageKind::Binary => open.proto.send_binary(payload, &mut self.cork).map_err(|_| ()),
+            };
+            if sent.is_ok() {
+                self.counters.record_message_sent(kind, payload_len);
+            }
+            self.flush(slot, handle);
+            return;
+        }
         if queued > 0 && queued + frame.len() > self.config.max_buffered_bytes {
             match self.config.backpressure {
                 super::BackpressurePolicy::Drop => Counters::add(&self.counters.messages_dropped, 1),
@@ -1091,7 +1143,7 @@ impl Reactor {
             Ok(key) => key,
             Err(e) => return fail(&mut handler, ConnectError::Handshake(e)),
         };
-        let mut stream = match TcpStream::connect(addr) {
+        let mut stream = match connect_nonblocking(addr, options.local_addr) {
             Ok(stream) => stream,
             Err(e) => return fail(&mut handler, ConnectError::Io(e)),
         };

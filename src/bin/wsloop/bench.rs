@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// Subprotocol to offer (repeatable).
     #[arg(long = "protocol")]
     protocols: Vec<String>,
+    /// Source address to connect from (repeatable; connections take them in turn), e.g. 127.0.0.2, to get
+    /// past one address's ephemeral port range.
+    #[arg(long = "source-ip")]
+    source_ips: Vec<std::net::IpAddr>,
     /// Extra request header 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header", value_parser = header)]
     headers: Vec<(String, String)>,
@@ -699,6 +703,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         timeout: args.connect_timeout,
         protocols: args.protocols.clone(),
         headers: args.headers.clone(),
+        local_addr: None,
     };
     let host = url.host_header();
     let total = args.messages;
@@ -731,7 +736,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
                     requested: Instant::now(),
                     closing: false,
                 };
-                handle.connect(addr, &host, url.path_and_query(), options.clone(), conn);
+                let mut options = options.clone();
+                if !args.source_ips.is_empty() {
+                    let ip = args.source_ips[next_connection as usize % args.source_ips.len()];
+                    options.local_addr = Some(std::net::SocketAddr::new(ip, 0));
+                }
+                handle.connect(addr, &host, url.path_and_query(), options, conn);
                 next_connection += 1;
             }
             opened_all = next_connection == c;

@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// Accept only these Origin values (repeatable; default: any).
     #[arg(long = "allow-origin")]
     allowed_origins: Vec<String>,
+    /// Path answering plain HTTP GETs with Prometheus metrics ("" turns it off).
+    #[arg(long, default_value = "/metrics")]
+    metrics_path: String,
+    /// Path answering plain HTTP GETs with a health check: 200 ok, 503 while stopping ("" turns it off).
+    #[arg(long, default_value = "/healthz")]
+    health_path: String,
     /// Print a one-line metrics summary every second (active connections, messages/s and MB/s in and
     /// out, errors so far).
     #[arg(long)]
@@ -131,6 +137,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         ping_interval: nonzero(args.ping_interval),
         pong_timeout: args.pong_timeout,
         allowed_origins: (!args.allowed_origins.is_empty()).then_some(args.allowed_origins),
+        metrics_path: (!args.metrics_path.is_empty()).then_some(args.metrics_path),
+        health_path: (!args.health_path.is_empty()).then_some(args.health_path),
         ..Config::default()
     };
     if let Some(threads) = args.threads {
