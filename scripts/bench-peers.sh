@@ -250,13 +250,18 @@ for arg in sys.argv[2:]:
 b = rec.pop("bench", None)
 if isinstance(b, dict):
     rec["bench"] = b
-    rate = b.get("messages_per_second")
+    # `wsloop bench --json`: measured.{messages_per_second, received, seconds}, latency_us.{p50, p90, p99,
+    # p99_9, max}, bench_cpu.percent_of_one_core.
+    measured = b.get("measured") or {}
+    rate = measured.get("messages_per_second")
     rec["messages_per_second"] = rate
     lat = b.get("latency_us") or {}
-    rec["latency_us"] = {k: lat.get(k) for k in ("p50", "p90", "p99", "p999", "max")}
-    messages = b.get("messages")
+    rec["latency_us"] = {"p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"),
+                         "p999": lat.get("p99_9"), "max": lat.get("max")}
+    rec["bench_cpu_percent"] = (b.get("bench_cpu") or {}).get("percent_of_one_core")
+    messages = measured.get("received")
     if not isinstance(messages, (int, float)) and isinstance(rate, (int, float)):
-        secs = b.get("duration_s") or b.get("elapsed_s") or rec.get("wall_seconds")
+        secs = measured.get("seconds") or rec.get("wall_seconds")
         messages = rate * secs if secs else None
     cpu = rec.get("server_cpu_seconds")
     rec["messages_per_server_cpu_second"] = messages / cpu if messages and cpu else None
