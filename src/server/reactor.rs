@@ -35,6 +35,8 @@ use super::router::Router;
 use super::{Config, Handle, ReactorLink};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+/// Smallest per-reactor read buffer.
+const MIN_SCRATCH: usize = 256 * 1024;
 const WAKER: Token = Token(usize::MAX);
 
 /// Work sent to a reactor from other threads.
@@ -284,7 +286,8 @@ impl Reactor {
             listener,
             conns: Slab::new(),
             next_generation: 0,
-            scratch: vec![0; config.read_buffer_size.max(4096)],
+            // One per reactor, so it can be large: a 64 KiB message and its header arrive in one read.
+            scratch: vec![0; config.read_buffer_size.max(MIN_SCRATCH)],
             cork: Vec::with_capacity(config.read_buffer_size),
             pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
             wheel: TimerWheel::with_config(Instant::now(), config.timer_tick, 512),
