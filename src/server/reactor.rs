@@ -376,35 +376,16 @@ impl Reactor {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     Counters::add(&self.counters.connections_accepted, 1);
                     if self.conns.len() >= self.max_conns {
                         Counters::add(&self.counters.connections_refused, 1);
                         log::warn!("reactor {}: max connections reached, refusing {peer}", self.index);
                         continue;
                     }
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.conns.vacant_entry();
-                    let slot = entry.key();
-                    if let Err(e) =
-                        self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
-                    {
+                    if let Err((e, _)) = self.insert_conn(stream, Phase::Handshake, None) {
                         log::warn!("reactor {}: register failed: {e}", self.index);
-                        continue;
                     }
-                    self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
-                    entry.insert(Conn {
-                        stream,
-                        phase: Phase::Handshake,
-                        inbound: None,
-                        outbound: None,
-                        timer: None,
-                        generation: self.next_generation,
-                        last_read: self.now,
-                        close_when_flushed: false,
-                    });
-                    Counters::add(&self.counters.active_connections, 1);
-                    self.arm(slot);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1121,6 +1102,41 @@ impl Reactor {
         }
     }
 
+    /// Registers a socket with the poll, stores it as a new connection and arms its first timer. On failure
+    /// the phase comes back (an in-loop client's handler must still hear about it).
+    #[allow(clippy::result_large_err)] // rare path; boxing would cost an allocation on the common one
+    fn insert_conn(
+        &mut self,
+        mut stream: TcpStream,
+        phase: Phase,
+        inbound: Option<Box<InboundBuf>>,
+    ) -> Result<usize, (io::Error, Phase)> {
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            if let Some(inbound) = inbound {
+                self.pool.give((*inbound).into_vec());
+            }
+            return Err((e, phase));
+        }
+        self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
+        entry.insert(Conn {
+            stream,
+            phase,
+            inbound,
+            outbound: None,
+            timer: None,
+            generation: self.next_generation,
+            last_read: self.now,
+            close_when_flushed: false,
+        });
+        Counters::add(&self.counters.active_connections, 1);
+        self.arm(slot);
+        Ok(slot)
+    }
+
     /// Starts an in-loop client connection: non-blocking TCP connect, request written once connected.
     fn start_client(&mut self, start: ClientStart, _handle: &Handle) {
         let ClientStart { addr, host, path_and_query, options, handler } = start;
@@ -1146,37 +1162,23 @@ impl Reactor {
             Ok(key) => key,
             Err(e) => return fail(&mut handler, ConnectError::Handshake(e)),
         };
-        let mut stream = match connect_nonblocking(addr, options.local_addr) {
+        let stream = match connect_nonblocking(addr, options.local_addr) {
             Ok(stream) => stream,
             Err(e) => return fail(&mut handler, ConnectError::Io(e)),
         };
-        let entry = self.conns.vacant_entry();
-        let slot = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        let pending = PendingClient {
+            handler,
+            request,
+            key,
+            protocols: options.protocols,
+            path_and_query,
+            timeout_ms: millis(options.timeout),
+        };
+        if let Err((e, Phase::Connecting(mut pending))) =
+            self.insert_conn(stream, Phase::Connecting(Box::new(pending)), None)
         {
-            return fail(&mut handler, ConnectError::Io(e));
+            fail(&mut pending.handler, ConnectError::Io(e));
         }
-        let _ = stream.set_nodelay(true);
-        self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
-        entry.insert(Conn {
-            stream,
-            phase: Phase::Connecting(Box::new(PendingClient {
-                handler,
-                request,
-                key,
-                protocols: options.protocols,
-                path_and_query,
-                timeout_ms: millis(options.timeout),
-            })),
-            inbound: None,
-            outbound: None,
-            timer: None,
-            generation: self.next_generation,
-            last_read: self.now,
-            close_when_flushed: false,
-        });
-        Counters::add(&self.counters.active_connections, 1);
-        self.arm(slot);
     }
 
     /// Takes over a socket accepted elsewhere (e.g. by an HTTP server), with the bytes already read from
@@ -1191,33 +1193,19 @@ impl Reactor {
             log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
             return;
         }
-        let mut stream = TcpStream::from_std(stream);
-        let _ = stream.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
-        let slot = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
-        {
-            log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
-            return;
-        }
+        let stream = TcpStream::from_std(stream);
         let inbound = (!already_read.is_empty()).then(|| {
             let mut buf = InboundBuf::from_vec(self.pool.take());
             buf.append(&already_read);
             Box::new(buf)
         });
-        self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
-        entry.insert(Conn {
-            stream,
-            phase: Phase::Handshake,
-            inbound,
-            outbound: None,
-            timer: None,
-            generation: self.next_generation,
-            last_read: self.now,
-            close_when_flushed: false,
-        });
-        Counters::add(&self.counters.active_connections, 1);
-        self.arm(slot);
+        let slot = match self.insert_conn(stream, Phase::Handshake, inbound) {
+            Ok(slot) => slot,
+            Err((e, _)) => {
+                log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
+                return;
+            }
+        };
         if self.conns[slot].inbound.is_some() {
             let outcome = self.process(slot, handle, None);
             self.after_event(slot, handle, outcome.slow_peer);
