@@ -590,6 +590,28 @@ impl Connection {
         Ok(())
     }
 
+    /// Like [`Connection::send_text`] / [`Connection::send_binary`] (`opcode` is `Text` or `Binary`), but
+    /// for a caller that wants to write a large payload itself without copying it (e.g. with `writev`):
+    /// appends only the frame header to `out` and returns `Ok(true)`; the caller must then write
+    /// `payload`, unchanged, right after `out`. Returns `Ok(false)` when the frame cannot be split that way
+    /// (client role: the payload must be masked; or an extension transforms it): the whole frame was
+    /// appended to `out` as usual.
+    pub fn send_message_split(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<bool, SendError> {
+        if !self.can_send() {
+            return Err(SendError::Closed);
+        }
+        if opcode.is_control() || opcode.is_reserved() || opcode == OpCode::Continuation {
+            return Err(SendError::NotDataOpcode(opcode));
+        }
+        if self.role == Role::Client || !self.extensions.is_empty() {
+            self.send_message(opcode, payload, out)?;
+            return Ok(false);
+        }
+        let header = FrameHeader { fin: true, rsv: 0, opcode, mask: None, payload_len: payload.len() as u64 };
+        header.encode(out);
+        Ok(true)
+    }
+
     /// Appends one raw data frame to `out`, for callers that fragment messages themselves: `opcode` is
     /// `Text` or `Binary` on the first frame and `Continuation` after it; `fin` on the last. Extensions are
     /// not applied.

@@ -575,3 +575,20 @@ quickcheck! {
         err.is_none() && got == expected
     }
 }
+
+#[test]
+fn split_send_writes_only_the_header_for_a_server_and_the_whole_frame_for_a_client() {
+    let mut server = server();
+    let mut out = Vec::new();
+    assert_eq!(server.send_message_split(OpCode::Binary, &[7; 300], &mut out), Ok(true));
+    assert_eq!(out, vec![0x82, 126, 0x01, 0x2c], "header only: FIN, binary, 16-bit length 300");
+    out.extend_from_slice(&[7; 300]);
+    assert_eq!(client_reads(&out), vec![Got::Binary(vec![7; 300])]);
+    let mut client = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut wire = Vec::new();
+    assert_eq!(client.send_message_split(OpCode::Text, b"masked", &mut wire), Ok(false));
+    assert_eq!(feed_all(&mut server, &wire).0, vec![Got::Text("masked".into())]);
+    assert_eq!(server.send_message_split(OpCode::Ping, b"", &mut out), Err(SendError::NotDataOpcode(OpCode::Ping)));
+    server.close(CloseCode::NORMAL, "", &mut out).unwrap();
+    assert_eq!(server.send_message_split(OpCode::Text, b"late", &mut out), Err(SendError::Closed));
+}

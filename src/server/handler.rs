@@ -4,6 +4,7 @@
 //! Callbacks run synchronously on the reactor thread that owns the connection: they must not block. A
 //! panic in a callback closes that connection with 1011; the loop and other connections live on.
 
+use std::io::{IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -296,7 +297,11 @@ impl Ctx<'_> {
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
         self.admit(text.len())?;
-        self.proto.send_text(text, self.out).map_err(SendError::Protocol)?;
+        if text.len() >= DIRECT_WRITE_MIN && self.queued == 0 {
+            self.send_direct(OpCode::Text, text.as_bytes())?;
+        } else {
+            self.proto.send_text(text, self.out).map_err(SendError::Protocol)?;
+        }
         self.counters.record_message_sent(crate::metrics::MessageKind::Text, text.len());
         Ok(())
     }
@@ -304,8 +309,41 @@ impl Ctx<'_> {
     /// Sends a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
         self.admit(data.len())?;
-        self.proto.send_binary(data, self.out).map_err(SendError::Protocol)?;
+        if data.len() >= DIRECT_WRITE_MIN && self.queued == 0 {
+            self.send_direct(OpCode::Binary, data)?;
+        } else {
+            self.proto.send_binary(data, self.out).map_err(SendError::Protocol)?;
+        }
         self.counters.record_message_sent(crate::metrics::MessageKind::Binary, data.len());
+        Ok(())
+    }
+
+    /// Sends a large message without copying its payload into the cork: what is corked so far, the frame
+    /// header and the payload go out in one `writev`; only what the socket does not take is copied (into
+    /// the cork, which the reactor flushes or queues after the callback, keeping the order).
+    fn send_direct(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if !self.proto.send_message_split(opcode, payload, self.out).map_err(SendError::Protocol)? {
+            return Ok(());
+        }
+        let mut stream = self.stream;
+        let written = loop {
+            let bufs = [IoSlice::new(self.out), IoSlice::new(payload)];
+            match stream.write_vectored(&bufs) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // WouldBlock or a broken socket: everything stays corked; the reactor's flush sees the error.
+                Err(_) => break 0,
+            }
+        };
+        crate::metrics::Counters::add(&self.counters.bytes_written, written as u64);
+        if written >= self.out.len() {
+            let sent_of_payload = written - self.out.len();
+            self.out.clear();
+            self.out.extend_from_slice(&payload[sent_of_payload..]);
+        } else {
+            self.out.drain(..written);
+            self.out.extend_from_slice(payload);
+        }
         Ok(())
     }
 
@@ -369,6 +407,10 @@ impl Ctx<'_> {
         self.deferred.publishes.push((topic.to_owned(), server_frame(OpCode::Binary, data)));
     }
 }
+
+/// Messages at least this large are written straight from the handler's slice (`writev`) instead of
+/// being copied into the cork first.
+const DIRECT_WRITE_MIN: usize = 16 * 1024;
 
 /// Encodes an unmasked single-frame message once, to be shared by reference between connections.
 pub(crate) fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
