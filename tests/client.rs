@@ -541,3 +541,24 @@ fn errors_display_what_happened() {
     assert!(e.to_string().contains("still usable"));
     assert!(e.keeps_connection());
 }
+
+#[test]
+fn a_metrics_collector_counts_what_the_client_does() {
+    let server = default_server();
+    let collector = Arc::new(wsloop::metrics::MetricsCollector::new());
+    let mut client = connect(&server.url("/echo"), options().metrics(collector.clone())).unwrap();
+    client.send_text("one").unwrap();
+    client.send_text("two").unwrap();
+    client.send_binary(&[1, 2, 3]).unwrap();
+    for _ in 0..3 {
+        client.read_message(Some(Duration::from_secs(5))).unwrap();
+    }
+    client.close_and_wait(CloseCode::NORMAL, "done", Some(Duration::from_secs(5))).unwrap();
+    drop(client);
+    let snap = collector.snapshot();
+    assert_eq!(snap.connections_upgraded, 1);
+    assert_eq!(snap.active_connections, 0);
+    assert_eq!((snap.text_messages_sent, snap.binary_messages_sent), (2, 1));
+    assert_eq!((snap.text_messages_received, snap.binary_messages_received), (2, 1));
+    assert_eq!(snap.closed_with(wsloop::metrics::CloseCodeBucket::Normal), 1);
+}

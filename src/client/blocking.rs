@@ -35,6 +35,7 @@ use crate::proto::{CloseCode, Connection, ConnectionConfig, Event, Extension, Pr
 
 use super::error::{Error, Operation};
 use super::url::{Host, WsUrl};
+use crate::metrics::{MessageKind, MetricsCollector};
 
 /// The callback of [`ClientOptions::on_message`]: called on the reader thread with a sender for
 /// replies and the message.
@@ -150,6 +151,9 @@ pub struct ClientOptions {
     /// For [`connect_with_callback`]: called on the reader thread for every message. Default `None`:
     /// messages are dropped. [`connect`] ignores it.
     pub on_message: Option<MessageCallback>,
+    /// A collector to feed: connections opened and closed (by code), messages sent and received (by kind
+    /// and size). Default `None`.
+    pub metrics: Option<Arc<MetricsCollector>>,
 }
 
 impl Default for ClientOptions {
@@ -170,6 +174,7 @@ impl Default for ClientOptions {
             nodelay: true,
             handshake_limits: HandshakeLimits::default(),
             on_message: None,
+            metrics: None,
         }
     }
 }
@@ -192,11 +197,18 @@ impl std::fmt::Debug for ClientOptions {
             .field("nodelay", &self.nodelay)
             .field("handshake_limits", &self.handshake_limits)
             .field("on_message", &self.on_message.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
 
 impl ClientOptions {
+    /// Sets [`ClientOptions::metrics`]: the connection feeds this collector.
+    pub fn metrics(mut self, collector: Arc<MetricsCollector>) -> Self {
+        self.metrics = Some(collector);
+        self
+    }
+
     /// Sets [`ClientOptions::connect_timeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -366,11 +378,41 @@ struct Link {
     /// Signalled when the callback reader thread finishes.
     finished: Condvar,
     close_timeout: Duration,
+    metrics: Option<Arc<MetricsCollector>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let code = st
+                .closed
+                .as_ref()
+                .and_then(|c| c.code)
+                .or_else(|| st.local_close.as_ref().and_then(|c| c.code))
+                .unwrap_or(CloseCode::ABNORMAL);
+            metrics.record_connection_closed(code.0);
+        }
+    }
 }
 
 impl Link {
     fn state(&self) -> MutexGuard<'_, LinkState> {
         lock(&self.state)
+    }
+
+    /// [`Link::send`] for a data message, counted in the metrics once sent.
+    fn send_message(
+        &self,
+        kind: MessageKind,
+        len: usize,
+        encode: impl FnOnce(&mut LinkState) -> Result<(), SendError>,
+    ) -> Result<(), Error> {
+        self.send(encode)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_message_sent(kind, len);
+        }
+        Ok(())
     }
 
     /// Encodes frames with `encode` (into `state.pending`) and writes everything queued.
@@ -598,8 +640,18 @@ impl Reader {
                 n,
                 match event {
                     None => Step::NeedMore,
-                    Some(Event::Text(t)) => Step::Message(Message::Text(t.into_owned())),
-                    Some(Event::Binary(b)) => Step::Message(Message::Binary(b.into_owned())),
+                    Some(Event::Text(t)) => {
+                        if let Some(metrics) = &link.metrics {
+                            metrics.record_message_received(MessageKind::Text, t.len());
+                        }
+                        Step::Message(Message::Text(t.into_owned()))
+                    }
+                    Some(Event::Binary(b)) => {
+                        if let Some(metrics) = &link.metrics {
+                            metrics.record_message_received(MessageKind::Binary, b.len());
+                        }
+                        Step::Message(Message::Binary(b.into_owned()))
+                    }
                     Some(Event::Ping(_) | Event::Pong(_)) => Step::Control,
                     Some(Event::Close(frame)) => {
                         let info = CloseInfo {
@@ -930,7 +982,11 @@ fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
         writer: Mutex::new(Vec::new()),
         finished: Condvar::new(),
         close_timeout: options.close_timeout,
+        metrics: options.metrics.clone(),
     });
+    if let Some(metrics) = &link.metrics {
+        metrics.record_connection_opened();
+    }
     let reader = Reader {
         buf,
         last_rx: Instant::now(),
@@ -980,12 +1036,12 @@ pub fn connect(url: &str, options: ClientOptions) -> Result<Client, Error> {
 impl Client {
     /// Sends a text message (one frame).
     pub fn send_text(&mut self, text: &str) -> Result<(), Error> {
-        self.link.send(|st| st.conn.send_text(text, &mut st.pending))
+        self.link.send_message(MessageKind::Text, text.len(), |st| st.conn.send_text(text, &mut st.pending))
     }
 
     /// Sends a binary message (one frame).
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.link.send(|st| st.conn.send_binary(data, &mut st.pending))
+        self.link.send_message(MessageKind::Binary, data.len(), |st| st.conn.send_binary(data, &mut st.pending))
     }
 
     /// Sends a ping (payload at most 125 bytes, else [`Error::Send`]). Its pong is consumed by the next
@@ -1181,12 +1237,12 @@ pub struct ClientSender {
 impl ClientSender {
     /// Sends a text message.
     pub fn send_text(&self, text: &str) -> Result<(), Error> {
-        self.link.send(|st| st.conn.send_text(text, &mut st.pending))
+        self.link.send_message(MessageKind::Text, text.len(), |st| st.conn.send_text(text, &mut st.pending))
     }
 
     /// Sends a binary message.
     pub fn send_binary(&self, data: &[u8]) -> Result<(), Error> {
-        self.link.send(|st| st.conn.send_binary(data, &mut st.pending))
+        self.link.send_message(MessageKind::Binary, data.len(), |st| st.conn.send_binary(data, &mut st.pending))
     }
 
     /// Sends a ping (payload at most 125 bytes).
