@@ -196,3 +196,63 @@ fn a_second_server_on_a_port_in_use_fails_instead_of_sharing_it() {
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
     first.stop();
 }
+
+/// Sends a small raw frame (corked), then large raw frames that `send_raw` writes straight from the
+/// caller's slice, enough of them to fill the socket so part of them must be corked and flushed later.
+/// Every echo must come back whole and in order.
+struct RawSender {
+    frames: Vec<Vec<u8>>,
+    expected: Vec<Vec<u8>>,
+    next: usize,
+    result: Arc<Mutex<Option<Result<usize, String>>>>,
+}
+
+impl Handler for RawSender {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        for frame in &self.frames {
+            ctx.send_raw(frame).unwrap();
+        }
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
+        let Message::Binary(got) = message else {
+            *self.result.lock().unwrap() = Some(Err("a text echo".into()));
+            return;
+        };
+        if got != self.expected[self.next].as_slice() {
+            *self.result.lock().unwrap() = Some(Err(format!("echo {} differs (len {})", self.next, got.len())));
+            let _ = ctx.close(CloseCode::NORMAL, "");
+            return;
+        }
+        self.next += 1;
+        if self.next == self.expected.len() {
+            *self.result.lock().unwrap() = Some(Ok(self.next));
+            let _ = ctx.close(CloseCode::NORMAL, "");
+        }
+    }
+}
+
+#[test]
+fn large_raw_frames_are_written_uncopied_and_keep_their_order() {
+    use wsloop::proto::frame::{encode_frame, OpCode};
+    let server = echo_server();
+    let clients = client_engine();
+    let mut frames = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..41u32 {
+        // The first is small (corked); then 40 of 256 KiB, 10 MiB in all: more than the socket takes at once.
+        let len = if i == 0 { 100 } else { 256 * 1024 };
+        let payload: Vec<u8> = (0..len).map(|j| (j as u32).wrapping_mul(31).wrapping_add(i) as u8).collect();
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, OpCode::Binary, true, 0, Some([1, 2, 3, i as u8]), &payload);
+        frames.push(frame);
+        expected.push(payload);
+    }
+    let result = Arc::new(Mutex::new(None));
+    let sender = RawSender { frames, expected, next: 0, result: result.clone() };
+    clients.handle().connect(server.local_addr(), "localhost", "/echo", ConnectOptions::default(), sender);
+    assert!(eventually(Duration::from_secs(20), || result.lock().unwrap().is_some()), "no result");
+    assert_eq!(result.lock().unwrap().clone().unwrap(), Ok(41));
+    assert_eq!(server.handle().metrics().protocol_errors, 0);
+    clients.stop();
+    server.stop();
+}

@@ -322,12 +322,19 @@ impl Ctx<'_> {
     /// header and the payload go out in one `writev`; only what the socket does not take is copied (into
     /// the cork, which the reactor flushes or queues after the callback, keeping the order).
     fn send_direct(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        if !self.proto.send_message_split(opcode, payload, self.out).map_err(SendError::Protocol)? {
-            return Ok(());
+        if self.proto.send_message_split(opcode, payload, self.out).map_err(SendError::Protocol)? {
+            self.write_through(payload);
         }
+        Ok(())
+    }
+
+    /// Writes the cork and then `tail` with one `writev`, without copying `tail` first; whatever the socket
+    /// does not take is corked (copied) after what is already there, so the order stays. Only called when
+    /// nothing is queued behind the cork (`self.queued == 0`).
+    fn write_through(&mut self, tail: &[u8]) {
         let mut stream = self.stream;
         let written = loop {
-            let bufs = [IoSlice::new(self.out), IoSlice::new(payload)];
+            let bufs = [IoSlice::new(self.out), IoSlice::new(tail)];
             match stream.write_vectored(&bufs) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -337,26 +344,30 @@ impl Ctx<'_> {
         };
         crate::metrics::Counters::add(&self.counters.bytes_written, written as u64);
         if written >= self.out.len() {
-            let sent_of_payload = written - self.out.len();
+            let sent_of_tail = written - self.out.len();
             self.out.clear();
-            self.out.extend_from_slice(&payload[sent_of_payload..]);
+            self.out.extend_from_slice(&tail[sent_of_tail..]);
         } else {
             self.out.drain(..written);
-            self.out.extend_from_slice(payload);
+            self.out.extend_from_slice(tail);
         }
-        Ok(())
     }
 
     /// Queues bytes that already are one or more complete frames valid for this connection's role, e.g.
     /// masked client frames a load generator built once and sends many times. Only "may data still be
     /// sent" is checked (and the backpressure policy applied); the caller vouches for everything else —
-    /// a malformed frame here breaks the connection. Not counted in `messages_sent`.
+    /// a malformed frame here breaks the connection. Not counted in `messages_sent`. Like `send_binary`,
+    /// 16 KiB or more go to the socket straight from `frames` (one `writev` with what is corked), uncopied.
     pub fn send_raw(&mut self, frames: &[u8]) -> Result<(), SendError> {
         if !self.proto.can_send() {
             return Err(SendError::Protocol(proto::SendError::Closed));
         }
         self.admit(frames.len())?;
-        self.out.extend_from_slice(frames);
+        if frames.len() >= DIRECT_WRITE_MIN && self.queued == 0 {
+            self.write_through(frames);
+        } else {
+            self.out.extend_from_slice(frames);
+        }
         Ok(())
     }
 

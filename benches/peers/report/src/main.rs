@@ -52,6 +52,22 @@ fn figure(runs: &[Value], server: &str, key: &str) -> Option<Stat> {
     stat(xs)
 }
 
+/// wsloop's figure `key` divided by `server`'s, round by round (the two runs of a round are neighbours in
+/// time, so they share the machine's state): the median and spread of those per-round ratios.
+fn paired(runs: &[Value], server: &str, key: &str) -> Option<Stat> {
+    let value = |name: &str, round: &Value| {
+        runs.iter()
+            .find(|r| r["server"] == name && r["ok"] == true && r["round"] == *round)
+            .and_then(|r| key.split('.').try_fold(r, |v, k| v.get(k)).and_then(Value::as_f64))
+    };
+    let xs = runs
+        .iter()
+        .filter(|r| r["server"] == server && r["ok"] == true)
+        .filter_map(|r| Some(value(REFERENCE, &r["round"])? / value(server, &r["round"])?))
+        .collect();
+    stat(xs)
+}
+
 fn errors(runs: &[Value], server: &str) -> Vec<String> {
     let mut out: Vec<String> = runs
         .iter()
@@ -94,6 +110,15 @@ fn cell(s: Option<Stat>) -> String {
     match s {
         Some(s) if s.n > 1 => format!("{} ({}-{})", num(s.median), num(s.min), num(s.max)),
         Some(s) => num(s.median),
+        None => "-".into(),
+    }
+}
+
+/// A paired ratio: median, and the min-max over rounds when there are several.
+fn paired_cell(s: Option<Stat>) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!("{:.2}x ({:.2}-{:.2})", s.median, s.min, s.max),
+        Some(s) => format!("{:.2}x", s.median),
         None => "-".into(),
     }
 }
@@ -181,8 +206,9 @@ impl<'a> Report<'a> {
                 );
             }
             out.push_str(
-                "| server | msgs/s median (min-max) | vs wsloop | p50 µs | p99 µs | msgs per server CPU-s | vs wsloop |\n\
-                 |---|---:|---:|---:|---:|---:|---:|\n",
+                "| server | msgs/s median (min-max) | vs wsloop | p50 µs | p99 µs | msgs per server CPU-s | vs wsloop \
+                 | bench CPU % | wsloop ÷ server, msgs/s, paired | wsloop ÷ server, per CPU-s, paired |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             let ref_rate = figure(runs, REFERENCE, "messages_per_second");
             let ref_eff = figure(runs, REFERENCE, "messages_per_server_cpu_second");
@@ -194,7 +220,7 @@ impl<'a> Report<'a> {
                     if !errs.is_empty() {
                         let _ = writeln!(
                             out,
-                            "| {server} | not measured: {} | | | | | |",
+                            "| {server} | not measured: {} | | | | | | | | |",
                             errs.join("; ").replace('|', "/")
                         );
                     }
@@ -202,13 +228,24 @@ impl<'a> Report<'a> {
                 }
                 let _ = writeln!(
                     out,
-                    "| {server} | {} | {} | {} | {} | {} | {} |",
+                    "| {server} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     cell(rate),
                     ratio(rate, ref_rate),
                     figure(runs, server, "latency_us.p50").map_or("-".into(), |s| num(s.median)),
                     figure(runs, server, "latency_us.p99").map_or("-".into(), |s| num(s.median)),
                     cell(eff),
                     ratio(eff, ref_eff),
+                    figure(runs, server, "bench_cpu_percent").map_or("-".into(), |s| format!("{:.0}", s.median)),
+                    if server == REFERENCE {
+                        "-".into()
+                    } else {
+                        paired_cell(paired(runs, server, "messages_per_second"))
+                    },
+                    if server == REFERENCE {
+                        "-".into()
+                    } else {
+                        paired_cell(paired(runs, server, "messages_per_server_cpu_second"))
+                    },
                 );
             }
         }
@@ -262,7 +299,11 @@ impl<'a> Report<'a> {
              do not edit by hand between the markers. Every server runs single-threaded (`wsloop serve --threads 1`, \
              tokio `current_thread`, Node.js, Go with `GOMAXPROCS=1`, ws-rs' one event loop). Medians over the \
              rounds, with min-max; \"vs wsloop\" divides a server's median by wsloop's (for bytes per connection, \
-             lower is better). Server CPU is utime + stime of the server process over the run.\n\n",
+             lower is better). Server CPU is utime + stime of the server process over the run. The \"paired\" \
+             columns divide wsloop's figure by the server's within each round (the two runs are seconds apart \
+             and share the machine's state) and give the median with the min-max over rounds: on this \
+             noisy machine they are the steadier comparison. When the bench CPU nears 100 %, the load generator \
+             shares the limit and msgs per server CPU-s is the fair figure.\n\n",
         );
         out.push_str(&self.header());
         if let Some(link) = svg_link {
