@@ -2,7 +2,7 @@
 # wsloop side by side with other WebSocket echo servers (benches/peers/), every server single-threaded.
 #
 #   scripts/bench-peers.sh [--quick] [--rounds N] [--duration SECS] [--scenarios LIST] [--servers LIST]
-#                          [--idle-conns N] [--idle-window W] [--no-build] [--docs | --no-docs]
+#                          [--idle-conns N] [--idle-window W] [--crosscheck] [--no-build] [--docs | --no-docs]
 #
 # Builds wsloop (cargo build --release) and the peers (benches/peers: tokio-tungstenite, fastwebsockets,
 # ws-rs, node ws, Go gorilla/websocket), then for each scenario runs every server in turn, round after round
@@ -27,6 +27,10 @@
 #   --servers L      e.g. wsloop,gorilla (default wsloop,tungstenite,fastws,ws-rs,node-ws,gorilla)
 #   --idle-conns N   scenario iv connections (default 10000; needs N + ~20 open files per process)
 #   --idle-window W  handshakes in flight at once in scenario iv (idle-probe threads, default 8)
+#   --crosscheck     measure every throughput run a second time with benches/peers' independent `loadgen`
+#                    (no wsloop code in it), right after the `wsloop bench` run: rows "NAME [loadgen]", and
+#                    a table of wsloop bench ÷ loadgen per server, to show the bench measures what an
+#                    independent load generator measures
 #   --no-build       use what is built; servers that are not built are skipped
 #   --docs/--no-docs rewrite docs/benchmarks.md and docs/img/peers.svg (default: yes, except with --quick)
 #
@@ -40,8 +44,9 @@ PROBE=$PEERS/wsprobe.py
 WSLOOP=${WSLOOP:-$ROOT/target/release/wsloop}   # override to measure another build
 REPORT=$PEERS/target/release/peers-report
 IDLE_PROBE=$PEERS/target/release/idle-probe
+LOADGEN=$PEERS/target/release/loadgen
 
-ROUNDS=3 DURATION=10 SCENARIOS=i,ii,iii,iv,v IDLE_CONNS=10000 IDLE_WINDOW=8 BUILD=1 DOCS='' QUICK=0
+ROUNDS=3 DURATION=10 SCENARIOS=i,ii,iii,iv,v IDLE_CONNS=10000 IDLE_WINDOW=8 BUILD=1 DOCS='' QUICK=0 CROSSCHECK=0
 SERVERS=wsloop,tungstenite,fastws,ws-rs,node-ws,gorilla
 ROUNDS_SET='' DURATION_SET='' SCENARIOS_SET='' IDLE_SET=''
 
@@ -49,6 +54,7 @@ die() { echo "bench-peers: $*" >&2; exit 2; }
 log() { echo "bench-peers: $*" >&2; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
+export BENCH_PEERS_ARGS="$*"   # for the results file
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
@@ -58,6 +64,7 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS=${2:?}; shift ;;
         --idle-conns) IDLE_CONNS=${2:?}; IDLE_SET=1; shift ;;
         --idle-window) IDLE_WINDOW=${2:?}; shift ;;
+        --crosscheck) CROSSCHECK=1 ;;
         --no-build) BUILD=0 ;;
         --docs) DOCS=1 ;;
         --no-docs) DOCS=0 ;;
@@ -169,6 +176,10 @@ built wsloop || log "warning: wsloop is not built: no ratios"
 HAVE_BENCH=0
 if [ -x "$WSLOOP" ] && "$WSLOOP" bench --help >/dev/null 2>&1; then HAVE_BENCH=1; fi
 [ "$HAVE_BENCH" = 1 ] || log "warning: 'wsloop bench' is not available: throughput runs only check that servers start and echo"
+if [ "$CROSSCHECK" = 1 ] && [ ! -x "$LOADGEN" ]; then
+    log "warning: $LOADGEN is not built: no cross-check"
+    CROSSCHECK=0
+fi
 
 SERVER_PID=
 cleanup() {
@@ -252,13 +263,19 @@ if isinstance(b, dict):
     rec["bench"] = b
     # `wsloop bench --json`: measured.{messages_per_second, received, seconds}, latency_us.{p50, p90, p99,
     # p99_9, max}, bench_cpu.percent_of_one_core.
-    measured = b.get("measured") or {}
+    # benches/peers `loadgen`: messages_per_second, measured_messages, latency_us, cpu at the top level.
+    if "measured" in b:
+        measured = b.get("measured") or {}
+        load_cpu = b.get("bench_cpu") or {}
+    else:
+        measured = {"messages_per_second": b.get("messages_per_second"), "received": b.get("measured_messages")}
+        load_cpu = b.get("cpu") or {}
     rate = measured.get("messages_per_second")
     rec["messages_per_second"] = rate
     lat = b.get("latency_us") or {}
     rec["latency_us"] = {"p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"),
                          "p999": lat.get("p99_9"), "max": lat.get("max")}
-    rec["bench_cpu_percent"] = (b.get("bench_cpu") or {}).get("percent_of_one_core")
+    rec["bench_cpu_percent"] = load_cpu.get("percent_of_one_core")
     messages = measured.get("received")
     if not isinstance(messages, (int, float)) and isinstance(rate, (int, float)):
         secs = measured.get("seconds") or rec.get("wall_seconds")
@@ -291,16 +308,18 @@ scenario_args() {   # bench flags of a throughput scenario
     esac
 }
 
-run_throughput() {   # SCENARIO SERVER ROUND
-    local sc=$1 name=$2 round=$3 pin=1 port base ok=true err='' t0 t1 w0 w1 rc
+run_throughput() {   # SCENARIO SERVER ROUND [TOOL: bench (default) or loadgen]
+    local sc=$1 name=$2 round=$3 tool=${4:-bench} pin=1 port base ok=true err='' t0 t1 w0 w1 rc row=$2
     [ "$sc" = v ] && pin=0
+    [ "$tool" = loadgen ] && row="$name [loadgen]"
     base=$RAW/$sc-$name-r$round
+    [ "$tool" = loadgen ] && base=$base-loadgen
     port=$(free_port)
     # shellcheck disable=SC2207
     local args=($(scenario_args "$sc"))
     if ! start_server "$name" "$port" "$pin" "$base.server.log"; then
         log "  $sc $name round $round: server did not start or echo (see $base.server.log)"
-        record kind=throughput scenario="$sc" server="$name" round="$round" ok=false error="server did not start or echo"
+        record kind=throughput scenario="$sc" server="$row" round="$round" ok=false error="server did not start or echo"
         return
     fi
     if [ "$HAVE_BENCH" != 1 ]; then
@@ -310,6 +329,8 @@ run_throughput() {   # SCENARIO SERVER ROUND
         return
     fi
     local client=("$WSLOOP" bench "ws://127.0.0.1:$port/" "${args[@]}" -d "${DURATION}s" -t 1 --json)
+    # loadgen takes the same -c -s -p --text flags (and ignores --binary, its default).
+    [ "$tool" = loadgen ] && client=("$LOADGEN" "ws://127.0.0.1:$port/" "${args[@]/--binary/}" -d "$DURATION")
     [ "$pin" = 1 ] && client=(taskset -c 1 "${client[@]}")
     local load
     load=$(loadavg)
@@ -319,15 +340,15 @@ run_throughput() {   # SCENARIO SERVER ROUND
     w1=$(date +%s.%N)
     if kill -0 "$SERVER_PID" 2>/dev/null; then t1=$(cpu_ticks "$SERVER_PID"); else t1=$t0; ok=false err="server died"; fi
     stop_server
-    if [ "$rc" != 0 ]; then ok=false err="wsloop bench exited $rc: $(tail -c 300 "$base.bench.err" | tr '\n' ' ')"; fi
+    if [ "$rc" != 0 ]; then ok=false err="$tool exited $rc: $(tail -c 300 "$base.bench.err" | tr '\n' ' ')"; fi
     local cpu wall
     cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", (b - a) / hz }')
     wall=$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')
     local extra=()
     [ -n "$err" ] && extra=(error="$err")
-    record kind=throughput scenario="$sc" server="$name" round="$round" ok="$ok" "${extra[@]}" pinned="$pin" \
-        server_cpu_seconds="$cpu" wall_seconds="$wall" loadavg="$load" @bench="$base.bench.json"
-    log "  $sc $name round $round: $(tail -n 1 "$RUNS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(("%.0f msgs/s, server CPU %.2f s" % (r["messages_per_second"], r["server_cpu_seconds"])) if r["ok"] else "FAILED: " + r["error"])')"
+    record kind=throughput scenario="$sc" server="$row" round="$round" ok="$ok" "${extra[@]}" pinned="$pin" \
+        load_generator="$tool" server_cpu_seconds="$cpu" wall_seconds="$wall" loadavg="$load" @bench="$base.bench.json"
+    log "  $sc $row round $round: $(tail -n 1 "$RUNS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(("%.0f msgs/s, server CPU %.2f s" % (r["messages_per_second"], r["server_cpu_seconds"])) if r["ok"] else "FAILED: " + r["error"])')"
 }
 
 run_idle() {   # SERVER ROUND
@@ -382,7 +403,12 @@ for sc in "${SCENARIO_LIST[@]}"; do
     log "scenario $sc"
     for round in $(seq "$ROUNDS"); do
         for name in "${ACTIVE[@]}"; do
-            if [ "$sc" = iv ]; then run_idle "$name" "$round"; else run_throughput "$sc" "$name" "$round"; fi
+            if [ "$sc" = iv ]; then
+                run_idle "$name" "$round"
+            else
+                run_throughput "$sc" "$name" "$round"
+                if [ "$CROSSCHECK" = 1 ] && [ "$sc" != v ]; then sleep 0.5; run_throughput "$sc" "$name" "$round" loadgen; fi
+            fi
             sleep 0.5
         done
         if [ "$sc" = iv ] && [[ " ${ACTIVE[*]} " == *" wsloop "* ]]; then run_idle_memory_example "$round"; fi
@@ -448,11 +474,12 @@ doc = {
     "mode": "quick" if $QUICK else "full",
     "rounds": $ROUNDS,
     "duration_s": $DURATION,
-    "command": "scripts/bench-peers.sh" + (" --quick" if $QUICK else ""),
+    "command": ("scripts/bench-peers.sh " + os.environ.get("BENCH_PEERS_ARGS", "")).strip(),
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "loadavg_start": "$LOAD_START"},
     "versions": versions,
     "servers": "${ACTIVE[*]}".split(),
     "wsloop_bench_available": bool($HAVE_BENCH),
+    "crosscheck": bool($CROSSCHECK),
     "scenarios": scenarios,
 }
 json.dump(doc, open(out, "w"), indent=1)

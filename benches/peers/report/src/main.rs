@@ -52,9 +52,9 @@ fn figure(runs: &[Value], server: &str, key: &str) -> Option<Stat> {
     stat(xs)
 }
 
-/// wsloop's figure `key` divided by `server`'s, round by round (the two runs of a round are neighbours in
-/// time, so they share the machine's state): the median and spread of those per-round ratios.
-fn paired(runs: &[Value], server: &str, key: &str) -> Option<Stat> {
+/// `reference`'s figure `key` divided by `server`'s, round by round (the two runs of a round are neighbours
+/// in time, so they share the machine's state): the median and spread of those per-round ratios.
+fn paired(runs: &[Value], reference: &str, server: &str, key: &str) -> Option<Stat> {
     let value = |name: &str, round: &Value| {
         runs.iter()
             .find(|r| r["server"] == name && r["ok"] == true && r["round"] == *round)
@@ -63,9 +63,21 @@ fn paired(runs: &[Value], server: &str, key: &str) -> Option<Stat> {
     let xs = runs
         .iter()
         .filter(|r| r["server"] == server && r["ok"] == true)
-        .filter_map(|r| Some(value(REFERENCE, &r["round"])? / value(server, &r["round"])?))
+        .filter_map(|r| Some(value(reference, &r["round"])? / value(server, &r["round"])?))
         .collect();
     stat(xs)
+}
+
+/// Rows measured by benches/peers' independent `loadgen` (`scripts/bench-peers.sh --crosscheck`).
+const LOADGEN_SUFFIX: &str = " [loadgen]";
+
+/// The row a server's figures are divided by: wsloop measured by the same load generator.
+fn reference_for(server: &str) -> String {
+    if server.ends_with(LOADGEN_SUFFIX) {
+        format!("{REFERENCE}{LOADGEN_SUFFIX}")
+    } else {
+        REFERENCE.to_owned()
+    }
 }
 
 fn errors(runs: &[Value], server: &str) -> Vec<String> {
@@ -207,12 +219,13 @@ impl<'a> Report<'a> {
             }
             out.push_str(
                 "| server | msgs/s median (min-max) | vs wsloop | p50 µs | p99 µs | msgs per server CPU-s | vs wsloop \
-                 | bench CPU % | wsloop ÷ server, msgs/s, paired | wsloop ÷ server, per CPU-s, paired |\n\
+                 | load generator CPU % | wsloop ÷ server, msgs/s, paired | wsloop ÷ server, per CPU-s, paired |\n\
                  |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
-            let ref_rate = figure(runs, REFERENCE, "messages_per_second");
-            let ref_eff = figure(runs, REFERENCE, "messages_per_server_cpu_second");
             for server in &self.servers {
+                let reference = reference_for(server);
+                let ref_rate = figure(runs, &reference, "messages_per_second");
+                let ref_eff = figure(runs, &reference, "messages_per_server_cpu_second");
                 let rate = figure(runs, server, "messages_per_second");
                 let eff = figure(runs, server, "messages_per_server_cpu_second");
                 if rate.is_none() {
@@ -236,20 +249,54 @@ impl<'a> Report<'a> {
                     cell(eff),
                     ratio(eff, ref_eff),
                     figure(runs, server, "bench_cpu_percent").map_or("-".into(), |s| format!("{:.0}", s.median)),
-                    if server == REFERENCE {
+                    if *server == reference {
                         "-".into()
                     } else {
-                        paired_cell(paired(runs, server, "messages_per_second"))
+                        paired_cell(paired(runs, &reference, server, "messages_per_second"))
                     },
-                    if server == REFERENCE {
+                    if *server == reference {
                         "-".into()
                     } else {
-                        paired_cell(paired(runs, server, "messages_per_server_cpu_second"))
+                        paired_cell(paired(runs, &reference, server, "messages_per_server_cpu_second"))
                     },
                 );
             }
+            out.push_str(&self.crosscheck_table(runs));
         }
         out
+    }
+
+    /// `wsloop bench` against the independent `loadgen`, server by server, when the run has both.
+    fn crosscheck_table(&self, runs: &[Value]) -> String {
+        let mut rows = String::new();
+        for server in self.servers.iter().filter(|s| !s.ends_with(LOADGEN_SUFFIX)) {
+            let other = format!("{server}{LOADGEN_SUFFIX}");
+            let (Some(bench), Some(loadgen)) =
+                (figure(runs, server, "messages_per_second"), figure(runs, &other, "messages_per_second"))
+            else {
+                continue;
+            };
+            let cpu =
+                |name: &str| figure(runs, name, "bench_cpu_percent").map_or("-".into(), |s| format!("{:.0}", s.median));
+            let _ = writeln!(
+                rows,
+                "| {server} | {} | {} | {} | {} | {} |",
+                num(bench.median),
+                num(loadgen.median),
+                paired_cell(paired(runs, server, &other, "messages_per_second")),
+                cpu(server),
+                cpu(&other),
+            );
+        }
+        if rows.is_empty() {
+            return rows;
+        }
+        format!(
+            "\nCross-check: the same server measured by `wsloop bench` and, right after, by the independent \
+             `loadgen` (benches/peers, no wsloop code).\n\n\
+             | server | wsloop bench msgs/s | loadgen msgs/s | bench ÷ loadgen, paired | bench CPU % | loadgen CPU % |\n\
+             |---|---:|---:|---:|---:|---:|\n{rows}"
+        )
     }
 
     fn idle_tables(&self) -> String {
