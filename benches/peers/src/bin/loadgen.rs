@@ -67,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "-d" => a.duration = secs(&value()?)?,
             "--warmup" => a.warmup = secs(&value()?)?,
             "--text" | "--binary" => a.text = arg == "--text",
+            "" => {} // an empty argument, as a script's "${args[@]/--binary/}" leaves
             "-h" | "--help" => {
                 println!("{USAGE}");
                 exit(0)
