@@ -12,10 +12,10 @@
 //! connection opened.
 //!
 //! Checked: status 101 and Sec-WebSocket-Accept (the key is fixed, so the expected value is a constant);
-//! server frames unmasked, RSV bits clear; every data frame FIN, with the opcode sent and exactly the payload
-//! sent (byte for byte); control frames at most 125 bytes. Shortcuts: one masking key and one payload for every
-//! frame (the frame is masked once at start; RFC 6455 wants a fresh key per frame, servers cannot tell); no
-//! fragmentation; other response headers are ignored. Errors (the "errors" total, "error_counts" by kind): a
+//! server frames unmasked, RSV bits clear; every echo has the opcode sent and exactly the payload sent (byte
+//! for byte), in one frame or in fragments; control frames at most 125 bytes. Shortcuts: one masking key and
+//! one payload for every frame (the frame is masked once at start; RFC 6455 wants a fresh key per frame,
+//! servers cannot tell); our messages are never fragmented; other response headers are ignored. Errors (the "errors" total, "error_counts" by kind): a
 //! failed connect or handshake, any of the violations above, a connection the server closed or reset before
 //! our close, and echoes still missing 2 s after the deadline.
 //!
@@ -171,6 +171,8 @@ struct Conn {
     ctrl_sent: usize,
     /// The last write was short or would block: wait for a WRITABLE edge.
     blocked: bool,
+    /// Inside a fragmented echo: how many payload bytes its fragments carried so far.
+    fragmented: Option<usize>,
 }
 
 /// What the connections share: the pre-built bytes, the clock and the counters.
@@ -312,8 +314,15 @@ fn parse(c: &mut Conn, run: &mut Run, now: u64) -> Result<(), End> {
             126 | 127 => return Ok(()),
             n => (2, n as usize),
         };
-        let echo = fin && opcode == run.opcode && len == run.payload.len();
-        if !echo && (opcode < 8 || !fin || len > 125) {
+        // A data frame is the whole echo or one fragment of it (a server may fragment, e.g. ws-rs splits
+        // 64 KiB into 65,535-byte frames): the payload bytes it carries start at `offset` of the payload sent.
+        let offset = match (opcode, c.fragmented) {
+            (0, Some(done)) => Some(done),
+            (o, None) if o == run.opcode => Some(0),
+            _ => None,
+        };
+        let data = offset.filter(|&at| at + len <= run.payload.len() && (!fin || at + len == run.payload.len()));
+        if data.is_none() && (opcode < 8 || !fin || len > 125) {
             // Rejected before its payload arrives, so the buffer never has to hold more than one echo.
             return Err(fail(Kind::Protocol, format!("unexpected frame: FIN {fin}, opcode {opcode}, length {len}")));
         }
@@ -322,10 +331,15 @@ fn parse(c: &mut Conn, run: &mut Run, now: u64) -> Result<(), End> {
         }
         let payload = &buf[hlen..hlen + len];
         c.head += hlen + len;
-        match opcode {
-            _ if echo && payload != run.payload.as_slice() => {
-                return Err(fail(Kind::Protocol, "echoed payload differs from the one sent"))
+        if let Some(at) = data {
+            if payload != &run.payload[at..at + len] {
+                return Err(fail(Kind::Protocol, "echoed payload differs from the one sent"));
             }
+            c.fragmented = (!fin).then_some(at + len);
+        }
+        let echo = data.is_some() && fin;
+        match opcode {
+            _ if data.is_some() && !fin => {} // a fragment: the echo completes with its FIN frame
             _ if echo && c.state == State::Closing => {} // late: already counted as unanswered
             _ if echo => {
                 let sent = c.stamps.pop_front().ok_or_else(|| fail(Kind::Protocol, "echo with nothing in flight"))?;
@@ -458,6 +472,7 @@ fn run(args: &Args) -> io::Result<i32> {
                 pos: 0,
                 ctrl_sent: 0,
                 blocked: false,
+                fragmented: None,
             }),
             Err(e) => {
                 eprintln!("loadgen: connect: {e}");
