@@ -352,7 +352,12 @@ impl Ring {
     fn push_back(&mut self, at: u64) {
         let (head, len, capacity) = (self.head, self.len, self.capacity);
         if len < capacity {
-            self.slots()[(head + len) % capacity] = at;
+            // head < capacity and len < capacity: one conditional subtraction wraps (no division per message).
+            let mut i = head + len;
+            if i >= capacity {
+                i -= capacity;
+            }
+            self.slots()[i] = at;
             self.len += 1;
         }
     }
@@ -363,7 +368,7 @@ impl Ring {
         }
         let (head, capacity) = (self.head, self.capacity);
         let at = self.slots()[head];
-        self.head = (head + 1) % capacity;
+        self.head = if head + 1 == capacity { 0 } else { head + 1 };
         self.len -= 1;
         Some(at)
     }
@@ -1053,6 +1058,28 @@ mod tests {
                 }
                 assert!(ring.is_empty());
                 assert_eq!(ring.pop_front(), None);
+            }
+        }
+    }
+
+    #[test]
+    fn ring_wraps_around_like_a_deque() {
+        // Pushes and pops interleaved so the head visits every slot and the tail wraps past the end.
+        for capacity in [1, 3, 4, 5, 16] {
+            let mut ring = Ring::new(capacity);
+            let mut model = std::collections::VecDeque::new();
+            let mut x = 7u64;
+            for step in 0..2_000u64 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if (x >> 33) % 3 != 0 {
+                    ring.push_back(step);
+                    if model.len() < capacity {
+                        model.push_back(step);
+                    }
+                } else {
+                    assert_eq!(ring.pop_front(), model.pop_front(), "capacity {capacity}, step {step}");
+                }
+                assert_eq!(ring.len(), model.len());
             }
         }
     }
