@@ -189,6 +189,38 @@ fn read_timeout_fires_and_the_connection_stays_usable() {
 }
 
 #[test]
+fn a_zero_timeout_read_polls_without_blocking() {
+    let server = default_server();
+    let mut c = connect(&server.url("/echo"), options()).unwrap();
+    // Nothing to read: each call returns at once. Blocking for the 1 ms minimum of a socket read timeout,
+    // 200 calls would take 200 ms or more.
+    let started = Instant::now();
+    for _ in 0..200 {
+        match c.read_message(Some(Duration::ZERO)) {
+            Err(Error::Timeout(Operation::Read)) => {}
+            other => panic!("expected a read timeout, got {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+    // A message that has arrived is returned by a zero-timeout read.
+    c.send_text("ready").unwrap();
+    let deadline = Instant::now() + 5 * SEC;
+    let got = loop {
+        match c.read_message(Some(Duration::ZERO)) {
+            Ok(m) => break m,
+            Err(Error::Timeout(Operation::Read)) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(got, Message::Text("ready".into()));
+    assert!(c.is_open());
+    c.send_text("blocking again").unwrap();
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("blocking again".into()));
+}
+
+#[test]
 fn default_read_timeout_applies_when_none_is_given() {
     // A server that completes the handshake and never sends anything.
     let (done_tx, done_rx) = mpsc::channel::<()>();

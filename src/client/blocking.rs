@@ -725,9 +725,16 @@ impl Reader {
             if let Some(cap) = max_block {
                 wait = min_wait(wait, cap);
             }
-            self.set_timeout(link, wait)?;
             attempted_read = true;
-            match (&link.stream).read(self.buf.spare()) {
+            let read = if wait == Some(Duration::ZERO) && cfg!(unix) {
+                // Nothing left to wait for (a zero timeout, or the deadline is now): take what the socket
+                // holds without blocking, instead of the 1 ms a socket read timeout needs at least.
+                recv_now(&link.stream, self.buf.spare())
+            } else {
+                self.set_timeout(link, wait)?;
+                (&link.stream).read(self.buf.spare())
+            };
+            match read {
                 Ok(0) => {
                     let mut st = link.state();
                     link.teardown(&mut st, "connection closed without a close frame");
@@ -1052,8 +1059,9 @@ impl Client {
 
     /// Waits for the next text or binary message.
     ///
-    /// `timeout`: `Some` bounds this call; `None` uses [`ClientOptions::read_timeout`] (by default:
-    /// wait indefinitely). While waiting, pings are answered, pongs consumed and keepalive pings sent
+    /// `timeout`: `Some` bounds this call (`Some(Duration::ZERO)` polls: a message already received is
+    /// returned, otherwise the call fails at once, without blocking); `None` uses
+    /// [`ClientOptions::read_timeout`] (by default: wait indefinitely). While waiting, pings are answered, pongs consumed and keepalive pings sent
     /// (see [`ClientOptions::ping_interval`]).
     ///
     /// Errors: [`Error::Timeout`]`(`[`Operation::Read`]`)` when the time is up (the connection stays
@@ -1414,9 +1422,59 @@ impl Drop for CallbackClient {
     }
 }
 
+/// Reads what `stream` holds right now, without blocking: `MSG_DONTWAIT` applies to this one call, whereas
+/// switching the socket to non-blocking mode would also make another thread's blocking writes on the same
+/// socket fail with `WouldBlock`.
+#[cfg(unix)]
+fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call (an exclusive borrow), and
+    // the descriptor is `stream`'s own, kept open by the shared borrow for the whole call. `recv` writes at
+    // most `buf.len()` bytes and returns how many, or -1 with errno set.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Elsewhere the caller never takes this path (`cfg!(unix)` is false); a blocking read keeps it correct.
+#[cfg(not(unix))]
+fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    (&*stream).read(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn recv_now_takes_what_is_there_and_leaves_the_socket_blocking() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        let empty = recv_now(&ours, &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), ErrorKind::WouldBlock);
+        peer.write_all(b"hello").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let n = loop {
+            match recv_now(&ours, &mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"hello");
+        // The socket itself is still blocking: a plain read waits for the timeout instead of failing at once.
+        ours.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let started = Instant::now();
+        let err = (&ours).read(&mut buf).unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(40), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn read_buf_keeps_unconsumed_bytes_across_growth() {
