@@ -103,8 +103,9 @@ impl CloseInfo {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientOptions {
-    /// Time allowed to open the TCP connection, per resolved address tried. Default 10 s. Name
-    /// resolution itself is not bounded (the system resolver has no timeout).
+    /// Time allowed to open the TCP connection, per resolved address tried. Default 10 s. It also bounds
+    /// the host name's resolution (run on a thread of its own, since the system resolver has no timeout):
+    /// [`Error::Timeout`]`(`[`Operation::Resolve`]`)`.
     pub connect_timeout: Duration,
     /// Time allowed for the opening handshake (request written, 101 response read). Default 10 s.
     pub handshake_timeout: Duration,
@@ -855,19 +856,49 @@ struct Opened {
     url: WsUrl,
 }
 
-fn resolve(url: &WsUrl) -> Result<Vec<SocketAddr>, Error> {
+/// The addresses of `url`'s host: IP literals as they are; a name through the system resolver, given at most
+/// `timeout` (the resolver itself has none).
+fn resolve(url: &WsUrl, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
     let port = url.port();
     match url.host() {
         Host::Ipv4(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Ipv6(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Domain(name) => {
-            let resolve_err = |source| Error::Resolve { host: name.clone(), source };
-            let addrs: Vec<SocketAddr> = (name.as_str(), port).to_socket_addrs().map_err(resolve_err)?.collect();
+            let query = (name.clone(), port);
+            let addrs = resolve_within(name, timeout, move || {
+                query.to_socket_addrs().map(Iterator::collect::<Vec<SocketAddr>>)
+            })?;
             if addrs.is_empty() {
-                return Err(resolve_err(io::Error::new(ErrorKind::NotFound, "the name has no addresses")));
+                let source = io::Error::new(ErrorKind::NotFound, "the name has no addresses");
+                return Err(Error::Resolve { host: name.clone(), source });
             }
             Ok(addrs)
         }
+    }
+}
+
+/// Runs `lookup` on a thread of its own and waits for it at most `timeout`. A lookup still running then is
+/// left to finish on its own (its answer is dropped): a blocking resolver call cannot be cancelled.
+fn resolve_within(
+    host: &str,
+    timeout: Duration,
+    lookup: impl FnOnce() -> io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> Result<Vec<SocketAddr>, Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    thread::Builder::new()
+        .name("wsloop-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(lookup());
+        })
+        .map_err(Error::Io)?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(source)) => Err(Error::Resolve { host: host.to_owned(), source }),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout(Operation::Resolve)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::Resolve {
+            host: host.to_owned(),
+            source: io::Error::other("the resolver thread ended without an answer"),
+        }),
     }
 }
 
@@ -875,7 +906,7 @@ fn tcp_connect(url: &WsUrl, timeout: Duration) -> Result<TcpStream, Error> {
     let timeout = timeout.max(Duration::from_millis(1));
     let mut last = None;
     let mut all_timed_out = true;
-    for addr in resolve(url)? {
+    for addr in resolve(url, timeout)? {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => return Ok(stream),
             Err(e) => {
@@ -1448,6 +1479,20 @@ fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lookup_that_hangs_times_out_and_a_quick_one_answers() {
+        let slow = resolve_within("slow.example", Duration::from_millis(50), || {
+            thread::sleep(Duration::from_secs(2));
+            Ok(vec![])
+        });
+        assert!(matches!(slow, Err(Error::Timeout(Operation::Resolve))), "{slow:?}");
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let quick = resolve_within("quick.example", Duration::from_secs(5), move || Ok(vec![addr]));
+        assert_eq!(quick.unwrap(), vec![addr]);
+        let failed = resolve_within("bad.example", Duration::from_secs(5), || Err(io::Error::other("no such host")));
+        assert!(matches!(failed, Err(Error::Resolve { ref host, .. }) if host == "bad.example"), "{failed:?}");
+    }
 
     #[cfg(unix)]
     #[test]

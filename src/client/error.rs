@@ -17,6 +17,8 @@ use super::url::UrlError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Operation {
+    /// Resolving the host name (bounded by `ClientOptions::connect_timeout`).
+    Resolve,
     /// Opening the TCP connection (`ClientOptions::connect_timeout`, per address tried).
     Connect,
     /// The HTTP upgrade exchange (`ClientOptions::handshake_timeout`).
@@ -39,6 +41,10 @@ pub enum Operation {
 impl Operation {
     fn describe(self) -> &'static str {
         match self {
+            Self::Resolve => {
+                "resolving the host name timed out (is a DNS server reachable? the lookup is bounded by \
+                 ClientOptions::connect_timeout)"
+            }
             Self::Connect => {
                 "connecting timed out (is the host reachable and the port open? raise \
                  ClientOptions::connect_timeout for slow networks)"
@@ -68,6 +74,7 @@ impl Operation {
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::Resolve => "resolve",
             Self::Connect => "connect",
             Self::Handshake => "handshake",
             Self::Read => "read",
