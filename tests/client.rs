@@ -189,6 +189,17 @@ fn read_timeout_fires_and_the_connection_stays_usable() {
 }
 
 #[test]
+fn a_host_name_is_resolved_and_connected() {
+    let server = default_server();
+    let port = server.server.as_ref().unwrap().local_addr().port();
+    // "localhost" goes through the system resolver (on a thread of its own, bounded by connect_timeout);
+    // an address it yields that nothing listens on (e.g. ::1) is skipped for the next one.
+    let mut c = connect(&format!("ws://localhost:{port}/echo"), options()).unwrap();
+    c.send_text("by name").unwrap();
+    assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text("by name".into()));
+}
+
+#[test]
 fn a_zero_timeout_read_polls_without_blocking() {
     let server = default_server();
     let mut c = connect(&server.url("/echo"), options()).unwrap();
