@@ -87,6 +87,8 @@ pub trait Handler: 'static {
     fn on_close(&mut self, ctx: &mut Ctx<'_>, code: CloseCode, reason: &str) {}
     /// Every byte queued for a slow peer was written: the backlog is gone.
     fn on_drain(&mut self, ctx: &mut Ctx<'_>) {}
+    /// The timer armed with [`Ctx::set_timer`] is due. It fires once; arm it again here for a periodic tick.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {}
     /// The peer broke the protocol (the connection is being failed with `error.code`) or a limit was hit.
     fn on_error(&mut self, ctx: &mut Ctx<'_>, error: &proto::ProtocolError) {}
     /// An outgoing (in-loop client) connection could not be established: TCP connect, the handshake, or
@@ -154,6 +156,8 @@ pub(crate) struct Deferred {
     pub publishes: Vec<(String, Bytes)>,
     pub subscribe: Vec<String>,
     pub unsubscribe: Vec<String>,
+    /// The connection's handler timer: `Some(Some(delay))` arms it, `Some(None)` cancels it.
+    pub timer: Option<Option<std::time::Duration>>,
 }
 
 impl Deferred {
@@ -162,6 +166,7 @@ impl Deferred {
             && self.publishes.is_empty()
             && self.subscribe.is_empty()
             && self.unsubscribe.is_empty()
+            && self.timer.is_none()
     }
 }
 
@@ -369,6 +374,19 @@ impl Ctx<'_> {
             self.out.extend_from_slice(frames);
         }
         Ok(())
+    }
+
+    /// Arms this connection's timer: [`Handler::on_timer`] is called once, `after` from now (to the
+    /// millisecond; never early). One timer per connection: arming it again replaces the previous
+    /// deadline, and [`Ctx::cancel_timer`] disarms it. It never fires after `on_close`. Connections
+    /// without a timer pay nothing for this (the reactor keeps armed timers in a heap of its own).
+    pub fn set_timer(&mut self, after: std::time::Duration) {
+        self.deferred.timer = Some(Some(after));
+    }
+
+    /// Disarms this connection's timer, if armed (also one armed earlier in the same callback).
+    pub fn cancel_timer(&mut self) {
+        self.deferred.timer = Some(None);
     }
 
     /// Sends a ping (payload at most 125 bytes). Never dropped by the backpressure policy.

@@ -25,6 +25,7 @@
 
 mod config;
 mod handler;
+mod handler_timers;
 mod reactor;
 mod router;
 

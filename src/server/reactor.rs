@@ -31,6 +31,7 @@ use crate::timer::{TimerKey, TimerWheel};
 use std::ops::Not;
 
 use super::handler::{ConnId, ConnInfo, ConnectError, Ctx, Deferred, Handler, Message};
+use super::handler_timers::HandlerTimers;
 use super::router::Router;
 use super::{Config, Handle, ReactorLink};
 
@@ -252,6 +253,8 @@ pub(crate) struct Reactor {
     max_conns: usize,
     deferred: Deferred,
     dropped: u64,
+    /// Handler timers (`Ctx::set_timer`).
+    handler_timers: HandlerTimers,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -313,6 +316,7 @@ impl Reactor {
             now: 0,
             stopping: None,
             deferred: Deferred::default(),
+            handler_timers: HandlerTimers::default(),
             dropped: 0,
         }
     }
@@ -325,8 +329,12 @@ impl Reactor {
     fn run(mut self, handle: Handle) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout =
+            let mut timeout =
                 if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
+            if let Some(due) = self.handler_timers.next_due() {
+                let until = due.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(until, |t| t.min(until)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -353,6 +361,7 @@ impl Reactor {
                 }
             }
             self.fire_timers(&handle);
+            self.fire_handler_timers(&handle);
             if let Some(deadline) = self.stopping {
                 if self.conns.is_empty() {
                     break;
@@ -451,6 +460,34 @@ impl Reactor {
                 conn.timer = None;
                 self.on_timer(slot, handle);
             }
+        }
+    }
+
+    /// Calls `on_timer` for every handler timer due now. Timers armed by these calls wait for the next turn
+    /// of the loop, even with a zero delay, so a handler cannot keep the loop here.
+    fn fire_handler_timers(&mut self, handle: &Handle) {
+        for slot in self.handler_timers.take_due(Instant::now()) {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            let queued = conn.queued();
+            let Phase::Open(open) = &mut conn.phase else { continue };
+            if open.notified {
+                continue;
+            }
+            let mut env = Env {
+                id: ConnId::new(self.index, slot, conn.generation),
+                stream: &conn.stream,
+                cork: &mut self.cork,
+                queued,
+                config: &self.config,
+                slow_peer: false,
+                dropped: &mut self.dropped,
+                deferred: &mut self.deferred,
+                handle,
+                counters: &self.counters,
+            };
+            invoke(open, &mut env, None, |h, ctx| h.on_timer(ctx));
+            let slow_peer = env.slow_peer;
+            self.after_event(slot, handle, slow_peer);
         }
     }
 
@@ -916,6 +953,14 @@ impl Reactor {
 
     fn apply_deferred(&mut self, slot: usize, handle: &Handle) {
         let deferred = std::mem::take(&mut self.deferred);
+        if let Some(change) = deferred.timer {
+            // Only a connection still open gets a timer (not one that was just removed, e.g. from `on_close`).
+            let open = matches!(self.conns.get(slot), Some(Conn { phase: Phase::Open(open), .. }) if !open.notified);
+            match change {
+                Some(after) if open => self.handler_timers.arm(slot, Instant::now() + after),
+                _ => self.handler_timers.cancel(slot),
+            }
+        }
         if let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(slot) {
             for topic in deferred.subscribe {
                 let subscribed = &mut open.info.extra.get_or_insert_with(Default::default).topics;
@@ -1038,6 +1083,8 @@ impl Reactor {
         let Some(mut conn) = self.conns.try_remove(slot) else {
             return;
         };
+        // Its heap entry, if any, is skipped when it comes up (a new connection in this slot arms anew).
+        self.handler_timers.cancel(slot);
         let mut recorded = CloseCode::ABNORMAL;
         if let Some(key) = conn.timer.take() {
             self.wheel.cancel(key);
