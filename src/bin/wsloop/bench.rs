@@ -43,8 +43,9 @@ Clock: the duration and warmup start when the first connection is requested; the
 connection ramp, if it is shorter) is excluded from messages/s and latency. With -n, the run ends \
 when every connection has sent its share and received every echo.
 
---rate paces sends by sleeping the reactor thread (the engine has no timer for handlers yet), so echoes \
-that arrive during a pause are read late: with --rate, latency includes up to one pacing interval.
+--rate splits the rate over the threads; each thread hands out send slots spaced by its interval (at \
+most 5 ms of unused budget is banked), and a connection whose slot is ahead waits on a handler timer \
+(millisecond resolution), so echoes are still read as they arrive and latency stays a round trip.
 
 Exit status: 0 when every connection opened, at least one echo came back, every message sent was \
 echoed with the right type and length, and every connection ended with our 1000 close; 1 otherwise \
@@ -296,20 +297,15 @@ impl Run {
     }
 }
 
-/// Waits for this thread's next send slot under `--rate` and returns the time (ticks) after the wait.
-/// Blocks the reactor thread: every connection of this thread waits for the same budget (the engine
-/// offers handlers no timer; see docs/usage.md).
-fn pace(local: &mut Local, clock: &Clock, interval: u64, now: u64) -> u64 {
+/// Reserves this thread's next send slot under `--rate` and returns it (ticks; `now` or later). Every
+/// connection of a reactor thread draws on the same budget; a connection whose slot is in the future
+/// waits for it with a handler timer, so the reactor keeps reading echoes meanwhile.
+fn reserve_slot(local: &mut Local, clock: &Clock, interval: u64, now: u64) -> u64 {
     // Never bank more than 5 ms of idle budget: no bursts after a stall.
     let floor = now.saturating_sub(clock.ticks(Duration::from_millis(5)));
     let slot = local.next_send.map_or(now, |next| next.max(floor));
     local.next_send = Some(slot + interval);
-    if slot > now {
-        std::thread::sleep(clock.duration(slot - now));
-        ticks::now()
-    } else {
-        now
-    }
+    slot
 }
 
 /// Send times (ticks) of the messages in flight, oldest first. Up to [`Ring::INLINE`] live in the
@@ -383,11 +379,39 @@ struct BenchConn {
     quota: u64,
     requested: Instant,
     closing: bool,
+    /// Under `--rate`: a send slot is reserved and the handler timer is armed for it.
+    waiting_for_slot: bool,
 }
 
 impl BenchConn {
     fn done(&self, now: u64) -> bool {
         self.quota == 0 || self.run.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Under `--rate`, keeps the pipeline full within this thread's budget: sends at once while slots are
+    /// due, and arms the timer for the first one that is not (at most one reservation outstanding).
+    fn send_paced(&mut self, ctx: &mut Ctx<'_>, l: &mut Local, interval: u64, now: u64) {
+        let run = self.run.clone();
+        while !self.waiting_for_slot && !self.closing && !self.done(now) && self.ring.len() < run.pipeline {
+            let slot = reserve_slot(l, &run.clock, interval, now);
+            if slot > now {
+                self.waiting_for_slot = true;
+                ctx.set_timer(run.clock.duration(slot - now));
+            } else if !self.send_one(ctx, l, now) {
+                break;
+            }
+        }
+    }
+
+    /// Sends one pre-built frame now; false if the connection refused it.
+    fn send_one(&mut self, ctx: &mut Ctx<'_>, l: &mut Local, now: u64) -> bool {
+        if ctx.send_raw(&self.run.frame).is_err() {
+            return false;
+        }
+        self.ring.push_back(now);
+        self.quota -= 1;
+        l.counts.sent += 1;
+        true
     }
 
     fn finish(&mut self, ctx: &mut Ctx<'_>, now: u64) {
@@ -405,7 +429,7 @@ impl Handler for BenchConn {
     fn on_open(&mut self, ctx: &mut Ctx<'_>) {
         let run = self.run.clone();
         let opened_at = Instant::now();
-        let mut now = ticks::now();
+        let now = ticks::now();
         run.opened.fetch_add(1, Relaxed);
         run.last_open_ns.fetch_max(run.since_epoch(opened_at), Relaxed);
         let elapsed = opened_at.saturating_duration_since(self.requested).as_micros() as u64;
@@ -422,20 +446,12 @@ impl Handler for BenchConn {
                             self.ring.push_back(now);
                         }
                     }
+                    let sent = self.ring.len() as u64;
+                    self.quota -= sent;
+                    l.counts.sent += sent;
                 }
-                Some(interval) => {
-                    for _ in 0..count {
-                        now = pace(l, &run.clock, interval, now);
-                        if ctx.send_raw(&run.frame).is_err() {
-                            break;
-                        }
-                        self.ring.push_back(now);
-                    }
-                }
+                Some(interval) => self.send_paced(ctx, l, interval, now),
             }
-            let sent = self.ring.len() as u64;
-            self.quota -= sent;
-            l.counts.sent += sent;
             l.shard.publish(&l.counts);
         });
         if self.done(now) {
@@ -444,7 +460,7 @@ impl Handler for BenchConn {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
-        let mut now = ticks::now();
+        let now = ticks::now();
         let run = &*self.run;
         let bytes = message.as_bytes().len();
         let well_formed = bytes == run.size && message.is_text() == run.text;
@@ -472,17 +488,35 @@ impl Handler for BenchConn {
             if l.counts.received % PUBLISH_EVERY == 0 {
                 l.shard.publish(&l.counts);
             }
-            if done || closing {
+            if done || closing || run.pace.is_some() {
                 return;
-            }
-            if let Some(interval) = run.pace {
-                now = pace(l, &run.clock, interval, now);
             }
             if ctx.send_raw(&run.frame).is_ok() {
                 ring.push_back(now);
                 *quota -= 1;
                 l.counts.sent += 1;
             }
+        });
+        if let Some(interval) = self.run.pace {
+            let run = self.run.clone();
+            run.local(|l| self.send_paced(ctx, l, interval, now));
+        }
+        if self.done(now) {
+            self.finish(ctx, now);
+        }
+    }
+
+    /// The reserved `--rate` slot has come: send, then keep the pipeline full within the budget.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ticks::now();
+        self.waiting_for_slot = false;
+        let Some(interval) = self.run.pace else { return };
+        let run = self.run.clone();
+        run.local(|l| {
+            if !self.closing && !self.done(now) && self.ring.len() < run.pipeline {
+                self.send_one(ctx, l, now);
+            }
+            self.send_paced(ctx, l, interval, now);
         });
         if self.done(now) {
             self.finish(ctx, now);
@@ -740,6 +774,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
                     quota,
                     requested: Instant::now(),
                     closing: false,
+                    waiting_for_slot: false,
                 };
                 let mut options = options.clone();
                 if !args.source_ips.is_empty() {
@@ -1096,8 +1131,14 @@ mod tests {
         let clock = Clock::calibrate();
         let t0 = ticks::now();
         let interval = clock.ticks(Duration::from_millis(2));
-        let a = pace(&mut local, &clock, interval, t0);
-        let b = pace(&mut local, &clock, interval, a);
-        assert!(b - t0 >= interval);
+        // Slots are spaced by the interval, whoever asks and whenever.
+        let a = reserve_slot(&mut local, &clock, interval, t0);
+        let b = reserve_slot(&mut local, &clock, interval, t0);
+        let c = reserve_slot(&mut local, &clock, interval, t0);
+        assert_eq!((a, b - a, c - b), (t0, interval, interval));
+        // After a long idle spell, at most 5 ms of unused budget is banked: no burst of old slots.
+        let later = t0 + clock.ticks(Duration::from_secs(1));
+        let d = reserve_slot(&mut local, &clock, interval, later);
+        assert!(d >= later - clock.ticks(Duration::from_millis(5)) && d <= later, "{d} vs {later}");
     }
 }
