@@ -466,6 +466,10 @@ impl Reactor {
     /// Calls `on_timer` for every handler timer due now. Timers armed by these calls wait for the next turn
     /// of the loop, even with a zero delay, so a handler cannot keep the loop here.
     fn fire_handler_timers(&mut self, handle: &Handle) {
+        // No timer armed (the common case): no clock read, no allocation.
+        if self.handler_timers.next_due().is_none() {
+            return;
+        }
         for slot in self.handler_timers.take_due(Instant::now()) {
             let Some(conn) = self.conns.get_mut(slot) else { continue };
             let queued = conn.queued();
