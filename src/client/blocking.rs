@@ -1092,8 +1092,8 @@ impl Client {
     ///
     /// `timeout`: `Some` bounds this call (`Some(Duration::ZERO)` polls: a message already received is
     /// returned, otherwise the call fails at once, without blocking); `None` uses
-    /// [`ClientOptions::read_timeout`] (by default: wait indefinitely). While waiting, pings are answered, pongs consumed and keepalive pings sent
-    /// (see [`ClientOptions::ping_interval`]).
+    /// [`ClientOptions::read_timeout`] (by default: wait indefinitely). While waiting, pings are answered,
+    /// pongs consumed and keepalive pings sent (see [`ClientOptions::ping_interval`]).
     ///
     /// Errors: [`Error::Timeout`]`(`[`Operation::Read`]`)` when the time is up (the connection stays
     /// usable, a partly received message is kept); [`Error::Closed`] when the peer's close frame

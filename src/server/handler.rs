@@ -378,7 +378,8 @@ impl Ctx<'_> {
 
     /// Arms this connection's timer: [`Handler::on_timer`] is called once, `after` from now (to the
     /// millisecond; never early). One timer per connection: arming it again replaces the previous
-    /// deadline, and [`Ctx::cancel_timer`] disarms it. It never fires after `on_close`. Connections
+    /// deadline, and [`Ctx::cancel_timer`] disarms it. It never fires after `on_close`, nor for a delay
+    /// too long for the clock to represent (e.g. `Duration::MAX`: that disarms it). Connections
     /// without a timer pay nothing for this (the reactor keeps armed timers in a heap of its own).
     pub fn set_timer(&mut self, after: std::time::Duration) {
         self.deferred.timer = Some(Some(after));

@@ -43,9 +43,10 @@ impl HandlerTimers {
         self.heap.peek().map(|Reverse((due, _, _))| *due)
     }
 
-    /// Disarms and returns the slots whose timer is due at `now`, earliest first.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<usize> {
-        let mut due = Vec::new();
+    /// Disarms the timers due at `now` and appends their slots to `due`, earliest first. (The caller
+    /// reuses `due`, and fires the timers after this returns, so a timer re-armed with a zero delay while
+    /// firing waits for the next turn of the loop.)
+    pub(crate) fn take_due(&mut self, now: Instant, due: &mut Vec<usize>) {
         while let Some(&Reverse((at, slot, arming))) = self.heap.peek() {
             if at > now {
                 break;
@@ -56,6 +57,13 @@ impl HandlerTimers {
                 due.push(slot);
             }
         }
+    }
+
+    /// [`HandlerTimers::take_due`] into a new vector.
+    #[cfg(test)]
+    fn due(&mut self, now: Instant) -> Vec<usize> {
+        let mut due = Vec::new();
+        self.take_due(now, &mut due);
         due
     }
 
@@ -80,10 +88,10 @@ mod tests {
         timers.arm(1, ms(10));
         timers.arm(2, ms(20));
         assert_eq!(timers.next_due(), Some(ms(10)));
-        assert_eq!(timers.take_due(ms(5)), Vec::<usize>::new());
-        assert_eq!(timers.take_due(ms(20)), vec![1, 2]);
-        assert_eq!(timers.take_due(ms(100)), vec![3]);
-        assert_eq!(timers.take_due(ms(1000)), Vec::<usize>::new());
+        assert_eq!(timers.due(ms(5)), Vec::<usize>::new());
+        assert_eq!(timers.due(ms(20)), vec![1, 2]);
+        assert_eq!(timers.due(ms(100)), vec![3]);
+        assert_eq!(timers.due(ms(1000)), Vec::<usize>::new());
         assert_eq!(timers.next_due(), None);
     }
 
@@ -96,14 +104,14 @@ mod tests {
         timers.arm(1, ms(50)); // replaces
         timers.arm(2, ms(10));
         timers.cancel(2);
-        assert_eq!(timers.take_due(ms(20)), Vec::<usize>::new());
-        assert_eq!(timers.take_due(ms(50)), vec![1]);
+        assert_eq!(timers.due(ms(20)), Vec::<usize>::new());
+        assert_eq!(timers.due(ms(50)), vec![1]);
         // A slot reused by a new connection: the old entry stays dead, the new arming fires.
         timers.arm(4, ms(60));
         timers.cancel(4);
         timers.arm(4, ms(70));
-        assert_eq!(timers.take_due(ms(65)), Vec::<usize>::new());
-        assert_eq!(timers.take_due(ms(70)), vec![4]);
+        assert_eq!(timers.due(ms(65)), Vec::<usize>::new());
+        assert_eq!(timers.due(ms(70)), vec![4]);
     }
 
     #[test]
@@ -119,10 +127,10 @@ mod tests {
             timers.arm(0, t0 + Duration::from_millis(1_000 + i));
             assert!(timers.heap_len() <= 2 * 10 + SWEEP_SLACK + 1, "heap grew to {}", timers.heap_len());
         }
-        assert_eq!(timers.take_due(t0 + Duration::from_secs(100)), Vec::<usize>::new(), "a stale arming fired");
-        let mut fired = timers.take_due(t0 + Duration::from_secs(1_000));
+        assert_eq!(timers.due(t0 + Duration::from_secs(100)), Vec::<usize>::new(), "a stale arming fired");
+        let mut fired = timers.due(t0 + Duration::from_secs(1_000));
         fired.sort_unstable();
         assert_eq!(fired, (0..10).collect::<Vec<_>>());
-        assert_eq!(timers.take_due(t0 + Duration::from_secs(10_000)), Vec::<usize>::new());
+        assert_eq!(timers.due(t0 + Duration::from_secs(10_000)), Vec::<usize>::new());
     }
 }

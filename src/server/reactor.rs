@@ -253,8 +253,9 @@ pub(crate) struct Reactor {
     max_conns: usize,
     deferred: Deferred,
     dropped: u64,
-    /// Handler timers (`Ctx::set_timer`).
+    /// Handler timers (`Ctx::set_timer`), and the slots due this turn (kept to reuse its allocation).
     handler_timers: HandlerTimers,
+    due_timers: Vec<usize>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -317,6 +318,7 @@ impl Reactor {
             stopping: None,
             deferred: Deferred::default(),
             handler_timers: HandlerTimers::default(),
+            due_timers: Vec::new(),
             dropped: 0,
         }
     }
@@ -466,33 +468,43 @@ impl Reactor {
     /// Calls `on_timer` for every handler timer due now. Timers armed by these calls wait for the next turn
     /// of the loop, even with a zero delay, so a handler cannot keep the loop here.
     fn fire_handler_timers(&mut self, handle: &Handle) {
-        // No timer armed (the common case): no clock read, no allocation.
+        // No timer armed (the common case): no clock read.
         if self.handler_timers.next_due().is_none() {
             return;
         }
-        for slot in self.handler_timers.take_due(Instant::now()) {
-            let Some(conn) = self.conns.get_mut(slot) else { continue };
-            let queued = conn.queued();
-            let Phase::Open(open) = &mut conn.phase else { continue };
-            if open.notified {
-                continue;
-            }
-            let mut env = Env {
-                id: ConnId::new(self.index, slot, conn.generation),
-                stream: &conn.stream,
-                cork: &mut self.cork,
-                queued,
-                config: &self.config,
-                slow_peer: false,
-                dropped: &mut self.dropped,
-                deferred: &mut self.deferred,
-                handle,
-                counters: &self.counters,
-            };
-            invoke(open, &mut env, None, |h, ctx| h.on_timer(ctx));
-            let slow_peer = env.slow_peer;
-            self.after_event(slot, handle, slow_peer);
+        let mut due = std::mem::take(&mut self.due_timers);
+        self.handler_timers.take_due(Instant::now(), &mut due);
+        for &slot in &due {
+            self.call_handler(slot, handle, |h, ctx| h.on_timer(ctx));
         }
+        due.clear();
+        self.due_timers = due;
+    }
+
+    /// Runs one callback of an open connection outside a read (`on_drain`, `on_timer`), then finishes the
+    /// event as a read does (flush, deferred work, close checks). Nothing is called after `on_close`.
+    fn call_handler(&mut self, slot: usize, handle: &Handle, f: impl FnOnce(&mut dyn Handler, &mut Ctx<'_>)) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let queued = conn.queued();
+        let Phase::Open(open) = &mut conn.phase else { return };
+        if open.notified {
+            return;
+        }
+        let mut env = Env {
+            id: ConnId::new(self.index, slot, conn.generation),
+            stream: &conn.stream,
+            cork: &mut self.cork,
+            queued,
+            config: &self.config,
+            slow_peer: false,
+            dropped: &mut self.dropped,
+            deferred: &mut self.deferred,
+            handle,
+            counters: &self.counters,
+        };
+        invoke(open, &mut env, None, f);
+        let slow_peer = env.slow_peer;
+        self.after_event(slot, handle, slow_peer);
     }
 
     fn on_timer(&mut self, slot: usize, handle: &Handle) {
@@ -603,21 +615,7 @@ impl Reactor {
         if let Phase::Open(open) = &mut conn.phase {
             if open.drain_pending {
                 open.drain_pending = false;
-                let mut env = Env {
-                    id: ConnId::new(self.index, slot, conn.generation),
-                    stream: &conn.stream,
-                    cork: &mut self.cork,
-                    queued: 0,
-                    config: &self.config,
-                    slow_peer: false,
-                    dropped: &mut self.dropped,
-                    deferred: &mut self.deferred,
-                    handle,
-                    counters: &self.counters,
-                };
-                invoke(open, &mut env, None, |h, ctx| h.on_drain(ctx));
-                let slow_peer = env.slow_peer;
-                self.after_event(slot, handle, slow_peer);
+                self.call_handler(slot, handle, |h, ctx| h.on_drain(ctx));
             }
         }
     }
@@ -961,7 +959,12 @@ impl Reactor {
             // Only a connection still open gets a timer (not one that was just removed, e.g. from `on_close`).
             let open = matches!(self.conns.get(slot), Some(Conn { phase: Phase::Open(open), .. }) if !open.notified);
             match change {
-                Some(after) if open => self.handler_timers.arm(slot, Instant::now() + after),
+                // A delay too long for the clock to represent (e.g. `Duration::MAX`) is a timer that never
+                // fires: it disarms, instead of panicking the reactor with an overflow.
+                Some(after) if open => match Instant::now().checked_add(after) {
+                    Some(due) => self.handler_timers.arm(slot, due),
+                    None => self.handler_timers.cancel(slot),
+                },
                 _ => self.handler_timers.cancel(slot),
             }
         }

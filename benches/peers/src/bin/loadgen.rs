@@ -575,3 +575,134 @@ fn report(args: &Args, run: &Run, (from, to): (CpuMark, CpuMark), measure_from: 
          \"percent_of_one_core\":{percent:.1}}},\"errors\":{errors},\"error_counts\":{{{counts}}}}}"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unmasked server frame.
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(n as u8),
+            n => out.extend_from_slice(&[126, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn run_for(payload: &[u8], opcode: u8) -> Run {
+        let mut frame = Vec::new();
+        client_frame(&mut frame, opcode, payload);
+        Run {
+            start: Instant::now(),
+            measure_from: 0,
+            deadline: u64::MAX,
+            opcode,
+            frame_len: frame.len(),
+            burst: frame.repeat(2),
+            payload: payload.to_vec(),
+            request: Vec::new(),
+            pipeline: 1,
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+            received: 0,
+            measured: 0,
+            in_flight: 0,
+            opened: 1,
+            live: 1,
+            errors: [0; 5],
+        }
+    }
+
+    /// An open connection (a real loopback socket, never read here) with one message in flight.
+    fn open_conn(run: &mut Run) -> Conn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut c = Conn {
+            sock: TcpStream::from_std(sock),
+            state: State::Open,
+            rbuf: vec![0; 4096].into_boxed_slice(),
+            head: 0,
+            tail: 0,
+            owed: 0,
+            pos: 0,
+            stamps: VecDeque::new(),
+            ctrl: Vec::new(),
+            ctrl_sent: 0,
+            blocked: false,
+            fragmented: None,
+        };
+        run.owe(&mut c, 1, 0);
+        c.owed = 0; // as if written
+        c
+    }
+
+    fn feed(c: &mut Conn, run: &mut Run, bytes: &[u8]) -> Result<(), String> {
+        c.rbuf[c.tail..c.tail + bytes.len()].copy_from_slice(bytes);
+        c.tail += bytes.len();
+        parse(c, run, 1_000).map_err(|e| match e {
+            End::Error(_, msg) => msg,
+            End::Done => "done".into(),
+        })
+    }
+
+    #[test]
+    fn a_whole_echo_counts_and_owes_the_next_message() {
+        let mut run = run_for(b"hello", 1);
+        let mut c = open_conn(&mut run);
+        let frame = server_frame(true, 1, b"hello");
+        // Half a frame: nothing happens yet.
+        feed(&mut c, &mut run, &frame[..3]).unwrap();
+        assert_eq!(run.received, 0);
+        feed(&mut c, &mut run, &frame[3..]).unwrap();
+        assert_eq!((run.received, run.measured, c.owed), (1, 1, run.frame_len));
+    }
+
+    #[test]
+    fn a_fragmented_echo_counts_once_when_its_last_fragment_arrives() {
+        let mut run = run_for(b"hello world", 2);
+        let mut c = open_conn(&mut run);
+        feed(&mut c, &mut run, &server_frame(false, 2, b"hello")).unwrap();
+        assert_eq!((run.received, c.fragmented), (0, Some(5)));
+        feed(&mut c, &mut run, &server_frame(false, 0, b" wor")).unwrap();
+        feed(&mut c, &mut run, &server_frame(true, 0, b"ld")).unwrap();
+        assert_eq!((run.received, c.fragmented), (1, None));
+    }
+
+    #[test]
+    fn wrong_echoes_and_server_frames_are_errors() {
+        let cases: [(&[u8], Vec<u8>, &str); 5] = [
+            (b"hello", server_frame(true, 1, b"hellO"), "differs"),
+            (b"hello", server_frame(true, 2, b"hello"), "unexpected frame"),
+            (b"hello", server_frame(true, 1, b"hell"), "unexpected frame"),
+            (b"hello world", [server_frame(false, 1, b"hello"), server_frame(true, 0, b" worlD")].concat(), "differs"),
+            (
+                b"hello",
+                {
+                    let mut f = server_frame(true, 1, b"hello");
+                    f[1] |= 0x80; // masked
+                    f
+                },
+                "masked",
+            ),
+        ];
+        for (sent, echo, why) in cases {
+            let mut run = run_for(sent, 1);
+            let mut c = open_conn(&mut run);
+            let err = feed(&mut c, &mut run, &echo).unwrap_err();
+            assert!(err.contains(why), "{err:?} should say {why:?}");
+            assert_eq!(run.received, 0);
+        }
+    }
+
+    #[test]
+    fn a_ping_is_answered_with_a_masked_pong_carrying_its_payload() {
+        let mut run = run_for(b"x", 1);
+        let mut c = open_conn(&mut run);
+        feed(&mut c, &mut run, &server_frame(true, 9, b"abc")).unwrap();
+        let mut pong = Vec::new();
+        client_frame(&mut pong, 0xa, b"abc");
+        assert_eq!(c.ctrl, pong);
+        assert_eq!(c.ctrl[1] & 0x80, 0x80, "client frames are masked");
+    }
+}
