@@ -27,11 +27,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::proto::handshake::{
-    parse_response, write_request, ClientRequest, HandshakeError, HandshakeLimits, UpgradeResponse,
+use crate::proto::handshake::{ClientHandshake, ClientRequest, HandshakeLimits, UpgradeResponse};
+use crate::proto::negotiate::ExtensionOffer;
+use crate::proto::{
+    CloseCode, CloseState, Connection, ConnectionConfig, Event, Extension, ProtocolError, Role, SendError, Timeout,
 };
-use crate::proto::negotiate::{self, ExtensionOffer};
-use crate::proto::{CloseCode, Connection, ConnectionConfig, Event, Extension, ProtocolError, Role, SendError};
 
 use super::error::{Error, Operation};
 use super::url::{Host, WsUrl};
@@ -126,7 +126,7 @@ pub struct ClientOptions {
     /// Subprotocols offered, most preferred first (`Sec-WebSocket-Protocol`). Default none. The
     /// server's choice is [`Client::protocol`].
     pub subprotocols: Vec<String>,
-    /// The `Sec-WebSocket-Extensions` value offered, formatted (see [`negotiate::format_extensions`]).
+    /// The `Sec-WebSocket-Extensions` value offered, formatted (see [`negotiate::format_extensions`](crate::proto::negotiate::format_extensions)).
     /// Default `None`. An extension the server accepts needs [`ClientOptions::extension_factory`].
     pub extensions: Option<String>,
     /// Builds the extensions the server accepted. Default `None`: accepting any offered extension
@@ -353,8 +353,6 @@ struct LinkState {
     closed: Option<CloseInfo>,
     /// The socket was shut down (by us) or reached EOF.
     tcp_done: bool,
-    /// When our close frame's answer is due (the callback reader enforces it).
-    close_deadline: Option<Instant>,
     /// The callback reader thread finished.
     reader_done: bool,
     /// Why the callback reader thread finished, when it was an error.
@@ -515,11 +513,9 @@ impl Link {
     }
 
     fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let close_timeout = self.close_timeout;
         self.send(|st| {
-            st.conn.close(code, reason, &mut st.pending)?;
+            st.conn.close(Instant::now(), code, reason, &mut st.pending)?;
             st.local_close = Some(CloseInfo { code: Some(code), reason: reason.to_owned() });
-            st.close_deadline = Some(Instant::now() + close_timeout);
             Ok(())
         })
     }
@@ -532,7 +528,7 @@ impl Link {
         }
         if st.conn.can_send() {
             let s = &mut *st;
-            let _ = s.conn.close(CloseCode::GOING_AWAY, "client dropped", &mut s.pending);
+            let _ = s.conn.close(Instant::now(), CloseCode::GOING_AWAY, "client dropped", &mut s.pending);
         }
         drop(st);
         let _ = self.stream.set_write_timeout(Some(DROP_WRITE_TIMEOUT));
@@ -607,14 +603,12 @@ enum Step {
     Failed(ProtocolError),
 }
 
-/// The reading side: the receive buffer and keepalive bookkeeping. Used by one thread at a time.
+/// The reading side: the receive buffer. Used by one thread at a time. Keepalive, the pong deadline and
+/// the close-handshake timeout are the protocol core's ([`Connection::poll_timeout`]); the reader only
+/// waits until the deadline the core gives and lets it act.
 #[derive(Debug)]
 struct Reader {
     buf: ReadBuf,
-    last_rx: Instant,
-    ping_sent: Option<Instant>,
-    ping_interval: Option<Duration>,
-    pong_timeout: Duration,
     /// The read timeout currently set on the socket.
     socket_timeout: Option<Option<Duration>>,
 }
@@ -676,7 +670,8 @@ impl Reader {
     /// The next data message. Answers pings, consumes pongs, sends keepalive pings. Fails with
     /// `Timeout(Read)` at `deadline` (the connection stays usable), `Closed` when the peer's close
     /// frame arrives or the connection had ended, `Protocol` after failing the connection.
-    /// `close_deadline` enforces our close frame's answer time; `max_block` bounds each socket wait.
+    /// `enforce_close_deadline` fails the read with `Timeout(Close)` when our close frame's answer is
+    /// late (otherwise the caller's own deadline governs); `max_block` bounds each socket wait.
     fn next_message(
         &mut self,
         link: &Link,
@@ -710,18 +705,8 @@ impl Reader {
             if attempted_read && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout(Operation::Read));
             }
-            if enforce_close_deadline {
-                let mut st = link.state();
-                if let Some(due) = st.close_deadline {
-                    if now >= due {
-                        link.teardown(&mut st, "close handshake timed out");
-                        return Err(Error::Timeout(Operation::Close));
-                    }
-                    wait = min_wait(wait, due - now);
-                }
-            }
-            if let Some(interval) = self.ping_interval {
-                wait = min_wait(wait, self.keepalive(link, now, interval)?);
+            if let Some(due) = self.timeouts(link, now, enforce_close_deadline)? {
+                wait = min_wait(wait, due.saturating_duration_since(now));
             }
             if let Some(cap) = max_block {
                 wait = min_wait(wait, cap);
@@ -743,8 +728,7 @@ impl Reader {
                 }
                 Ok(n) => {
                     self.buf.filled(n);
-                    self.last_rx = Instant::now();
-                    self.ping_sent = None;
+                    link.state().conn.received_at(Instant::now());
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => {
@@ -760,44 +744,41 @@ impl Reader {
         }
     }
 
-    /// Sends a keepalive ping when due, fails a connection whose ping went unanswered; returns how long
-    /// until the next keepalive event.
-    fn keepalive(&mut self, link: &Link, now: Instant, interval: Duration) -> Result<Duration, Error> {
-        match self.ping_sent {
-            Some(sent) => {
-                let due = sent + self.pong_timeout;
-                if now < due {
-                    return Ok(due - now);
+    /// Lets the protocol core act on a deadline that passed (a keepalive ping, a pong timeout, our close
+    /// frame unanswered) and returns its next deadline. The close-handshake deadlines are left alone
+    /// unless `enforce_close` (a pull client's caller bounds that wait itself).
+    fn timeouts(&mut self, link: &Link, now: Instant, enforce_close: bool) -> Result<Option<Instant>, Error> {
+        let fired = {
+            let mut st = link.state();
+            let s = &mut *st;
+            if !enforce_close && s.conn.close_state() != CloseState::Open {
+                return Ok(None);
+            }
+            let fired = s.conn.handle_timeout(now, &mut s.pending);
+            if fired.is_none() || fired == Some(Timeout::Ping) {
+                let next = s.conn.poll_timeout();
+                drop(st);
+                if fired.is_some() {
+                    link.flush_pending()?;
                 }
-                log::debug!("websocket client: no pong within {:?}", self.pong_timeout);
-                {
-                    let mut st = link.state();
-                    let s = &mut *st;
-                    if s.conn.can_send() {
-                        let _ = s.conn.close(CloseCode::GOING_AWAY, "pong timeout", &mut s.pending);
-                    }
-                }
+                return Ok(next);
+            }
+            fired
+        };
+        match fired {
+            Some(Timeout::Pong) => {
+                log::debug!("websocket client: no answer to a keepalive ping within the pong timeout");
                 let _ = link.flush_pending_blocking();
                 link.teardown(&mut link.state(), "pong timeout");
                 Err(Error::Timeout(Operation::Pong))
             }
-            None => {
-                let due = self.last_rx + interval;
-                if now < due {
-                    return Ok(due - now);
-                }
-                let queued = {
-                    let mut st = link.state();
-                    let s = &mut *st;
-                    s.conn.can_send() && s.conn.send_ping(&[], &mut s.pending).is_ok()
-                };
-                if !queued {
-                    // Closing: no more pings; wake up again after an interval.
-                    return Ok(interval);
-                }
+            Some(Timeout::Idle) => {
                 link.flush_pending()?;
-                self.ping_sent = Some(now);
-                Ok(self.pong_timeout)
+                Ok(link.state().conn.poll_timeout())
+            }
+            _ => {
+                link.teardown(&mut link.state(), "close handshake timed out");
+                Err(Error::Timeout(Operation::Close))
             }
         }
     }
@@ -946,20 +927,11 @@ fn handshake(stream: &TcpStream, url: &WsUrl, options: &ClientOptions) -> Result
     request.protocols.clone_from(&options.subprotocols);
     request.extensions.clone_from(&options.extensions);
     request.headers.clone_from(&options.headers);
-    let offered_extensions: Vec<String> = match &options.extensions {
-        Some(offer) => negotiate::parse_extensions(offer)
-            .map_err(HandshakeError::InvalidExtensions)?
-            .into_iter()
-            .map(|o| o.name)
-            .collect(),
-        None => Vec::new(),
-    };
     let mut out = Vec::new();
-    let key = write_request(&request, &mut out)?;
+    let mut machine = ClientHandshake::start(&request, options.handshake_limits, &mut out)?;
     stream.set_write_timeout(Some(remaining()?))?;
     (&*stream).write_all(&out).map_err(handshake_io)?;
 
-    let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         stream.set_read_timeout(Some(remaining()?))?;
@@ -974,12 +946,8 @@ fn handshake(stream: &TcpStream, url: &WsUrl, options: &ClientOptions) -> Result
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(handshake_io(e)),
         };
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some((response, head)) =
-            parse_response(&buf, &key, &options.subprotocols, &offered_extensions, &options.handshake_limits)?
-        {
-            buf.drain(..head);
-            return Ok((response, buf));
+        if let Some((response, used)) = machine.feed(&chunk[..n])? {
+            return Ok((response, chunk[used..n].to_vec()));
         }
     }
 }
@@ -992,7 +960,13 @@ fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
     let stream = tcp_connect(&parsed, options.connect_timeout)?;
     stream.set_nodelay(options.nodelay)?;
     let (response, leftover) = handshake(&stream, &parsed, options)?;
-    let mut conn = Connection::new(Role::Client, options.connection.clone());
+    let config = ConnectionConfig {
+        ping_interval: options.ping_interval.filter(|i| !i.is_zero()).or(options.connection.ping_interval),
+        pong_timeout: options.pong_timeout,
+        close_timeout: options.close_timeout,
+        ..options.connection.clone()
+    };
+    let mut conn = Connection::new(Role::Client, config, Instant::now());
     for accepted in &response.extensions {
         let extension = options
             .extension_factory
@@ -1013,7 +987,6 @@ fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
             local_close: None,
             closed: None,
             tcp_done: false,
-            close_deadline: None,
             reader_done: false,
             reader_error: None,
         }),
@@ -1025,14 +998,7 @@ fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
     if let Some(metrics) = &link.metrics {
         metrics.record_connection_opened();
     }
-    let reader = Reader {
-        buf,
-        last_rx: Instant::now(),
-        ping_sent: None,
-        ping_interval: options.ping_interval.filter(|i| !i.is_zero()),
-        pong_timeout: options.pong_timeout,
-        socket_timeout: Some(None),
-    };
+    let reader = Reader { buf, socket_timeout: Some(None) };
     Ok(Opened { link, reader, response, url: parsed })
 }
 
@@ -1125,7 +1091,14 @@ impl Client {
     pub fn wait_for_close(&mut self, timeout: Option<Duration>) -> Result<CloseInfo, Error> {
         let deadline = match timeout {
             Some(t) => Some(Instant::now() + t),
-            None => self.link.state().close_deadline,
+            None => {
+                let st = self.link.state();
+                if st.conn.close_state() == CloseState::CloseSent {
+                    st.conn.poll_timeout()
+                } else {
+                    None
+                }
+            }
         };
         loop {
             match self.reader.next_message(&self.link, deadline, false, None) {
@@ -1201,7 +1174,7 @@ impl Client {
             Ok(0) => false,
             Ok(n) => {
                 self.reader.buf.filled(n);
-                self.reader.last_rx = Instant::now();
+                self.link.state().conn.received_at(Instant::now());
                 true
             }
             Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),

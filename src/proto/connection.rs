@@ -1,8 +1,17 @@
 //! The per-connection protocol state machine, shared by the server and client roles.
 //!
 //! Owns: frame sequencing and message assembly, role rules for masking, size limits, fail-fast UTF-8 for
-//! text, control frame rules, automatic pong, and the close handshake. Never touches: sockets, clocks or
-//! threads. Bytes go in through [`Connection::read`]; frames come out into a caller's `Vec<u8>`.
+//! text, control frame rules, automatic pong, the close handshake, and every timeout of an open
+//! connection (keepalive ping, pong deadline, idle timeout, close-handshake timeout; see
+//! [`Connection::poll_timeout`]). Never touches: sockets, clocks or threads: the caller passes `now`.
+//! Bytes go in through [`Connection::read`]; frames come out into a caller's `Vec<u8>`.
+//!
+//! # Time
+//! Drivers (the reactor, the blocking client) call [`Connection::received_at`] when bytes arrive,
+//! [`Connection::handle_timeout`] when the instant [`Connection::poll_timeout`] gave has passed, and ask
+//! `poll_timeout` again after each of those calls and after [`Connection::close`] or a failed `read`.
+//! Arrivals only move deadlines later, so a driver with a coarse timer may leave an earlier timer armed
+//! after a read: when it fires, `handle_timeout` does nothing and `poll_timeout` tells the new deadline.
 //!
 //! # Reading
 //! [`Connection::read`] parses frames from the start of a caller's buffer and returns the number of bytes
@@ -13,12 +22,16 @@
 //! already unmasked and validated, which is how invalid UTF-8 is rejected before a frame is complete.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::close::{parse_close_payload, truncate_reason, CloseCode, CloseFrame};
 use super::error::ProtocolError;
 use super::extension::Extension;
 use super::frame::{encode_frame, FrameHeader, HeaderError, HeaderParse, OpCode};
 use super::mask::apply_mask;
+use super::mask_keys::MaskSource;
+use super::timeouts::{Clock, Limits, Timeout, Wait};
 use super::utf8::{self, Utf8Validator};
 
 use std::ops::Range;
@@ -32,7 +45,8 @@ pub enum Role {
     Client,
 }
 
-/// Limits and switches of a [`Connection`].
+/// Limits, switches and timeouts of a [`Connection`]. Shared (an `Arc`) by the connections made from it,
+/// so a connection pays one pointer for all of it.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
     /// Largest accepted frame payload in bytes (default 16 MiB). A larger frame fails with 1009.
@@ -42,11 +56,46 @@ pub struct ConnectionConfig {
     pub max_message_size: usize,
     /// Answer every ping with a pong automatically (default true).
     pub auto_pong: bool,
+    /// Send a keepalive ping after this long without any bytes from the peer. Default `None`: no
+    /// keepalive.
+    pub ping_interval: Option<Duration>,
+    /// After a keepalive ping, fail the connection ([`Timeout::Pong`]) when nothing at all (a pong or
+    /// any other bytes) arrives within this time. Default 30 s.
+    pub pong_timeout: Duration,
+    /// Start the close handshake (1001, "idle timeout") after this long without any bytes from the peer.
+    /// Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// How long to wait for the peer's close frame after ours ([`Timeout::Close`]), and for the transport
+    /// to close once the close handshake is over ([`Timeout::Linger`]). Default 5 s.
+    pub close_timeout: Duration,
+    /// Where a client's masking keys come from. Default `None`: a fresh key from the thread-local CSPRNG
+    /// for every frame. Set a [`SeededMasks`](super::SeededMasks) for reproducible tests.
+    pub mask_source: Option<Arc<dyn MaskSource>>,
 }
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
-        Self { max_frame_size: 16 << 20, max_message_size: 64 << 20, auto_pong: true }
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            auto_pong: true,
+            ping_interval: None,
+            pong_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            mask_source: None,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    fn limits(&self) -> Limits {
+        Limits {
+            ping_interval: self.ping_interval.filter(|i| !i.is_zero()),
+            pong_timeout: self.pong_timeout,
+            idle_timeout: self.idle_timeout.filter(|i| !i.is_zero()),
+            close_timeout: self.close_timeout,
+        }
     }
 }
 
@@ -79,6 +128,8 @@ pub enum CloseState {
     Closed,
     /// We failed the connection after a protocol error; the close frame (if any) was written.
     Failed,
+    /// A deadline passed ([`Timeout::Pong`] or [`Timeout::Close`]): the transport must close now.
+    TimedOut,
 }
 
 /// Why a frame could not be sent.
@@ -140,9 +191,11 @@ struct OpenMessage {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    max_frame_size: usize,
-    max_message_size: usize,
-    auto_pong: bool,
+    config: Arc<ConnectionConfig>,
+    clock: Clock,
+    /// What the clock waits for (kept beside the other one-byte fields, not inside `Clock`, so that it
+    /// costs no padding).
+    wait: Wait,
     close: CloseState,
     close_received: bool,
     current: Option<CurrentFrame>,
@@ -176,13 +229,14 @@ fn invalid_utf8() -> ProtocolError {
 }
 
 impl Connection {
-    /// A connection in the open state (the opening handshake is done).
-    pub fn new(role: Role, config: ConnectionConfig) -> Self {
+    /// A connection in the open state (the opening handshake completed at `now`). Pass an
+    /// `Arc<ConnectionConfig>` to share one config between many connections without a copy each.
+    pub fn new(role: Role, config: impl Into<Arc<ConnectionConfig>>, now: Instant) -> Self {
         Self {
             role,
-            max_frame_size: config.max_frame_size,
-            max_message_size: config.max_message_size,
-            auto_pong: config.auto_pong,
+            config: config.into(),
+            clock: Clock::new(now),
+            wait: Wait::Traffic,
             close: CloseState::Open,
             close_received: false,
             current: None,
@@ -207,13 +261,76 @@ impl Connection {
         self.role
     }
 
-    /// The limits in force.
-    pub fn config(&self) -> ConnectionConfig {
-        ConnectionConfig {
-            max_frame_size: self.max_frame_size,
-            max_message_size: self.max_message_size,
-            auto_pong: self.auto_pong,
+    /// The limits and timeouts in force.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// Tells the connection that bytes arrived from the peer at `now` (call it once per read from the
+    /// transport, before [`Connection::read`]): the idle and keepalive clocks restart, and a wait for the
+    /// answer to a keepalive ping ends (any bytes prove the peer alive).
+    #[inline]
+    pub fn received_at(&mut self, now: Instant) {
+        self.clock.received(&mut self.wait, now);
+    }
+
+    /// The last time bytes arrived ([`Connection::received_at`]), or when the connection opened.
+    pub fn last_received(&self) -> Instant {
+        self.clock.last_rx()
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next, or `None` while no deadline is pending
+    /// (no keepalive or idle timeout configured, or the transport must close now).
+    ///
+    /// Ask again after every call to [`Connection::received_at`], [`Connection::handle_timeout`] and
+    /// [`Connection::close`], and after a [`Connection::read`] that failed or received the peer's close
+    /// frame. Arrivals only ever move the deadline later: a driver may keep an earlier timer armed and ask
+    /// again when it fires.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.clock.next(self.wait, &self.config.limits())
+    }
+
+    /// Acts on the deadline that passed at `now`, if any, writing what it sends into `out` (a ping, or a
+    /// close frame), and says what it did. `None` when nothing was due (e.g. bytes arrived since the
+    /// timer was armed). After [`Timeout::Pong`], [`Timeout::Close`] and [`Timeout::Linger`] the
+    /// transport must close (after writing `out`); the close state is then [`CloseState::TimedOut`]
+    /// for the first two.
+    #[must_use = "a Timeout may require closing the transport"]
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Timeout> {
+        let due = self.clock.due(self.wait, &self.config.limits(), now)?;
+        match due {
+            Timeout::Ping => {
+                if self.send_control(OpCode::Ping, &[], out).is_ok() {
+                    self.clock.begin(&mut self.wait, Wait::Pong, now);
+                } else {
+                    // Cannot happen while open; never spin on it.
+                    self.clock.begin(&mut self.wait, Wait::Done, now);
+                }
+            }
+            Timeout::Idle => {
+                if self.close(now, CloseCode::GOING_AWAY, "idle timeout", out).is_err() {
+                    self.clock.begin(&mut self.wait, Wait::Done, now);
+                }
+            }
+            Timeout::Pong => {
+                if self.can_send() {
+                    self.write_close(out, CloseCode::GOING_AWAY, "pong timeout");
+                }
+                self.time_out(now);
+            }
+            Timeout::Close => self.time_out(now),
+            Timeout::Linger => self.clock.begin(&mut self.wait, Wait::Done, now),
         }
+        Some(due)
+    }
+
+    fn time_out(&mut self, now: Instant) {
+        self.close = CloseState::TimedOut;
+        self.clock.begin(&mut self.wait, Wait::Done, now);
+        self.current = None;
+        self.message = None;
+        self.assembly = None;
     }
 
     /// Where the close handshake stands.
@@ -234,7 +351,7 @@ impl Connection {
     /// Whether the transport may now be closed: both close frames were exchanged or the connection
     /// failed. A server then closes TCP at once; a client waits (with a timeout) for the server to do so.
     pub fn transport_may_close(&self) -> bool {
-        matches!(self.close, CloseState::Closed | CloseState::Failed)
+        matches!(self.close, CloseState::Closed | CloseState::Failed | CloseState::TimedOut)
     }
 
     /// Whether a frame or a fragmented message is partly received.
@@ -293,7 +410,7 @@ impl Connection {
     fn advance(&mut self, buf: &mut [u8], out: &mut Vec<u8>) -> Result<(usize, Deliver), ProtocolError> {
         let mut pos = 0;
         loop {
-            if self.close_received || self.close == CloseState::Failed {
+            if self.close_received || matches!(self.close, CloseState::Failed | CloseState::TimedOut) {
                 return Ok((buf.len(), Deliver::None));
             }
             let frame = match self.current {
@@ -396,7 +513,7 @@ impl Connection {
             return Ok(());
         }
         let too_big = |what| ProtocolError::new(CloseCode::MESSAGE_TOO_BIG, what);
-        if header.payload_len > self.max_frame_size as u64 {
+        if header.payload_len > self.config.max_frame_size as u64 {
             return Err(too_big("frame larger than the maximum frame size"));
         }
         let len = header.payload_len as usize;
@@ -409,7 +526,7 @@ impl Connection {
                     return Err(ProtocolError::protocol("reserved bits set on a continuation frame"));
                 }
                 message.len = message.len.saturating_add(len);
-                if message.len > self.max_message_size {
+                if message.len > self.config.max_message_size {
                     return Err(too_big("message larger than the maximum message size"));
                 }
             }
@@ -420,7 +537,7 @@ impl Connection {
                 if header.rsv & !self.allowed_rsv != 0 {
                     return Err(ProtocolError::protocol("reserved bits set without a negotiated extension"));
                 }
-                if len > self.max_message_size {
+                if len > self.config.max_message_size {
                     return Err(too_big("message larger than the maximum message size"));
                 }
                 let extension = if header.rsv == 0 {
@@ -488,8 +605,8 @@ impl Connection {
             let mut decoded = Vec::new();
             let extension = &mut self.extensions[usize::from(index)];
             let rsv = extension.rsv_bits();
-            extension.decode_message(rsv, input, self.max_message_size, &mut decoded)?;
-            if decoded.len() > self.max_message_size {
+            extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
+            if decoded.len() > self.config.max_message_size {
                 return Err(ProtocolError::new(
                     CloseCode::MESSAGE_TOO_BIG,
                     "decoded message larger than the maximum message size",
@@ -515,7 +632,7 @@ impl Connection {
     ) -> Result<Deliver, ProtocolError> {
         match opcode {
             OpCode::Ping => {
-                if self.auto_pong && self.close == CloseState::Open {
+                if self.config.auto_pong && self.close == CloseState::Open {
                     self.write_frame(out, OpCode::Pong, true, 0, payload);
                 }
                 Ok(Deliver::Ping(range))
@@ -532,6 +649,7 @@ impl Connection {
                     self.write_frame(out, OpCode::Close, true, 0, reply);
                 }
                 self.close = CloseState::Closed;
+                self.clock.closing_done(&mut self.wait);
                 Ok(Deliver::Close(range))
             }
             _ => Err(ProtocolError::protocol("reserved opcode")),
@@ -543,7 +661,10 @@ impl Connection {
         if self.close == CloseState::Open {
             self.write_close(out, err.code, err.reason);
         }
-        self.close = CloseState::Failed;
+        if self.close != CloseState::TimedOut {
+            self.close = CloseState::Failed;
+        }
+        self.clock.closing_done(&mut self.wait);
         self.current = None;
         self.message = None;
         self.assembly = None;
@@ -560,7 +681,10 @@ impl Connection {
     fn write_frame(&mut self, out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) {
         let mask = match self.role {
             Role::Server => None,
-            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Client => Some(match &self.config.mask_source {
+                Some(source) => source.next_key(),
+                None => rand::random::<[u8; 4]>(),
+            }),
         };
         encode_frame(out, opcode, fin, rsv, mask, payload);
     }
@@ -653,10 +777,11 @@ impl Connection {
         Ok(())
     }
 
-    /// Starts the close handshake: appends a close frame with `code` and `reason` (cut to 123 bytes on a
-    /// character boundary) to `out`. Afterwards nothing more may be sent; keep reading until
-    /// [`Connection::transport_may_close`].
-    pub fn close(&mut self, code: CloseCode, reason: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
+    /// Starts the close handshake at `now`: appends a close frame with `code` and `reason` (cut to 123
+    /// bytes on a character boundary) to `out`. Afterwards nothing more may be sent; keep reading until
+    /// [`Connection::transport_may_close`]. The peer's answer is due within `close_timeout`
+    /// ([`Timeout::Close`]); ask [`Connection::poll_timeout`] again.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
@@ -665,6 +790,7 @@ impl Connection {
         }
         self.write_close(out, code, reason);
         self.close = CloseState::CloseSent;
+        self.clock.begin(&mut self.wait, Wait::CloseReply, now);
         Ok(())
     }
 }

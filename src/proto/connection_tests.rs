@@ -41,7 +41,7 @@ fn cf(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 fn server() -> Connection {
-    Connection::new(Role::Server, ConnectionConfig::default())
+    Connection::new(Role::Server, ConnectionConfig::default(), std::time::Instant::now())
 }
 
 /// Feeds `chunks` the way the engine does (keeping the unconsumed tail), collecting events, the bytes
@@ -76,7 +76,11 @@ fn feed_all(conn: &mut Connection, bytes: &[u8]) -> (Vec<Got>, Vec<u8>, Option<P
 
 /// Parses the frames a server wrote (unmasked) as a client would.
 fn client_reads(bytes: &[u8]) -> Vec<Got> {
-    let mut client = Connection::new(Role::Client, ConnectionConfig { auto_pong: false, ..Default::default() });
+    let mut client = Connection::new(
+        Role::Client,
+        ConnectionConfig { auto_pong: false, ..Default::default() },
+        std::time::Instant::now(),
+    );
     let (events, _, err) = feed_all(&mut client, bytes);
     assert_eq!(err, None, "server output should parse");
     events
@@ -184,7 +188,7 @@ fn rejects_unmasked_client_frame_with_1002() {
 
 #[test]
 fn client_rejects_masked_server_frame_with_1002() {
-    let mut conn = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut conn = Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now());
     let (_, out, err) = feed_all(&mut conn, &cf(1, true, b"x"));
     assert_eq!(err.unwrap().code, CloseCode::PROTOCOL_ERROR);
     // The client's own close frame is masked.
@@ -204,7 +208,11 @@ fn rejects_64_bit_length_with_top_bit_set_with_1002() {
 
 #[test]
 fn frame_over_max_frame_size_fails_with_1009_from_its_header_alone() {
-    let mut conn = Connection::new(Role::Server, ConnectionConfig { max_frame_size: 100, ..Default::default() });
+    let mut conn = Connection::new(
+        Role::Server,
+        ConnectionConfig { max_frame_size: 100, ..Default::default() },
+        std::time::Instant::now(),
+    );
     let bytes = cf(2, true, &[0; 101]);
     let (_, _, err) = feed_all(&mut conn, &bytes[..8]);
     assert_eq!(err.unwrap().code, CloseCode::MESSAGE_TOO_BIG);
@@ -213,7 +221,7 @@ fn frame_over_max_frame_size_fails_with_1009_from_its_header_alone() {
 #[test]
 fn message_over_max_message_size_across_fragments_fails_with_1009() {
     let config = ConnectionConfig { max_message_size: 10, ..Default::default() };
-    let mut conn = Connection::new(Role::Server, config);
+    let mut conn = Connection::new(Role::Server, config, std::time::Instant::now());
     let mut stream = cf(2, false, &[0; 6]);
     stream.extend(cf(0, true, &[0; 6]));
     let (events, out, err) = feed_all(&mut conn, &stream);
@@ -324,12 +332,12 @@ fn bytes_after_the_peer_close_are_ignored() {
 fn our_close_then_peer_reply_closes_and_nothing_is_sent_between() {
     let mut conn = server();
     let mut out = Vec::new();
-    conn.close(CloseCode::GOING_AWAY, "shutting down", &mut out).unwrap();
+    conn.close(std::time::Instant::now(), CloseCode::GOING_AWAY, "shutting down", &mut out).unwrap();
     assert_eq!(conn.close_state(), CloseState::CloseSent);
     assert!(!conn.transport_may_close());
     assert_eq!(conn.send_binary(b"x", &mut out), Err(SendError::Closed));
     assert_eq!(conn.send_ping(b"x", &mut out), Err(SendError::Closed));
-    assert_eq!(conn.close(CloseCode::NORMAL, "", &mut out), Err(SendError::Closed));
+    assert_eq!(conn.close(std::time::Instant::now(), CloseCode::NORMAL, "", &mut out), Err(SendError::Closed));
     assert_eq!(client_reads(&out), vec![Got::Close(Some((1001, "shutting down".into())))]);
     // Data still arrives while we wait; a ping is not answered after our close.
     let mut stream = cf(1, true, b"in flight");
@@ -352,7 +360,7 @@ fn our_close_then_peer_reply_closes_and_nothing_is_sent_between() {
 fn close_rejects_codes_not_allowed_on_the_wire() {
     let mut conn = server();
     assert_eq!(
-        conn.close(CloseCode::NO_STATUS, "", &mut Vec::new()),
+        conn.close(std::time::Instant::now(), CloseCode::NO_STATUS, "", &mut Vec::new()),
         Err(SendError::InvalidCloseCode(CloseCode(1005)))
     );
     assert!(conn.can_send());
@@ -360,7 +368,11 @@ fn close_rejects_codes_not_allowed_on_the_wire() {
 
 #[test]
 fn auto_pong_can_be_turned_off() {
-    let mut conn = Connection::new(Role::Server, ConnectionConfig { auto_pong: false, ..Default::default() });
+    let mut conn = Connection::new(
+        Role::Server,
+        ConnectionConfig { auto_pong: false, ..Default::default() },
+        std::time::Instant::now(),
+    );
     let (events, out, _) = feed_all(&mut conn, &cf(9, true, b"hi"));
     assert_eq!(events, vec![Got::Ping(b"hi".to_vec())]);
     assert!(out.is_empty());
@@ -374,7 +386,7 @@ fn control_payload_over_125_cannot_be_sent() {
 
 #[test]
 fn client_masks_every_frame_with_a_fresh_key() {
-    let mut client = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut client = Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now());
     let mut a = Vec::new();
     let mut b = Vec::new();
     client.send_text("same", &mut a).unwrap();
@@ -390,7 +402,7 @@ fn client_masks_every_frame_with_a_fresh_key() {
 
 #[test]
 fn send_frame_fragments_and_rejects_control_opcodes() {
-    let mut client = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut client = Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now());
     let mut out = Vec::new();
     client.send_frame(OpCode::Binary, false, b"ab", &mut out).unwrap();
     client.send_frame(OpCode::Continuation, true, b"cd", &mut out).unwrap();
@@ -430,7 +442,7 @@ impl Extension for Reverse {
 
 #[test]
 fn extension_claims_rsv1_and_transforms_messages_both_ways() {
-    let mut client = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut client = Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now());
     client.add_extension(Box::new(Reverse { threshold: 3 }));
     let mut server = server();
     server.add_extension(Box::new(Reverse { threshold: 3 }));
@@ -507,7 +519,7 @@ impl Arbitrary for Sent {
 
 /// Encodes messages as client frames, fragmenting data messages at the given cuts.
 fn encode_stream(messages: &[Sent]) -> (Vec<u8>, Vec<Got>) {
-    let mut client = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut client = Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now());
     let mut wire = Vec::new();
     let mut expected = Vec::new();
     for m in messages {
@@ -584,11 +596,11 @@ fn split_send_writes_only_the_header_for_a_server_and_the_whole_frame_for_a_clie
     assert_eq!(out, vec![0x82, 126, 0x01, 0x2c], "header only: FIN, binary, 16-bit length 300");
     out.extend_from_slice(&[7; 300]);
     assert_eq!(client_reads(&out), vec![Got::Binary(vec![7; 300])]);
-    let mut client = Connection::new(Role::Client, ConnectionConfig::default());
+    let mut client = Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now());
     let mut wire = Vec::new();
     assert_eq!(client.send_message_split(OpCode::Text, b"masked", &mut wire), Ok(false));
     assert_eq!(feed_all(&mut server, &wire).0, vec![Got::Text("masked".into())]);
     assert_eq!(server.send_message_split(OpCode::Ping, b"", &mut out), Err(SendError::NotDataOpcode(OpCode::Ping)));
-    server.close(CloseCode::NORMAL, "", &mut out).unwrap();
+    server.close(std::time::Instant::now(), CloseCode::NORMAL, "", &mut out).unwrap();
     assert_eq!(server.send_message_split(OpCode::Text, b"late", &mut out), Err(SendError::Closed));
 }

@@ -948,6 +948,99 @@ pub fn parse_response(
     Ok(Some((UpgradeResponse { protocol, extensions, headers }, n)))
 }
 
+/// The client side of the opening handshake as a sans-IO state machine: it writes the request, then is fed
+/// the bytes that come back, in any pieces, until the response is complete and checked.
+///
+/// Used alike by the blocking client and the engine's in-loop clients. A head split across reads is kept
+/// in a buffer of its own (bounded by [`HandshakeLimits::max_head_bytes`]); a head that arrives whole is
+/// parsed in place, uncopied.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    key: String,
+    protocols: Vec<String>,
+    extensions: Vec<String>,
+    limits: HandshakeLimits,
+    /// The start of a head that arrived in pieces; empty otherwise.
+    partial: Vec<u8>,
+}
+
+impl ClientHandshake {
+    /// Writes `request` into `out` (with a fresh random key) and returns the machine waiting for the answer.
+    /// The extension names offered in `request.extensions` are the only ones the response may accept.
+    pub fn start(request: &ClientRequest, limits: HandshakeLimits, out: &mut Vec<u8>) -> Result<Self, HandshakeError> {
+        let extensions = match &request.extensions {
+            Some(offer) => super::negotiate::parse_extensions(offer)
+                .map_err(HandshakeError::InvalidExtensions)?
+                .into_iter()
+                .map(|o| o.name)
+                .collect(),
+            None => Vec::new(),
+        };
+        let key = write_request(request, out)?;
+        Ok(Self { key, protocols: request.protocols.clone(), extensions, limits, partial: Vec::new() })
+    }
+
+    /// Feeds bytes received from the server. Returns `Ok(None)` while the response head is incomplete (the
+    /// bytes were taken; feed the next ones), and `Ok(Some((response, n)))` once it is complete and valid:
+    /// the first `n` bytes of `input` finished the head, and `input[n..]` holds frames the server sent
+    /// right after its 101 (they belong to the WebSocket connection). Checks as [`parse_response`].
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<(UpgradeResponse, usize)>, HandshakeError> {
+        if self.partial.is_empty() {
+            return match parse_response(input, &self.key, &self.protocols, &self.extensions, &self.limits)? {
+                Some(done) => Ok(Some(done)),
+                None => {
+                    self.partial.extend_from_slice(input);
+                    Ok(None)
+                }
+            };
+        }
+        let before = self.partial.len();
+        self.partial.extend_from_slice(input);
+        match parse_response(&self.partial, &self.key, &self.protocols, &self.extensions, &self.limits)? {
+            Some((response, head)) => {
+                self.partial = Vec::new();
+                Ok(Some((response, head - before)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// The server side of the opening handshake: the limits a request is parsed within and the policy its
+/// answer follows. Sans-IO; the caller keeps the received bytes, because a connection may carry plain
+/// HTTP requests (keep-alive, pipelined) before its upgrade and those are parsed from the same buffer.
+#[derive(Debug, Clone, Default)]
+pub struct ServerHandshake {
+    /// Limits on the request head.
+    pub limits: HandshakeLimits,
+}
+
+impl ServerHandshake {
+    /// A server handshake within `limits`.
+    pub fn new(limits: HandshakeLimits) -> Self {
+        Self { limits }
+    }
+
+    /// Parses an upgrade request from the start of `buf`: `Ok(None)` while its head is incomplete,
+    /// `Ok(Some((request, n)))` once complete and valid (`buf[n..]` are the bytes that followed the head),
+    /// or why it is refused ([`HandshakeError::NotUpgrade`] for a plain HTTP request; answer others with
+    /// [`error_response`]).
+    pub fn parse(&self, buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+        parse_request(buf, &self.limits)
+    }
+
+    /// Writes the 101 answer to `request` into `out`, with the chosen subprotocol and extensions.
+    pub fn accept(
+        &self,
+        request: &UpgradeRequest,
+        protocol: Option<&str>,
+        extensions: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), HandshakeError> {
+        write_response(out, &request.key, protocol, extensions, &[])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

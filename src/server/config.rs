@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::proto::negotiate::SubprotocolPolicy;
+use crate::proto::ConnectionConfig;
 
 /// What to do when a peer reads slower than we send and its buffered bytes reach the ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,8 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Send a ping after this long without traffic from the peer. Default 30 s; `None` disables it.
     pub ping_interval: Option<Duration>,
-    /// Close the connection when a ping is not answered within this time. Default 30 s.
+    /// After a keepalive ping, close the connection when nothing at all (a pong or any other bytes)
+    /// arrives within this time. Default 30 s.
     pub pong_timeout: Duration,
     /// How the server picks a subprotocol among those offered. Default: none is picked.
     pub subprotocols: SubprotocolPolicy,
@@ -100,6 +102,23 @@ impl Default for Config {
             health_path: None,
             max_http_body: 64 * 1024,
             keep_request_headers: false,
+        }
+    }
+}
+
+impl Config {
+    /// The protocol core's settings for this server's connections: limits and every timeout of an open
+    /// connection (the core enforces them; the reactor only schedules).
+    pub fn connection_config(&self) -> ConnectionConfig {
+        ConnectionConfig {
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            auto_pong: self.auto_pong,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            idle_timeout: self.idle_timeout,
+            close_timeout: self.close_timeout,
+            mask_source: None,
         }
     }
 }

@@ -4,16 +4,16 @@
 //! Callbacks run synchronously on the reactor thread that owns the connection: they must not block. A
 //! panic in a callback closes that connection with 1011; the loop and other connections live on.
 
-use std::io::{IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::{self, CloseCode, Connection};
 
-use super::config::BackpressurePolicy;
+use super::reactor::Writer;
 use super::Handle;
 
 /// A connection's identity, unique within one server for its lifetime (reactor, slot and generation).
@@ -207,21 +207,18 @@ impl ConnInfo {
 }
 
 /// The connection a callback runs for, and the server around it.
+///
+/// Sends are queued into the reactor's write path (corked, and written once the callback returns);
+/// `Ctx` never touches the socket itself.
 pub struct Ctx<'a> {
     pub(crate) id: ConnId,
     pub(crate) proto: &'a mut Connection,
-    pub(crate) out: &'a mut Vec<u8>,
     pub(crate) info: &'a ConnInfo,
-    pub(crate) stream: &'a mio::net::TcpStream,
     pub(crate) headers: Option<&'a [Header]>,
-    pub(crate) queued: usize,
-    pub(crate) max_buffered: usize,
-    pub(crate) policy: BackpressurePolicy,
-    pub(crate) slow_peer: &'a mut bool,
-    pub(crate) dropped: &'a mut u64,
+    pub(crate) out: Writer<'a>,
     pub(crate) deferred: &'a mut Deferred,
     pub(crate) handle: &'a Handle,
-    pub(crate) counters: &'a crate::metrics::Counters,
+    pub(crate) now: Instant,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -239,7 +236,7 @@ impl Ctx<'_> {
     /// The peer's address (asked of the socket: not stored per connection). `None` if the socket can
     /// no longer tell (the peer is gone).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+        self.out.peer_addr()
     }
 
     /// The request path, without the query.
@@ -267,7 +264,7 @@ impl Ctx<'_> {
 
     /// Bytes queued for this peer and not yet taken by the socket (backpressure).
     pub fn buffered_amount(&self) -> usize {
-        self.queued + self.out.len()
+        self.out.buffered()
     }
 
     /// A handle to the server, usable from any thread.
@@ -277,85 +274,41 @@ impl Ctx<'_> {
 
     /// Whether data may still be sent (no close frame sent yet).
     pub fn is_open(&self) -> bool {
-        self.proto.can_send() && !*self.slow_peer
-    }
-
-    fn admit(&mut self, len: usize) -> Result<(), SendError> {
-        if *self.slow_peer {
-            return Err(SendError::SlowPeer);
-        }
-        if self.buffered_amount() + len > self.max_buffered && self.buffered_amount() > 0 {
-            return match self.policy {
-                BackpressurePolicy::Drop => {
-                    *self.dropped += 1;
-                    Err(SendError::Dropped)
-                }
-                BackpressurePolicy::Close => {
-                    *self.slow_peer = true;
-                    Err(SendError::SlowPeer)
-                }
-            };
-        }
-        Ok(())
+        self.proto.can_send() && !self.out.is_slow_peer()
     }
 
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.admit(text.len())?;
-        if text.len() >= DIRECT_WRITE_MIN && self.queued == 0 {
+        self.out.admit(text.len())?;
+        if self.out.takes_direct(text.len()) {
             self.send_direct(OpCode::Text, text.as_bytes())?;
         } else {
-            self.proto.send_text(text, self.out).map_err(SendError::Protocol)?;
+            self.proto.send_text(text, self.out.cork()).map_err(SendError::Protocol)?;
         }
-        self.counters.record_message_sent(crate::metrics::MessageKind::Text, text.len());
+        self.out.counters().record_message_sent(crate::metrics::MessageKind::Text, text.len());
         Ok(())
     }
 
     /// Sends a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
-        self.admit(data.len())?;
-        if data.len() >= DIRECT_WRITE_MIN && self.queued == 0 {
+        self.out.admit(data.len())?;
+        if self.out.takes_direct(data.len()) {
             self.send_direct(OpCode::Binary, data)?;
         } else {
-            self.proto.send_binary(data, self.out).map_err(SendError::Protocol)?;
+            self.proto.send_binary(data, self.out.cork()).map_err(SendError::Protocol)?;
         }
-        self.counters.record_message_sent(crate::metrics::MessageKind::Binary, data.len());
+        self.out.counters().record_message_sent(crate::metrics::MessageKind::Binary, data.len());
         Ok(())
     }
 
-    /// Sends a large message without copying its payload into the cork: what is corked so far, the frame
-    /// header and the payload go out in one `writev`; only what the socket does not take is copied (into
-    /// the cork, which the reactor flushes or queues after the callback, keeping the order).
+    /// Sends a large message without copying its payload into the cork: the write path writes what is
+    /// corked so far, the frame header and the payload together; only what the socket does not take is
+    /// copied (keeping the order).
     fn send_direct(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        if self.proto.send_message_split(opcode, payload, self.out).map_err(SendError::Protocol)? {
-            self.write_through(payload);
+        if self.proto.send_message_split(opcode, payload, self.out.cork()).map_err(SendError::Protocol)? {
+            self.out.write_through(payload);
         }
         Ok(())
-    }
-
-    /// Writes the cork and then `tail` with one `writev`, without copying `tail` first; whatever the socket
-    /// does not take is corked (copied) after what is already there, so the order stays. Only called when
-    /// nothing is queued behind the cork (`self.queued == 0`).
-    fn write_through(&mut self, tail: &[u8]) {
-        let mut stream = self.stream;
-        let written = loop {
-            let bufs = [IoSlice::new(self.out), IoSlice::new(tail)];
-            match stream.write_vectored(&bufs) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // WouldBlock or a broken socket: everything stays corked; the reactor's flush sees the error.
-                Err(_) => break 0,
-            }
-        };
-        crate::metrics::Counters::add(&self.counters.bytes_written, written as u64);
-        if written >= self.out.len() {
-            let sent_of_tail = written - self.out.len();
-            self.out.clear();
-            self.out.extend_from_slice(&tail[sent_of_tail..]);
-        } else {
-            self.out.drain(..written);
-            self.out.extend_from_slice(tail);
-        }
     }
 
     /// Queues bytes that already are one or more complete frames valid for this connection's role, e.g.
@@ -367,11 +320,11 @@ impl Ctx<'_> {
         if !self.proto.can_send() {
             return Err(SendError::Protocol(proto::SendError::Closed));
         }
-        self.admit(frames.len())?;
-        if frames.len() >= DIRECT_WRITE_MIN && self.queued == 0 {
-            self.write_through(frames);
+        self.out.admit(frames.len())?;
+        if self.out.takes_direct(frames.len()) {
+            self.out.write_through(frames);
         } else {
-            self.out.extend_from_slice(frames);
+            self.out.cork().extend_from_slice(frames);
         }
         Ok(())
     }
@@ -392,16 +345,16 @@ impl Ctx<'_> {
 
     /// Sends a ping (payload at most 125 bytes). Never dropped by the backpressure policy.
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
-        self.proto.send_ping(payload, self.out).map_err(SendError::Protocol)?;
-        crate::metrics::Counters::add(&self.counters.pings_sent, 1);
+        self.proto.send_ping(payload, self.out.cork()).map_err(SendError::Protocol)?;
+        crate::metrics::Counters::add(&self.out.counters().pings_sent, 1);
         Ok(())
     }
 
     /// Starts the close handshake with `code` and `reason`; the socket closes when the peer answers or
     /// the close timeout passes.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        self.proto.close(code, reason, self.out).map_err(SendError::Protocol)?;
-        crate::metrics::Counters::add(&self.counters.closes_sent, 1);
+        self.proto.close(self.now, code, reason, self.out.cork()).map_err(SendError::Protocol)?;
+        crate::metrics::Counters::add(&self.out.counters().closes_sent, 1);
         Ok(())
     }
 
@@ -437,10 +390,6 @@ impl Ctx<'_> {
         self.deferred.publishes.push((topic.to_owned(), server_frame(OpCode::Binary, data)));
     }
 }
-
-/// Messages at least this large are written straight from the handler's slice (`writev`) instead of
-/// being copied into the cork first.
-const DIRECT_WRITE_MIN: usize = 16 * 1024;
 
 /// Encodes an unmasked single-frame message once, to be shared by reference between connections.
 pub(crate) fn server_frame(opcode: OpCode, payload: &[u8]) -> Bytes {

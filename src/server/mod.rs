@@ -28,6 +28,7 @@ mod handler;
 mod handler_timers;
 mod reactor;
 mod router;
+mod transport;
 
 use std::io;
 use std::net::SocketAddr;

@@ -75,7 +75,7 @@ impl TestClient {
         assert!(response_head.starts_with("HTTP/1.1 101"), "upgrade refused: {response_head}");
         assert!(response_head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "bad accept key: {response_head}");
         buf.drain(..head_end);
-        Self { stream, conn: Connection::new(Role::Client, config), buf, response_head }
+        Self { stream, conn: Connection::new(Role::Client, config, std::time::Instant::now()), buf, response_head }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -102,7 +102,7 @@ impl TestClient {
 
     pub fn close(&mut self, code: u16, reason: &str) {
         let mut out = Vec::new();
-        self.conn.close(CloseCode(code), reason, &mut out).unwrap();
+        self.conn.close(std::time::Instant::now(), CloseCode(code), reason, &mut out).unwrap();
         self.send_raw(&out);
     }
 
@@ -203,6 +203,11 @@ impl TestClient {
         let response_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         assert!(response_head.starts_with("HTTP/1.1 101"), "{response_head}");
         buf.drain(..head_end);
-        Self { stream, conn: Connection::new(Role::Client, ConnectionConfig::default()), buf, response_head }
+        Self {
+            stream,
+            conn: Connection::new(Role::Client, ConnectionConfig::default(), std::time::Instant::now()),
+            buf,
+            response_head,
+        }
     }
 }

@@ -1,0 +1,217 @@
+//! Time in the protocol core: which deadline a connection waits for next, and what is due when it passes.
+//!
+//! Owns: the keepalive ping, the pong deadline, the idle timeout, the close-handshake timeout and the
+//! linger bound (how long the transport may stay open once the close handshake is over). Never touches:
+//! clocks or timers. The caller passes `now` in ([`Connection::received_at`](super::Connection::received_at),
+//! [`Connection::close`](super::Connection::close), [`Connection::handle_timeout`](super::Connection::handle_timeout))
+//! and asks [`Connection::poll_timeout`](super::Connection::poll_timeout) when to come back.
+
+use std::time::{Duration, Instant};
+
+/// What [`Connection::handle_timeout`](super::Connection::handle_timeout) found due and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// Nothing arrived for `ping_interval`: a keepalive ping was written; the pong deadline runs.
+    Ping,
+    /// Nothing arrived for `idle_timeout`: a close frame (1001, "idle timeout") was written and the close
+    /// handshake runs (bounded by `close_timeout`).
+    Idle,
+    /// Nothing arrived within `pong_timeout` of our keepalive ping: a close frame (1001, "pong timeout")
+    /// was written if one still could be. Write it out, then close the transport (the peer is not
+    /// waited for).
+    Pong,
+    /// The peer did not answer our close frame within `close_timeout`: close the transport.
+    Close,
+    /// The close handshake is over (or the connection failed) but the transport is still open after
+    /// `close_timeout` (a client waits for the server to close TCP first; a server waits for its last
+    /// bytes to be taken): close it now.
+    Linger,
+}
+
+/// What an open connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Traffic: the idle timeout and the keepalive ping count from the last arrival.
+    Traffic,
+    /// Anything at all after our keepalive ping (a pong or any other bytes prove the peer alive).
+    Pong,
+    /// The peer's close frame, after ours.
+    CloseReply,
+    /// The transport to close, after the close handshake or a failure.
+    Linger,
+    /// Nothing more: a deadline passed and the transport must close.
+    Done,
+}
+
+/// The timeouts a connection enforces (part of [`ConnectionConfig`](super::ConnectionConfig)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub close_timeout: Duration,
+}
+
+/// The clock state of one connection: when bytes last arrived and since when it waits for what its
+/// [`Wait`] (kept by the caller, to pack it with other small fields) says.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    /// The last time bytes arrived (or the connection opened).
+    last_rx: Instant,
+    /// When the current wait began (meaningful unless the wait is `Traffic` or `Done`).
+    since: Instant,
+}
+
+/// `at + after`, or `None` (never) when the clock cannot represent it.
+fn after(at: Instant, after: Duration) -> Option<Instant> {
+    at.checked_add(after)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl Clock {
+    pub(super) fn new(now: Instant) -> Self {
+        Self { last_rx: now, since: now }
+    }
+
+    /// The last time bytes arrived.
+    pub(super) fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+
+    /// Bytes arrived at `now`: the idle and keepalive clocks restart, a pong wait ends.
+    pub(super) fn received(&mut self, wait: &mut Wait, now: Instant) {
+        self.last_rx = now;
+        if *wait == Wait::Pong {
+            *wait = Wait::Traffic;
+        }
+    }
+
+    /// Starts waiting for `wait` at `now`.
+    pub(super) fn begin(&mut self, wait: &mut Wait, new: Wait, now: Instant) {
+        *wait = new;
+        self.since = now;
+    }
+
+    /// The close handshake ended or the connection failed, as bytes that arrived last were read: the
+    /// linger bound starts then (unless a deadline already passed).
+    pub(super) fn closing_done(&mut self, wait: &mut Wait) {
+        if !matches!(*wait, Wait::Linger | Wait::Done) {
+            self.begin(wait, Wait::Linger, self.last_rx);
+        }
+    }
+
+    fn idle_due(&self, limits: &Limits) -> Option<Instant> {
+        limits.idle_timeout.and_then(|idle| after(self.last_rx, idle))
+    }
+
+    /// The next deadline, if any.
+    pub(super) fn next(&self, wait: Wait, limits: &Limits) -> Option<Instant> {
+        match wait {
+            Wait::Traffic => earliest(self.idle_due(limits), limits.ping_interval.and_then(|i| after(self.last_rx, i))),
+            Wait::Pong => earliest(self.idle_due(limits), after(self.since, limits.pong_timeout)),
+            Wait::CloseReply | Wait::Linger => after(self.since, limits.close_timeout),
+            Wait::Done => None,
+        }
+    }
+
+    /// Which deadline is due at `now`, if any (the pong deadline before the idle timeout before the ping).
+    pub(super) fn due(&self, wait: Wait, limits: &Limits, now: Instant) -> Option<Timeout> {
+        let passed = |deadline: Option<Instant>| deadline.is_some_and(|d| now >= d);
+        match wait {
+            Wait::Traffic | Wait::Pong => {
+                if wait == Wait::Pong && passed(after(self.since, limits.pong_timeout)) {
+                    Some(Timeout::Pong)
+                } else if passed(self.idle_due(limits)) {
+                    Some(Timeout::Idle)
+                } else if wait == Wait::Traffic && passed(limits.ping_interval.and_then(|i| after(self.last_rx, i))) {
+                    Some(Timeout::Ping)
+                } else {
+                    None
+                }
+            }
+            Wait::CloseReply => passed(after(self.since, limits.close_timeout)).then_some(Timeout::Close),
+            Wait::Linger => passed(after(self.since, limits.close_timeout)).then_some(Timeout::Linger),
+            Wait::Done => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limits() -> Limits {
+        Limits {
+            ping_interval: Some(100 * MS),
+            pong_timeout: 50 * MS,
+            idle_timeout: Some(300 * MS),
+            close_timeout: 20 * MS,
+        }
+    }
+
+    #[test]
+    fn traffic_moves_the_ping_and_idle_deadlines_later() {
+        let t0 = Instant::now();
+        let (mut clock, mut wait) = (Clock::new(t0), Wait::Traffic);
+        assert_eq!(clock.next(wait, &limits()), Some(t0 + 100 * MS));
+        clock.received(&mut wait, t0 + 60 * MS);
+        assert_eq!(clock.next(wait, &limits()), Some(t0 + 160 * MS));
+        assert_eq!(clock.due(wait, &limits(), t0 + 159 * MS), None);
+        assert_eq!(clock.due(wait, &limits(), t0 + 160 * MS), Some(Timeout::Ping));
+    }
+
+    #[test]
+    fn the_pong_deadline_wins_over_the_idle_timeout() {
+        let t0 = Instant::now();
+        let (mut clock, mut wait) = (Clock::new(t0), Wait::Traffic);
+        clock.begin(&mut wait, Wait::Pong, t0 + 290 * MS);
+        // Both passed at 400 ms: the pong deadline is reported.
+        assert_eq!(clock.due(wait, &limits(), t0 + 400 * MS), Some(Timeout::Pong));
+        // At 300 ms only the idle timeout passed.
+        assert_eq!(clock.due(wait, &limits(), t0 + 300 * MS), Some(Timeout::Idle));
+    }
+
+    #[test]
+    fn any_arrival_ends_a_pong_wait_and_nothing_is_due_after_done() {
+        let t0 = Instant::now();
+        let (mut clock, mut wait) = (Clock::new(t0), Wait::Traffic);
+        clock.begin(&mut wait, Wait::Pong, t0);
+        clock.received(&mut wait, t0 + 10 * MS);
+        assert_eq!(wait, Wait::Traffic);
+        clock.begin(&mut wait, Wait::Done, t0);
+        assert_eq!(clock.next(wait, &limits()), None);
+        assert_eq!(clock.due(wait, &limits(), t0 + Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn a_deadline_beyond_the_clock_is_never() {
+        let t0 = Instant::now();
+        let clock = Clock::new(t0);
+        let huge = Limits { ping_interval: Some(Duration::MAX), idle_timeout: Some(Duration::MAX), ..limits() };
+        assert_eq!(clock.next(Wait::Traffic, &huge), None);
+        assert_eq!(clock.due(Wait::Traffic, &huge, t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn linger_starts_at_the_last_arrival_once() {
+        let t0 = Instant::now();
+        let (mut clock, mut wait) = (Clock::new(t0), Wait::Traffic);
+        clock.received(&mut wait, t0 + 5 * MS);
+        clock.closing_done(&mut wait);
+        assert_eq!(clock.next(wait, &limits()), Some(t0 + 25 * MS));
+        clock.received(&mut wait, t0 + 10 * MS);
+        clock.closing_done(&mut wait);
+        assert_eq!(clock.next(wait, &limits()), Some(t0 + 25 * MS), "a second end does not restart it");
+        assert_eq!(clock.due(wait, &limits(), t0 + 25 * MS), Some(Timeout::Linger));
+    }
+}

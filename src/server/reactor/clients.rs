@@ -1,0 +1,113 @@
+//! In-loop clients: outgoing connections the reactor opens and drives with the same `Handler` trait.
+//!
+//! Owns: the non-blocking connect, writing the upgrade request once TCP connects, and reporting a
+//! failure before the upgrade (`on_connect_error`). The 101 itself is checked by the upgrade room through
+//! [`ClientHandshake`]. Never touches: frames after the upgrade.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use mio::net::TcpStream;
+
+use crate::metrics::Counters;
+use crate::proto::handshake::{ClientHandshake, ClientRequest};
+use crate::proto::CloseCode;
+
+use super::super::handler::{ConnectError, Handler};
+use super::super::Handle;
+use super::conn::{PendingClient, Phase};
+use super::{millis, ClientStart, Reactor};
+
+/// Starts a non-blocking TCP connect to `addr`, from `local` when given (e.g. another 127.0.0.x address to
+/// get past one source address's ephemeral ports).
+fn connect_nonblocking(addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr);
+    };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&local.into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+impl Reactor {
+    /// Starts an in-loop client connection: non-blocking TCP connect, request written once connected.
+    pub(super) fn start_client(&mut self, start: ClientStart) {
+        let ClientStart { addr, host, path_and_query, options, handler } = start;
+        let mut handler: Box<dyn Handler> = handler;
+        let counters = self.counters.clone();
+        let fail = |handler: &mut Box<dyn Handler>, error: ConnectError| {
+            if catch_unwind(AssertUnwindSafe(|| handler.on_connect_error(&error))).is_err() {
+                Counters::add(&counters.handler_panics, 1);
+            }
+        };
+        if self.stopping.is_some() || self.conns.len() >= self.max_conns {
+            return fail(&mut handler, ConnectError::Refused);
+        }
+        let mut req = ClientRequest::new(host, path_and_query.clone());
+        for protocol in &options.protocols {
+            req = req.with_protocol(protocol.clone());
+        }
+        for (name, value) in &options.headers {
+            req = req.with_header(name.clone(), value.clone());
+        }
+        let mut request = Vec::with_capacity(256);
+        let handshake = match ClientHandshake::start(&req, self.handshake.limits, &mut request) {
+            Ok(handshake) => handshake,
+            Err(e) => return fail(&mut handler, ConnectError::Handshake(e)),
+        };
+        let stream = match connect_nonblocking(addr, options.local_addr) {
+            Ok(stream) => stream,
+            Err(e) => return fail(&mut handler, ConnectError::Io(e)),
+        };
+        let pending =
+            PendingClient { handler, request, handshake, path_and_query, timeout_ms: millis(options.timeout) };
+        if let Err((e, Phase::Connecting(mut pending))) =
+            self.insert_conn(stream, Phase::Connecting(Box::new(pending)), None)
+        {
+            fail(&mut pending.handler, ConnectError::Io(e));
+        }
+    }
+
+    /// A connecting socket became ready: find out whether TCP connected, then send the upgrade request.
+    pub(super) fn check_connected(&mut self, slot: usize, handle: &Handle) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        match conn.transport.take_error() {
+            Ok(Some(e)) | Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
+            Ok(None) => {}
+        }
+        match conn.transport.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
+        }
+        let Phase::Connecting(mut pending) = std::mem::replace(&mut conn.phase, Phase::Rejected) else { return };
+        self.calls.cork.extend_from_slice(&std::mem::take(&mut pending.request));
+        conn.phase = Phase::AwaitingResponse(pending);
+        self.flush(slot, handle);
+    }
+
+    /// Reports a failed in-loop client connection to its handler and drops it.
+    pub(super) fn fail_client(&mut self, slot: usize, error: ConnectError) {
+        let Some(mut conn) = self.conns.try_remove(slot) else { return };
+        if let Some(key) = conn.timer.take() {
+            self.wheel.cancel(key);
+        }
+        let _ = self.poll.registry().deregister(conn.transport.source());
+        if let Phase::Connecting(pending) | Phase::AwaitingResponse(pending) = &mut conn.phase {
+            if catch_unwind(AssertUnwindSafe(|| pending.handler.on_connect_error(&error))).is_err() {
+                Counters::add(&self.counters.handler_panics, 1);
+            }
+        }
+        conn.release_buffers(&mut self.pool);
+        Counters::sub(&self.counters.active_connections, 1);
+        self.counters.record_close(CloseCode::ABNORMAL.0);
+    }
+}

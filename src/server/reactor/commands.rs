@@ -1,0 +1,137 @@
+//! Commands, broadcast and topics: work that reaches connections other than the one being served.
+//!
+//! Owns: draining the command channel other threads write to (broadcast, publish, send to an id, close,
+//! connect, adopt, stop), the per-reactor topic map, and carrying out what a callback deferred
+//! (subscriptions, its handler timer, broadcasts and publishes, which go to the other reactors too).
+//! Never touches: parsing, the socket (frames go through the write path's `queue_frame`).
+
+use std::collections::HashMap;
+use std::sync::mpsc::TryRecvError;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::metrics::Counters;
+
+use super::super::Handle;
+use super::conn::{Conn, Phase};
+use super::{Command, Reactor};
+
+/// Per-reactor subscriptions: topic → slots subscribed to it.
+pub(super) type Topics = HashMap<Arc<str>, Vec<usize>>;
+
+/// Removes `slot` from `topic`, dropping the topic when nobody is left.
+pub(super) fn unsubscribe(topics: &mut Topics, topic: &Arc<str>, slot: usize) {
+    if let Some(slots) = topics.get_mut(topic) {
+        if let Some(i) = slots.iter().position(|s| *s == slot) {
+            slots.swap_remove(i);
+        }
+        if slots.is_empty() {
+            topics.remove(topic);
+        }
+    }
+}
+
+impl Reactor {
+    pub(super) fn drain_commands(&mut self, handle: &Handle) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Broadcast(frame)) => self.broadcast_local(&frame, handle),
+                Ok(Command::Publish(topic, frame)) => self.publish_local(&topic, &frame, handle),
+                Ok(Command::SendTo(id, frame)) => {
+                    if self.conns.get(id.slot()).is_some_and(|c| c.generation == id.generation()) {
+                        self.queue_frame(id.slot(), frame, handle);
+                    }
+                }
+                Ok(Command::Close(id, code, reason)) => {
+                    let slot = id.slot();
+                    if let Some(Conn { phase: Phase::Open(open), generation, .. }) = self.conns.get_mut(slot) {
+                        if *generation == id.generation() {
+                            if open.proto.close(self.now, code, &reason, &mut self.calls.cork).is_ok() {
+                                Counters::add(&self.counters.closes_sent, 1);
+                            }
+                            self.after_event(slot, handle, false);
+                        }
+                    }
+                }
+                Ok(Command::Connect(start)) => self.start_client(*start),
+                Ok(Command::Adopt(stream, already_read)) => self.adopt(stream, already_read, handle),
+                Ok(Command::Stop) => self.begin_stop(handle),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Carries out what the last callback on `slot` deferred.
+    pub(super) fn apply_deferred(&mut self, slot: usize, handle: &Handle) {
+        let deferred = std::mem::take(&mut self.calls.deferred);
+        if let Some(change) = deferred.timer {
+            // Only a connection still open gets a timer (not one that was just removed, e.g. from `on_close`).
+            let open = matches!(self.conns.get(slot), Some(Conn { phase: Phase::Open(open), .. }) if !open.notified);
+            match change {
+                // A delay too long for the clock to represent (e.g. `Duration::MAX`) is a timer that never
+                // fires: it disarms, instead of panicking the reactor with an overflow.
+                Some(after) if open => match Instant::now().checked_add(after) {
+                    Some(due) => self.handler_timers.arm(slot, due),
+                    None => self.handler_timers.cancel(slot),
+                },
+                _ => self.handler_timers.cancel(slot),
+            }
+        }
+        if let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(slot) {
+            for topic in deferred.subscribe {
+                let subscribed = &mut open.info.extra.get_or_insert_with(Default::default).topics;
+                if subscribed.iter().any(|t| **t == *topic) {
+                    continue;
+                }
+                let key: Arc<str> = match self.topics.get_key_value(topic.as_str()) {
+                    Some((key, _)) => key.clone(),
+                    None => Arc::from(topic.as_str()),
+                };
+                self.topics.entry(key.clone()).or_default().push(slot);
+                subscribed.push(key);
+            }
+            for topic in deferred.unsubscribe {
+                let Some(extra) = open.info.extra.as_mut() else {
+                    break;
+                };
+                let subscribed = &mut extra.topics;
+                if let Some(i) = subscribed.iter().position(|t| **t == *topic) {
+                    let key = subscribed.swap_remove(i);
+                    unsubscribe(&mut self.topics, &key, slot);
+                }
+            }
+        }
+        for frame in deferred.broadcasts {
+            self.broadcast_local(&frame, handle);
+            handle.broadcast_frame_except(self.index, frame);
+        }
+        for (topic, frame) in deferred.publishes {
+            let topic: Arc<str> = Arc::from(topic);
+            self.publish_local(&topic, &frame, handle);
+            handle.publish_except(self.index, &topic, &frame);
+        }
+    }
+
+    pub(super) fn broadcast_local(&mut self, frame: &Bytes, handle: &Handle) {
+        let slots: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.phase, Phase::Open(o) if o.proto.can_send()))
+            .map(|(k, _)| k)
+            .collect();
+        for slot in slots {
+            self.queue_frame(slot, frame.clone(), handle);
+        }
+    }
+
+    pub(super) fn publish_local(&mut self, topic: &str, frame: &Bytes, handle: &Handle) {
+        let Some(slots) = self.topics.get(topic) else {
+            return;
+        };
+        for slot in slots.clone() {
+            self.queue_frame(slot, frame.clone(), handle);
+        }
+    }
+}

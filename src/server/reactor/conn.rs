@@ -1,0 +1,124 @@
+//! Connection state: what one slab entry of a reactor holds, phase by phase.
+//!
+//! Owns: the [`Conn`] entry (transport, phase, buffers only while bytes are in flight, one timer key) and
+//! the open connection's parts ([`OpenConn`]: protocol core, handler, request details). Never touches:
+//! the poll, other connections, I/O.
+
+use crate::buf::{BufferPool, InboundBuf, OutboundQueue};
+use crate::proto::handshake::ClientHandshake;
+use crate::proto::{CloseCode, Connection};
+use crate::timer::TimerKey;
+
+use super::super::handler::{ConnInfo, Handler};
+use super::super::transport::Transport;
+
+/// An in-loop client connection on its way to open.
+pub(super) struct PendingClient {
+    pub(super) handler: Box<dyn Handler>,
+    /// The upgrade request, written once TCP connects.
+    pub(super) request: Vec<u8>,
+    /// The client side of the handshake, fed the server's answer.
+    pub(super) handshake: ClientHandshake,
+    pub(super) path_and_query: String,
+    pub(super) timeout_ms: u64,
+}
+
+/// Where a connection stands.
+pub(super) enum Phase {
+    /// Waiting for the upgrade request (plain HTTP requests may come first).
+    Handshake,
+    /// Upgraded: frames flow. Inline, not boxed: an open connection is the common case.
+    Open(OpenConn),
+    /// An HTTP error response is being written; the socket closes once it is out.
+    Rejected,
+    /// In-loop client: TCP connect in progress.
+    Connecting(Box<PendingClient>),
+    /// In-loop client: request sent, waiting for the 101 response.
+    AwaitingResponse(Box<PendingClient>),
+}
+
+/// An upgraded connection: the protocol core (which also keeps its timeouts), the handler and what the
+/// handler may read about the request.
+pub(super) struct OpenConn {
+    pub(super) proto: Connection,
+    pub(super) handler: Box<dyn Handler>,
+    pub(super) info: ConnInfo,
+    /// The handler panicked: it is never called again.
+    pub(super) poisoned: bool,
+    /// `on_close` was called.
+    pub(super) notified: bool,
+    /// Backlog seen since the last `on_drain`.
+    pub(super) drain_pending: bool,
+    /// The code `on_close` reported (recorded in the metrics when the connection goes).
+    pub(super) close_code: CloseCode,
+}
+
+impl OpenConn {
+    pub(super) fn new(proto: Connection, handler: Box<dyn Handler>, info: ConnInfo) -> Self {
+        Self {
+            proto,
+            handler,
+            info,
+            poisoned: false,
+            notified: false,
+            drain_pending: false,
+            close_code: CloseCode::ABNORMAL,
+        }
+    }
+}
+
+/// One slab entry.
+pub(super) struct Conn {
+    pub(super) transport: Transport,
+    pub(super) phase: Phase,
+    /// The unparsed tail of the stream, only while there is one (its buffer comes from the pool).
+    pub(super) inbound: Option<Box<InboundBuf>>,
+    /// Bytes the socket did not take yet, only while there are some.
+    pub(super) outbound: Option<Box<OutboundQueue>>,
+    pub(super) timer: Option<TimerKey>,
+    pub(super) generation: u32,
+    /// Before the upgrade: accept (or connect) time, then the last time bytes arrived (ms since the
+    /// reactor epoch). An open connection's protocol core keeps its own clock.
+    pub(super) last_read: u64,
+    /// Close the socket as soon as the outbound queue is empty.
+    pub(super) close_when_flushed: bool,
+}
+
+impl Conn {
+    /// Bytes queued and not yet taken by the socket.
+    pub(super) fn queued(&self) -> usize {
+        self.outbound.as_ref().map_or(0, |q| q.len_bytes())
+    }
+
+    /// Gives the connection's buffers back to the pool.
+    pub(super) fn release_buffers(&mut self, pool: &mut BufferPool) {
+        if let Some(inbound) = self.inbound.take() {
+            pool.give((*inbound).into_vec());
+        }
+        if let Some(mut outbound) = self.outbound.take() {
+            outbound.clear(pool);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory budget: an idle open connection is one slab entry (no buffer, no other allocation for
+    /// a zero-sized handler and an interned path). In release builds mio's `TcpStream` is 4 bytes; debug
+    /// builds add a selector id, hence the margin.
+    #[test]
+    fn an_open_connection_fits_the_idle_memory_budget() {
+        let entry = std::mem::size_of::<Conn>();
+        assert!(
+            entry <= 256,
+            "Conn is {entry} bytes (OpenConn {}, Connection {}, ConnInfo {}, Phase {})",
+            std::mem::size_of::<OpenConn>(),
+            std::mem::size_of::<Connection>(),
+            std::mem::size_of::<ConnInfo>(),
+            std::mem::size_of::<Phase>()
+        );
+        assert!(std::mem::size_of::<Connection>() <= 128, "Connection is {} bytes", std::mem::size_of::<Connection>());
+    }
+}

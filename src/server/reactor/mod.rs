@@ -1,0 +1,505 @@
+//! One reactor: a thread with its own `mio::Poll`, listener, slab of connections, timer wheel, buffer
+//! pool and counters. Nothing here is shared with other reactors except through the command channel.
+//!
+//! This module is the event loop and the connection lifecycle (accept, adopt, insert, settle after an
+//! event, remove, stop). Its rooms:
+//!
+//! | room | owns |
+//! |---|---|
+//! | [`conn`] | the slab entry and the open connection's parts |
+//! | [`read`] | readiness → bytes → handshake or frames → handler |
+//! | [`write`] | the cork, outbound queues, backpressure, `on_drain` |
+//! | [`calls`] | handler calls: their environment, built in one place; panic isolation |
+//! | [`upgrade`] | plain HTTP and the opening handshake (server side and in-loop clients) |
+//! | [`commands`] | the command channel, broadcast, topics, deferred work |
+//! | [`clients`] | in-loop clients: connect, request, connect errors |
+//! | [`timers`] | the wheel timer per connection (driven by the protocol core) and handler timers |
+//!
+//! Every byte goes through the connection's [`Transport`](super::transport::Transport).
+
+mod calls;
+mod clients;
+mod commands;
+mod conn;
+mod read;
+mod timers;
+mod upgrade;
+mod write;
+
+pub(crate) use write::Writer;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::buf::{BufferPool, InboundBuf};
+use crate::http::HttpLimits;
+use crate::metrics::Counters;
+use crate::proto::handshake::{HandshakeLimits, ServerHandshake};
+use crate::proto::{CloseCode, CloseState, ConnectionConfig, Role};
+use crate::timer::TimerWheel;
+
+use super::handler::{ConnId, Handler};
+use super::handler_timers::HandlerTimers;
+use super::router::Router;
+use super::transport::Transport;
+use super::{Config, Handle, ReactorLink};
+use calls::{notify_close, CallState, Env, EnvParts};
+use commands::{unsubscribe, Topics};
+use conn::{Conn, Phase};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Smallest per-reactor read buffer.
+const MIN_SCRATCH: usize = 256 * 1024;
+const WAKER: Token = Token(usize::MAX);
+
+/// Work sent to a reactor from other threads.
+pub(crate) enum Command {
+    Broadcast(Bytes),
+    Publish(Arc<str>, Bytes),
+    SendTo(ConnId, Bytes),
+    Close(ConnId, CloseCode, String),
+    Connect(Box<ClientStart>),
+    Adopt(std::net::TcpStream, Vec<u8>),
+    Stop,
+}
+
+/// An in-loop client connection to open.
+pub(crate) struct ClientStart {
+    pub(crate) addr: SocketAddr,
+    pub(crate) host: String,
+    pub(crate) path_and_query: String,
+    pub(crate) options: super::ConnectOptions,
+    pub(crate) handler: Box<dyn Handler + Send>,
+}
+
+/// Fails with `AddrInUse` when another socket already listens on `addr`, which `SO_REUSEPORT` would
+/// otherwise hide (a second server would silently share the port and its connections). Returns the
+/// address with the port the kernel picked when port 0 was asked for.
+pub(crate) fn probe_exclusive(addr: SocketAddr) -> io::Result<SocketAddr> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(io::ErrorKind::AddrInUse, format!("{addr} is already in use by another listener"))
+        } else {
+            e
+        }
+    })?;
+    let local = probe.local_addr()?.as_socket().unwrap_or(addr);
+    Ok(local)
+}
+
+/// Binds a non-blocking listener with `SO_REUSEPORT`, so each reactor can have its own.
+pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// What a reactor thread starts from (everything here is `Send`; the reactor itself is not).
+pub(crate) struct ReactorSeed {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    rx: Receiver<Command>,
+    counters: Arc<Counters>,
+    config: Arc<Config>,
+    router: Arc<Router>,
+}
+
+impl ReactorSeed {
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Builds the reactor on the current thread and runs its loop until a stop completes.
+    pub(crate) fn run(self, handle: Handle) {
+        Reactor::from_seed(self).run(handle);
+    }
+}
+
+pub(crate) struct Reactor {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    scratch: Vec<u8>,
+    calls: CallState,
+    pool: BufferPool,
+    /// Timers by connection slot (a `u32` keeps each wheel entry small).
+    wheel: TimerWheel<u32>,
+    topics: Topics,
+    paths: HashMap<Box<str>, Arc<String>>,
+    rx: Receiver<Command>,
+    counters: Arc<Counters>,
+    config: Arc<Config>,
+    /// Shared by every connection of this reactor (one pointer each).
+    proto_config: Arc<ConnectionConfig>,
+    handshake: ServerHandshake,
+    http_limits: HttpLimits,
+    router: Arc<Router>,
+    epoch: Instant,
+    /// This turn of the loop's time (read once per poll wake-up).
+    now: Instant,
+    stopping: Option<Instant>,
+    max_conns: usize,
+    /// Handler timers (`Ctx::set_timer`), and the slots due this turn (kept to reuse its allocation).
+    handler_timers: HandlerTimers,
+    due_timers: Vec<usize>,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// Milliseconds from `epoch` to `now`.
+fn ms_since(epoch: Instant, now: Instant) -> u64 {
+    millis(now.saturating_duration_since(epoch))
+}
+
+impl Reactor {
+    /// Makes the parts that cross into the reactor thread, and the link other threads use to reach it.
+    pub(crate) fn prepare(
+        index: usize,
+        mut listener: Option<TcpListener>,
+        config: Arc<Config>,
+        router: Arc<Router>,
+    ) -> io::Result<(ReactorSeed, ReactorLink)> {
+        let poll = Poll::new()?;
+        if let Some(listener) = listener.as_mut() {
+            poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = channel();
+        let counters = Arc::new(Counters::default());
+        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router };
+        Ok((seed, ReactorLink { tx, waker, counters }))
+    }
+
+    fn from_seed(seed: ReactorSeed) -> Self {
+        let ReactorSeed { index, poll, listener, rx, counters, config, router } = seed;
+        let threads = config.threads.max(1);
+        let now = Instant::now();
+        Self {
+            index,
+            poll,
+            listener,
+            conns: Slab::new(),
+            next_generation: 0,
+            // One per reactor, so it can be large: a 64 KiB message and its header arrive in one read.
+            scratch: vec![0; config.read_buffer_size.max(MIN_SCRATCH)],
+            calls: CallState { cork: Vec::with_capacity(config.read_buffer_size), ..CallState::default() },
+            pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
+            wheel: TimerWheel::with_config(now, config.timer_tick, 512),
+            topics: HashMap::new(),
+            paths: HashMap::new(),
+            rx,
+            counters,
+            proto_config: Arc::new(config.connection_config()),
+            handshake: ServerHandshake::new(HandshakeLimits {
+                max_head_bytes: config.max_request_head,
+                max_headers: config.max_headers,
+            }),
+            http_limits: HttpLimits {
+                max_head_bytes: config.max_request_head,
+                max_headers: config.max_headers,
+                max_body_bytes: config.max_http_body,
+            },
+            max_conns: config.max_connections.div_ceil(threads),
+            config,
+            router,
+            epoch: now,
+            now,
+            stopping: None,
+            handler_timers: HandlerTimers::default(),
+            due_timers: Vec::new(),
+        }
+    }
+
+    /// This turn's time in ms since the reactor epoch (for the phases before the upgrade).
+    fn now_ms(&self) -> u64 {
+        ms_since(self.epoch, self.now)
+    }
+
+    /// Runs the loop until a stop completes.
+    fn run(mut self, handle: Handle) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let mut timeout =
+                if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
+            if let Some(due) = self.handler_timers.next_due() {
+                let until = due.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(until, |t| t.min(until)));
+            }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("reactor {}: poll failed: {e}", self.index);
+                break;
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.drain_commands(&handle),
+                    Token(slot) => {
+                        if event.is_writable() {
+                            self.on_writable(slot, &handle);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            // Unless the peer also closed (or errored), a short read means the socket is
+                            // drained: the next arrival raises a new edge, so no extra read for WouldBlock.
+                            let to_eof = event.is_read_closed() || event.is_error();
+                            self.on_readable(slot, &handle, to_eof);
+                        }
+                    }
+                }
+            }
+            self.fire_timers(&handle);
+            self.fire_handler_timers(&handle);
+            if let Some(deadline) = self.stopping {
+                if self.conns.is_empty() {
+                    break;
+                }
+                if self.now >= deadline {
+                    let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for slot in slots {
+                        Counters::add(&self.counters.close_timeouts, 1);
+                        self.remove(slot, &handle, CloseCode::ABNORMAL, "server stopped");
+                    }
+                    break;
+                }
+            }
+        }
+        log::debug!("reactor {} stopped", self.index);
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    Counters::add(&self.counters.connections_accepted, 1);
+                    if self.conns.len() >= self.max_conns {
+                        Counters::add(&self.counters.connections_refused, 1);
+                        log::warn!("reactor {}: max connections reached, refusing {peer}", self.index);
+                        continue;
+                    }
+                    if let Err((e, _)) = self.insert_conn(stream, Phase::Handshake, None) {
+                        log::warn!("reactor {}: register failed: {e}", self.index);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: leave the rest in the backlog for the next readiness event.
+                    log::warn!("reactor {}: accept failed: {e}", self.index);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes over a socket accepted elsewhere (e.g. by an HTTP server), with the bytes already read from
+    /// it, as if this reactor had accepted it: the upgrade request is parsed from those bytes first.
+    fn adopt(&mut self, stream: std::net::TcpStream, already_read: Vec<u8>, handle: &Handle) {
+        Counters::add(&self.counters.connections_accepted, 1);
+        if self.stopping.is_some() || self.conns.len() >= self.max_conns {
+            Counters::add(&self.counters.connections_refused, 1);
+            return;
+        }
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
+            return;
+        }
+        let stream = TcpStream::from_std(stream);
+        let inbound = (!already_read.is_empty()).then(|| {
+            let mut buf = InboundBuf::from_vec(self.pool.take());
+            buf.append(&already_read);
+            Box::new(buf)
+        });
+        let slot = match self.insert_conn(stream, Phase::Handshake, inbound) {
+            Ok(slot) => slot,
+            Err((e, _)) => {
+                log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
+                return;
+            }
+        };
+        if self.conns[slot].inbound.is_some() {
+            let outcome = self.process(slot, handle, None);
+            self.after_event(slot, handle, outcome.slow_peer);
+            if outcome.upgraded {
+                self.arm(slot);
+            }
+        }
+        // Bytes that arrived after the hand-off are picked up by the readiness event registration gives.
+    }
+
+    /// Registers a socket with the poll, stores it as a new connection and arms its first timer. On failure
+    /// the phase comes back (an in-loop client's handler must still hear about it).
+    #[allow(clippy::result_large_err)] // rare path; boxing would cost an allocation on the common one
+    fn insert_conn(
+        &mut self,
+        stream: TcpStream,
+        phase: Phase,
+        inbound: Option<Box<InboundBuf>>,
+    ) -> Result<usize, (io::Error, Phase)> {
+        let mut transport = Transport::Tcp(stream);
+        let _ = transport.set_nodelay(true);
+        let last_read = self.now_ms();
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) =
+            self.poll.registry().register(transport.source(), Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            if let Some(inbound) = inbound {
+                self.pool.give((*inbound).into_vec());
+            }
+            return Err((e, phase));
+        }
+        self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
+        entry.insert(Conn {
+            transport,
+            phase,
+            inbound,
+            outbound: None,
+            timer: None,
+            generation: self.next_generation,
+            last_read,
+            close_when_flushed: false,
+        });
+        Counters::add(&self.counters.active_connections, 1);
+        self.arm(slot);
+        Ok(slot)
+    }
+
+    /// Settles a connection after its callbacks ran: flush, then close or re-arm as its state asks, then
+    /// carry out what the callbacks deferred (broadcasts, publishes, subscriptions).
+    fn after_event(&mut self, slot: usize, handle: &Handle, slow_peer: bool) {
+        self.flush(slot, handle);
+        if slow_peer {
+            Counters::add(&self.counters.slow_peers_closed, 1);
+            log::info!("reactor {}: closing a peer that does not read (buffered bytes ceiling)", self.index);
+            self.remove(slot, handle, CloseCode::ABNORMAL, "slow peer");
+        }
+        if let Some(conn) = self.conns.get_mut(slot) {
+            let mut rearm = false;
+            match &mut conn.phase {
+                Phase::Rejected => conn.close_when_flushed = true,
+                Phase::Open(open) => {
+                    let state = open.proto.close_state();
+                    if open.proto.transport_may_close() {
+                        // A server closes TCP first; so does a client after a failure. Otherwise a client
+                        // waits for the server to close (the core bounds that with `Timeout::Linger`).
+                        if open.proto.role() == Role::Server || state != CloseState::Closed {
+                            conn.close_when_flushed = true;
+                        }
+                        rearm = true;
+                    } else if state == CloseState::CloseSent {
+                        // The close-handshake deadline may be earlier than the armed one.
+                        rearm = true;
+                    }
+                }
+                Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
+            }
+            if conn.close_when_flushed && conn.outbound.is_none() {
+                self.remove(slot, handle, CloseCode::NORMAL, "");
+            } else if rearm {
+                self.arm(slot);
+            }
+        }
+        if self.calls.dropped > 0 {
+            Counters::add(&self.counters.messages_dropped, std::mem::take(&mut self.calls.dropped));
+        }
+        self.update_pool_gauge();
+        if !self.calls.deferred.is_empty() {
+            self.apply_deferred(slot, handle);
+        }
+    }
+
+    /// Removes a connection: tells its handler (once), unsubscribes it, returns its buffers, closes the
+    /// socket.
+    fn remove(&mut self, slot: usize, handle: &Handle, code: CloseCode, reason: &str) {
+        let Some(mut conn) = self.conns.try_remove(slot) else {
+            return;
+        };
+        // Its heap entry, if any, is skipped when it comes up (a new connection in this slot arms anew).
+        self.handler_timers.cancel(slot);
+        let mut recorded = CloseCode::ABNORMAL;
+        if let Some(key) = conn.timer.take() {
+            self.wheel.cancel(key);
+        }
+        let _ = self.poll.registry().deregister(conn.transport.source());
+        if let Phase::Open(open) = &mut conn.phase {
+            let parts = EnvParts {
+                calls: &mut self.calls,
+                config: &self.config,
+                handle,
+                counters: &self.counters,
+                now: self.now,
+            };
+            let mut env = Env::new(ConnId::new(self.index, slot, conn.generation), &mut conn.transport, 0, parts);
+            notify_close(open, &mut env, code, reason);
+            recorded = open.close_code;
+            self.calls.cork.clear();
+            for topic in open.info.extra.take().into_iter().flat_map(|e| e.topics) {
+                unsubscribe(&mut self.topics, &topic, slot);
+            }
+        }
+        conn.release_buffers(&mut self.pool);
+        Counters::sub(&self.counters.active_connections, 1);
+        self.counters.record_close(recorded.0);
+        self.update_pool_gauge();
+        // Deferred work from on_close (e.g. a broadcast that someone left) still runs.
+        if !self.calls.deferred.is_empty() {
+            self.apply_deferred(slot, handle);
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, send 1001 to every open connection, drop the rest.
+    fn begin_stop(&mut self, handle: &Handle) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.stopping = Some(self.now + self.config.close_timeout);
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            match &mut self.conns[slot].phase {
+                Phase::Open(open) => {
+                    if open
+                        .proto
+                        .close(self.now, CloseCode::GOING_AWAY, "server shutting down", &mut self.calls.cork)
+                        .is_ok()
+                    {
+                        Counters::add(&self.counters.closes_sent, 1);
+                    }
+                    self.after_event(slot, handle, false);
+                }
+                _ => self.remove(slot, handle, CloseCode::ABNORMAL, "server shutting down"),
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The read path: readiness → bytes → handshake or frames → handler, keeping only an incomplete tail.
+//!
+//! Owns: reading a readable socket until it is drained, where the bytes go (the reactor's scratch
+//! buffer, or the connection's tail buffer while it has one), parsing and dispatching them, and giving
+//! an emptied tail buffer back to the pool. Never touches: the write path beyond flushing at the end of
+//! an event, timers beyond re-arming after an upgrade.
+
+use std::io;
+
+use crate::buf::{Fill, InboundBuf};
+use crate::metrics::Counters;
+
+use super::super::handler::{ConnId, ConnectError};
+use super::super::Handle;
+use super::calls::{dispatch, invoke, notify_close, Env, EnvParts};
+use super::conn::{Conn, Phase};
+use super::upgrade::{client_response, server_requests, Upgrade};
+use super::Reactor;
+
+/// What parsing one read led to.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    /// A send found the peer at the buffered-bytes ceiling under the `Close` policy.
+    pub(super) slow_peer: bool,
+    /// The upgrade completed: the connection's deadlines changed.
+    pub(super) upgraded: bool,
+}
+
+impl Reactor {
+    pub(super) fn on_readable(&mut self, slot: usize, handle: &Handle, to_eof: bool) {
+        if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::Connecting(_))) {
+            self.check_connected(slot, handle);
+        }
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else { return };
+            if matches!(conn.phase, Phase::Connecting(_)) {
+                return;
+            }
+            if matches!(conn.phase, Phase::Rejected) || conn.close_when_flushed {
+                // Discard whatever arrives while an error response or a final close goes out.
+                match conn.transport.read(&mut self.scratch) {
+                    Ok(0) => {
+                        self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => {
+                        self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+                        return;
+                    }
+                }
+            }
+            let read = match conn.inbound.as_mut() {
+                Some(inbound) => {
+                    let limit = self.config.max_frame_size.saturating_add(14).max(self.config.max_request_head);
+                    match inbound.fill_from(&mut conn.transport, limit) {
+                        Ok(Fill::Read(n)) => Ok(Some((n, false))),
+                        Ok(Fill::Eof) => Ok(None),
+                        Ok(Fill::Full) => Err(io::Error::other("inbound buffer full")),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => match conn.transport.read(&mut self.scratch) {
+                    Ok(0) => Ok(None),
+                    Ok(n) => Ok(Some((n, true))),
+                    Err(e) => Err(e),
+                },
+            };
+            match read {
+                Ok(Some((n, from_scratch))) => {
+                    match &mut conn.phase {
+                        Phase::Open(open) => open.proto.received_at(self.now),
+                        _ => conn.last_read = super::ms_since(self.epoch, self.now),
+                    }
+                    // Unless the peer also closed (or errored), a short read means the socket is drained:
+                    // the next arrival raises a new edge, so no extra read for WouldBlock.
+                    let drained = from_scratch && n < self.scratch.len() && !to_eof;
+                    let outcome = self.process(slot, handle, from_scratch.then_some(n));
+                    self.after_event(slot, handle, outcome.slow_peer);
+                    if outcome.upgraded {
+                        self.arm(slot);
+                    }
+                    if drained {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if matches!(self.conns[slot].phase, Phase::AwaitingResponse(_)) {
+                        self.fail_client(slot, ConnectError::ClosedDuringHandshake);
+                    } else {
+                        self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("reactor {}: read error on slot {slot}: {e}", self.index);
+                    self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses what was read (in the scratch buffer when `from_scratch` is set, else in the connection's
+    /// inbound buffer) and dispatches events. Keeps any incomplete tail in the connection's buffer.
+    pub(super) fn process(&mut self, slot: usize, handle: &Handle, from_scratch: Option<usize>) -> Outcome {
+        let index = self.index;
+        let Self {
+            conns,
+            scratch,
+            calls,
+            pool,
+            counters,
+            config,
+            router,
+            handshake,
+            http_limits,
+            proto_config,
+            paths,
+            now,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(slot) else {
+            return Outcome::default();
+        };
+        let id = ConnId::new(index, slot, conn.generation);
+        let queued = conn.queued();
+        let Conn { inbound, phase, transport, .. } = conn;
+        let parts = EnvParts { calls, config, handle, counters, now: *now };
+        let mut env = Env::new(id, transport, queued, parts);
+        let buf: &mut [u8] = match from_scratch {
+            Some(n) => &mut scratch[..n],
+            None => match inbound.as_mut() {
+                Some(inbound) => inbound.readable_mut(),
+                None => return Outcome::default(),
+            },
+        };
+        let mut pos = 0;
+        let mut upgraded = false;
+        let mut up = Upgrade { handshake, http_limits, router, paths, proto_config };
+        if matches!(phase, Phase::Handshake) {
+            let (n, opened) = server_requests(&mut up, &buf[..], phase, &mut env);
+            pos += n;
+            upgraded |= opened;
+        }
+        if matches!(phase, Phase::AwaitingResponse(_)) {
+            let (n, opened) = client_response(&mut up, &buf[..], phase, &mut env);
+            pos += n;
+            upgraded |= opened;
+        }
+        if let Phase::Open(open) = phase {
+            while !env.slow_peer() {
+                let was_open = open.proto.can_send();
+                match open.proto.read(&mut buf[pos..], env.writer.cork) {
+                    Ok((n, None)) => {
+                        pos += n;
+                        break;
+                    }
+                    Ok((n, Some(event))) => {
+                        pos += n;
+                        dispatch(open, &mut env, event, was_open);
+                    }
+                    Err(err) => {
+                        pos = buf.len();
+                        Counters::add(&env.counters.protocol_errors, 1);
+                        log::debug!("reactor {index}: {} failed: {err}", env.id);
+                        if was_open {
+                            // The state machine wrote a close frame with the error's code.
+                            Counters::add(&env.counters.closes_sent, 1);
+                        }
+                        invoke(open, &mut env, None, |h, ctx| h.on_error(ctx, &err));
+                        notify_close(open, &mut env, err.code, err.reason);
+                        break;
+                    }
+                }
+            }
+        } else if matches!(phase, Phase::Rejected) {
+            pos = buf.len();
+        }
+        let slow_peer = env.slow_peer();
+        // Keep the incomplete tail, and only that.
+        match from_scratch {
+            Some(n) => {
+                if pos < n {
+                    let tail = inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take())));
+                    tail.append(&scratch[pos..n]);
+                }
+            }
+            None => {
+                if let Some(tail) = inbound.as_mut() {
+                    tail.consume(pos);
+                    if tail.is_empty() {
+                        if let Some(tail) = inbound.take() {
+                            pool.give((*tail).into_vec());
+                        }
+                    }
+                }
+            }
+        }
+        Outcome { slow_peer, upgraded }
+    }
+}

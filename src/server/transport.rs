@@ -1,0 +1,191 @@
+//! The transport seam: every byte a connection reads or writes goes through a [`Transport`].
+//!
+//! Owns: the socket of a connection, reading from it, and the engine's one write-until-`WouldBlock` loop
+//! ([`Transport::write_until_blocked`]) over anything that can offer bytes as iovecs ([`Outgoing`]).
+//! Never touches: WebSocket frames, buffers' pooling policy, handlers.
+//!
+//! Plain TCP is the one implementation today. A TLS session (plaintext in, records out, driven by the
+//! same readiness events) is meant to be the second variant of [`Transport`]: the reactor and `Ctx`
+//! only see this interface.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::buf::{BufferPool, OutboundQueue};
+
+/// How many iovecs one vectored write passes (on the stack).
+const WRITE_IOVECS: usize = 64;
+
+/// Bytes waiting to be written, offered as iovecs in order.
+pub(crate) trait Outgoing {
+    /// Points `dst` at the next bytes, in order; returns how many slices were filled (0: nothing left).
+    fn fill<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize;
+    /// Drops the first `n` bytes offered (the transport took them).
+    fn advance(&mut self, n: usize);
+}
+
+/// A connection's outbound queue with the pool its emptied buffers go back to.
+pub(crate) struct Queued<'a> {
+    pub(crate) queue: &'a mut OutboundQueue,
+    pub(crate) pool: &'a mut BufferPool,
+}
+
+impl Outgoing for Queued<'_> {
+    fn fill<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.queue.fill_iovecs(dst)
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.queue.advance(n, self.pool);
+    }
+}
+
+/// Up to two borrowed slices written in order (e.g. the cork and a large payload after it).
+pub(crate) struct Slices<'s> {
+    parts: [&'s [u8]; 2],
+}
+
+impl<'s> Slices<'s> {
+    pub(crate) fn new(first: &'s [u8], second: &'s [u8]) -> Self {
+        Self { parts: [first, second] }
+    }
+}
+
+impl Outgoing for Slices<'_> {
+    fn fill<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for part in self.parts.iter().filter(|p| !p.is_empty()) {
+            dst[n] = IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        for part in &mut self.parts {
+            let take = n.min(part.len());
+            *part = &part[take..];
+            n -= take;
+        }
+    }
+}
+
+/// The byte stream under one connection.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Plain TCP.
+    Tcp(TcpStream),
+}
+
+impl Transport {
+    /// The socket, to register with (or deregister from) the reactor's poll.
+    pub(crate) fn source(&mut self) -> &mut TcpStream {
+        match self {
+            Self::Tcp(stream) => stream,
+        }
+    }
+
+    /// The peer's address (asked of the socket, not stored).
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Self::Tcp(stream) => stream.peer_addr(),
+        }
+    }
+
+    /// A pending socket error (a connect that failed), if any.
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Self::Tcp(stream) => stream.take_error(),
+        }
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match self {
+            Self::Tcp(stream) => stream.set_nodelay(on),
+        }
+    }
+
+    /// Reads what is there into `buf` (`Ok(0)`: the peer closed).
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(stream) => stream.read(buf),
+        }
+    }
+
+    /// The engine's one write loop: writes what `src` offers, in order, until it offers nothing more or
+    /// the socket would block, and returns how many bytes were taken (what was not taken stays in `src`).
+    /// An error other than `WouldBlock` (or a socket that takes nothing) is returned: the connection is
+    /// broken.
+    pub(crate) fn write_until_blocked(&mut self, src: &mut impl Outgoing) -> io::Result<usize> {
+        let mut written = 0;
+        loop {
+            let result = {
+                let mut iovecs = [IoSlice::new(&[]); WRITE_IOVECS];
+                let count = src.fill(&mut iovecs);
+                if count == 0 {
+                    return Ok(written);
+                }
+                let slices = &iovecs[..count];
+                match self {
+                    Self::Tcp(stream) if count == 1 => stream.write(&slices[0]),
+                    Self::Tcp(stream) => stream.write_vectored(slices),
+                }
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    src.advance(n);
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Transport::read(self, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_offer_their_parts_in_order_and_advance_across_them() {
+        let mut s = Slices::new(b"abc", b"defg");
+        assert_eq!(s.fill(&mut [IoSlice::new(&[]); 4]), 2);
+        s.advance(4);
+        {
+            let mut iov = [IoSlice::new(&[]); 4];
+            assert_eq!(s.fill(&mut iov), 1);
+            assert_eq!(&*iov[0], b"efg");
+        }
+        s.advance(3);
+        assert_eq!(s.fill(&mut [IoSlice::new(&[]); 4]), 0);
+    }
+
+    #[test]
+    fn write_until_blocked_takes_everything_a_socket_accepts_then_stops_at_would_block() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut transport = Transport::Tcp(TcpStream::from_std(server));
+        // Small: all of it is taken at once.
+        let written = transport.write_until_blocked(&mut Slices::new(b"hello ", b"world")).unwrap();
+        assert_eq!(written, 11);
+        // Far more than the socket buffers hold while nobody reads: it stops at WouldBlock, short.
+        let big = vec![7u8; 64 << 20];
+        let written = transport.write_until_blocked(&mut Slices::new(&[], &big)).unwrap();
+        assert!(written > 0 && written < big.len(), "wrote {written}");
+        drop(client);
+    }
+}
