@@ -1,0 +1,146 @@
+//! A blocking WebSocket client over `std::net::TcpStream`, in two styles.
+//!
+//! Owns: opening the TCP connection, the client side of the opening handshake, reading and writing
+//! frames with deadlines, keepalive pings, the closing handshake as the client plays it (wait for the
+//! server to close TCP first), and the callback reader thread. Never touches: server internals, TLS,
+//! pooling (a pool leases [`Client`]s through [`Client::is_open`] and [`Client::check_health`]).
+//!
+//! - Pull style: [`connect`] returns a [`Client`]; call [`Client::read_message`] to get the next
+//!   message. [`with_connection`] wraps a [`Client`] so that the closing handshake runs on every exit.
+//! - Push style: [`connect_with_callback`] starts a reader thread that calls
+//!   [`ClientOptions::on_message`] for each message; the [`CallbackClient`] (and every
+//!   [`ClientSender`] cloned from it) can still send, and [`CallbackClient::wait_for_close`] blocks until
+//!   the connection ends.
+//!
+//! # Design
+//! The protocol state ([`Connection`]) sits in a mutex that is held only to parse received bytes or to
+//! encode frames, never across a blocking socket call. Frames are encoded into a queue and written by
+//! whoever holds a second, writer mutex, in the order they were encoded. A reader that must answer a
+//! ping or a close only queues the answer and *tries* the writer mutex: if a sender is blocked in a
+//! write (a peer that does not read), the reader does not wait for it; the sender writes the queued
+//! answer when its own write finishes. So reading never waits behind writing.
+
+mod callback;
+mod connect;
+mod link;
+mod options;
+mod pull;
+mod reader;
+
+pub use callback::{connect_with_callback, CallbackClient, ClientSender};
+pub use options::{ClientOptions, CloseInfo, ExtensionFactory, Message, MessageCallback};
+pub use pull::{connect, with_connection, Client};
+
+#[cfg(test)]
+use connect::resolve_within;
+#[cfg(test)]
+use reader::ReadBuf;
+use std::io;
+use std::net::TcpStream;
+
+/// Reads what `stream` holds right now, without blocking: `MSG_DONTWAIT` applies to this one call, whereas
+/// switching the socket to non-blocking mode would also make another thread's blocking writes on the same
+/// socket fail with `WouldBlock`.
+#[cfg(unix)]
+fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call (an exclusive borrow), and
+    // the descriptor is `stream`'s own, kept open by the shared borrow for the whole call. `recv` writes at
+    // most `buf.len()` bytes and returns how many, or -1 with errno set.
+    let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Elsewhere the caller never takes this path (`cfg!(unix)` is false); a blocking read keeps it correct.
+#[cfg(not(unix))]
+fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    (&*stream).read(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{ErrorKind, Read, Write};
+    use std::time::Instant;
+
+    use super::link::MIN_READ;
+    use std::net::SocketAddr;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::super::error::{Error, Operation};
+
+    #[test]
+    fn a_lookup_that_hangs_times_out_and_a_quick_one_answers() {
+        let slow = resolve_within("slow.example", Duration::from_millis(50), || {
+            thread::sleep(Duration::from_secs(2));
+            Ok(vec![])
+        });
+        assert!(matches!(slow, Err(Error::Timeout(Operation::Resolve))), "{slow:?}");
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let quick = resolve_within("quick.example", Duration::from_secs(5), move || Ok(vec![addr]));
+        assert_eq!(quick.unwrap(), vec![addr]);
+        let failed = resolve_within("bad.example", Duration::from_secs(5), || Err(io::Error::other("no such host")));
+        assert!(matches!(failed, Err(Error::Resolve { ref host, .. }) if host == "bad.example"), "{failed:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn recv_now_takes_what_is_there_and_leaves_the_socket_blocking() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        let empty = recv_now(&ours, &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), ErrorKind::WouldBlock);
+        peer.write_all(b"hello").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let n = loop {
+            match recv_now(&ours, &mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"hello");
+        // The socket itself is still blocking: a plain read waits for the timeout instead of failing at once.
+        ours.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let started = Instant::now();
+        let err = (&ours).read(&mut buf).unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(40), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn read_buf_keeps_unconsumed_bytes_across_growth() {
+        let mut buf = ReadBuf::default();
+        buf.push(b"hello");
+        buf.consume(2);
+        let spare = buf.spare();
+        assert!(spare.len() >= MIN_READ);
+        spare[..3].copy_from_slice(b"abc");
+        buf.filled(3);
+        assert_eq!(buf.filled_mut(), b"lloabc");
+        buf.consume(6);
+        assert_eq!(buf.filled_mut(), b"");
+    }
+
+    #[test]
+    fn options_defaults_are_as_documented() {
+        let o = ClientOptions::default();
+        assert_eq!(o.connect_timeout, Duration::from_secs(10));
+        assert_eq!(o.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(o.read_timeout, None);
+        assert_eq!(o.write_timeout, None);
+        assert_eq!(o.ping_interval, None);
+        assert!(o.connection.auto_pong);
+        assert!(o.nodelay);
+        let o = o.max_message_size(5).subprotocol("a").header("Origin", "x");
+        assert_eq!(o.connection.max_message_size, 5);
+        assert_eq!(o.subprotocols, ["a"]);
+    }
+}
