@@ -21,4 +21,5 @@ pub mod http;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod sys;
 pub mod timer;

@@ -114,21 +114,7 @@ pub struct BenchArgs {
 /// trusts it as its clocksource on the machines we measure on), nanoseconds since a process epoch
 /// elsewhere. Ticks become time through [`Clock::per_us`], calibrated against `Instant` at start.
 mod ticks {
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    pub fn now() -> u64 {
-        // SAFETY: RDTSC has no preconditions; every x86_64 CPU has it.
-        #[allow(unused_unsafe)]
-        unsafe {
-            core::arch::x86_64::_rdtsc()
-        }
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    pub fn now() -> u64 {
-        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
-    }
+    pub use wsloop::sys::ticks as now;
 }
 
 /// Tick rate, measured over a short sleep.
@@ -559,14 +545,7 @@ impl Handler for BenchConn {
 
 /// CPU time this process used so far (user, system).
 fn cpu_time() -> (Duration, Duration) {
-    // SAFETY: `rusage` is plain data (all-zero is a valid value) and getrusage only writes into it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer to a live `rusage`.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (tv(usage.ru_utime), tv(usage.ru_stime))
+    wsloop::sys::process_cpu_time()
 }
 
 /// CPU use of this process over part of the run.

@@ -35,37 +35,11 @@ pub use pull::{connect, with_connection, Client};
 use connect::resolve_within;
 #[cfg(test)]
 use reader::ReadBuf;
-use std::io;
-use std::net::TcpStream;
-
-/// Reads what `stream` holds right now, without blocking: `MSG_DONTWAIT` applies to this one call, whereas
-/// switching the socket to non-blocking mode would also make another thread's blocking writes on the same
-/// socket fail with `WouldBlock`.
-#[cfg(unix)]
-fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call (an exclusive borrow), and
-    // the descriptor is `stream`'s own, kept open by the shared borrow for the whole call. `recv` writes at
-    // most `buf.len()` bytes and returns how many, or -1 with errno set.
-    let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// Elsewhere the caller never takes this path (`cfg!(unix)` is false); a blocking read keeps it correct.
-#[cfg(not(unix))]
-fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    (&*stream).read(buf)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{ErrorKind, Read, Write};
-    use std::time::Instant;
+    use std::io;
 
     use super::link::MIN_READ;
     use std::net::SocketAddr;
@@ -86,33 +60,6 @@ mod tests {
         assert_eq!(quick.unwrap(), vec![addr]);
         let failed = resolve_within("bad.example", Duration::from_secs(5), || Err(io::Error::other("no such host")));
         assert!(matches!(failed, Err(Error::Resolve { ref host, .. }) if host == "bad.example"), "{failed:?}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn recv_now_takes_what_is_there_and_leaves_the_socket_blocking() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 16];
-        let empty = recv_now(&ours, &mut buf).unwrap_err();
-        assert_eq!(empty.kind(), ErrorKind::WouldBlock);
-        peer.write_all(b"hello").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let n = loop {
-            match recv_now(&ours, &mut buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        };
-        assert_eq!(&buf[..n], b"hello");
-        // The socket itself is still blocking: a plain read waits for the timeout instead of failing at once.
-        ours.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let started = Instant::now();
-        let err = (&ours).read(&mut buf).unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
-        assert!(started.elapsed() >= Duration::from_millis(40), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::proto::{CloseState, Event, ProtocolError, Timeout};
 use super::super::error::{Error, Operation};
 use super::link::{Link, KEEP_BUFFER, MIN_READ};
 use super::options::{CloseInfo, Message};
-use super::recv_now;
+use crate::sys::recv_now;
 
 /// Received bytes not yet parsed: `data[start..end]`, with room to read into after `end`.
 #[derive(Debug, Default)]
