@@ -3,6 +3,8 @@
 //! Owns: the reader thread's loop and its hand-over of how the connection ended. Never touches: the
 //! handshake.
 
+#[cfg(doc)]
+use super::connect;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};

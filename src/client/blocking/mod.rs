@@ -20,6 +20,8 @@
 //! write (a peer that does not read), the reader does not wait for it; the sender writes the queued
 //! answer when its own write finishes. So reading never waits behind writing.
 
+#[cfg(doc)]
+use crate::proto::Connection;
 mod callback;
 mod connect;
 mod link;

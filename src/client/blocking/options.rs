@@ -3,6 +3,10 @@
 //! Owns: every client setting with its documented default, and the message and close types. Never
 //! touches: sockets.
 
+#[cfg(doc)]
+use super::super::error::Operation;
+#[cfg(doc)]
+use super::{connect, connect_with_callback, with_connection, Client};
 use std::sync::Arc;
 use std::time::Duration;
 

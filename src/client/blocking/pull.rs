@@ -3,6 +3,8 @@
 //! Owns: the caller-driven read loop's entry points and the close sequence a pull client runs. Never
 //! touches: threads (a `Client` is used by one thread at a time).
 
+#[cfg(doc)]
+use super::connect_with_callback;
 use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
