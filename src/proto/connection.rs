@@ -169,10 +169,49 @@ struct CurrentFrame {
     payload_len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked for uncompressed text).
     processed: usize,
-    mask: Option<[u8; 4]>,
+    /// The masking key (meaningful with [`CurrentFrame::MASKED`]).
+    key: [u8; 4],
     opcode: OpCode,
-    fin: bool,
-    header_len: u8,
+    /// [`CurrentFrame::FIN`], [`CurrentFrame::MASKED`] and the header length (packed: every byte of
+    /// this struct is paid by every connection with a frame in flight, and `Option<Self>` by all).
+    flags: u8,
+}
+
+impl CurrentFrame {
+    const FIN: u8 = 0x01;
+    const MASKED: u8 = 0x02;
+    /// The header's length in bytes (2 to 14) lives in the upper four bits.
+    const HEADER_SHIFT: u8 = 4;
+
+    fn new(header: &FrameHeader, header_len: usize) -> Self {
+        let mut flags = (header_len as u8) << Self::HEADER_SHIFT;
+        if header.fin {
+            flags |= Self::FIN;
+        }
+        if header.mask.is_some() {
+            flags |= Self::MASKED;
+        }
+        Self {
+            // check_header bounded it by max_frame_size (or 125 for control frames).
+            payload_len: header.payload_len as usize,
+            processed: 0,
+            key: header.mask.unwrap_or_default(),
+            opcode: header.opcode,
+            flags,
+        }
+    }
+
+    fn fin(&self) -> bool {
+        self.flags & Self::FIN != 0
+    }
+
+    fn mask(&self) -> Option<[u8; 4]> {
+        (self.flags & Self::MASKED != 0).then_some(self.key)
+    }
+
+    fn header_len(&self) -> usize {
+        usize::from(self.flags >> Self::HEADER_SHIFT)
+    }
 }
 
 /// The data message being received.
@@ -206,7 +245,9 @@ pub struct Connection {
     #[allow(clippy::box_collection)]
     assembly: Option<Box<Vec<u8>>>,
     utf8: Utf8Validator,
-    extensions: Box<[Box<dyn Extension>]>,
+    /// Negotiated extensions, allocated only when there are some (one word while there are none).
+    #[allow(clippy::box_collection)]
+    extensions: Option<Box<Vec<Box<dyn Extension>>>>,
     allowed_rsv: u8,
 }
 
@@ -243,7 +284,7 @@ impl Connection {
             message: None,
             assembly: None,
             utf8: Utf8Validator::new(),
-            extensions: Box::new([]),
+            extensions: None,
             allowed_rsv: 0,
         }
     }
@@ -251,9 +292,7 @@ impl Connection {
     /// Adds a negotiated extension; its RSV bits become legal on the first frame of a data message.
     pub fn add_extension(&mut self, extension: Box<dyn Extension>) {
         self.allowed_rsv |= extension.rsv_bits();
-        let mut all = std::mem::take(&mut self.extensions).into_vec();
-        all.push(extension);
-        self.extensions = all.into_boxed_slice();
+        self.extensions.get_or_insert_with(Default::default).push(extension);
     }
 
     /// This connection's role.
@@ -421,15 +460,15 @@ impl Connection {
                 },
             };
             let is_control = frame.opcode.is_control();
-            let payload_start = pos + usize::from(frame.header_len);
+            let payload_start = pos + frame.header_len();
             let available = buf.len() - pos;
-            if available < usize::from(frame.header_len) + frame.payload_len {
+            if available < frame.header_len() + frame.payload_len {
                 // Incomplete: unmask and check what we have of a data frame now, to fail fast.
-                let have = available - usize::from(frame.header_len);
+                let have = available - frame.header_len();
                 if !is_control && have > frame.processed {
                     let validate = self.message.is_some_and(|m| m.text && m.extension.is_none());
                     let part = &mut buf[payload_start + frame.processed..payload_start + have];
-                    self.process_data(part, frame.processed, frame.mask, validate)?;
+                    self.process_data(part, frame.processed, frame.mask(), validate)?;
                     if let Some(current) = self.current.as_mut() {
                         current.processed = have;
                     }
@@ -440,7 +479,7 @@ impl Connection {
             pos = payload_start + frame.payload_len;
             let range = payload_start..pos;
             if is_control {
-                if let Some(key) = frame.mask {
+                if let Some(key) = frame.mask() {
                     apply_mask(&mut buf[range.clone()], key, 0);
                 }
                 let deliver = self.control_frame(frame.opcode, &buf[range.clone()], range, out)?;
@@ -449,14 +488,14 @@ impl Connection {
             let Some(message) = self.message else {
                 return Err(ProtocolError::protocol("data frame outside a message"));
             };
-            let whole_in_one_frame = frame.fin && !message.fragmented && frame.processed == 0;
+            let whole_in_one_frame = frame.fin() && !message.fragmented && frame.processed == 0;
             if frame.payload_len > frame.processed {
                 // A text message that arrived whole in one frame is validated once, at delivery.
                 let validate = message.text && message.extension.is_none() && !whole_in_one_frame;
                 let part = &mut buf[payload_start + frame.processed..range.end];
-                self.process_data(part, frame.processed, frame.mask, validate)?;
+                self.process_data(part, frame.processed, frame.mask(), validate)?;
             }
-            if let Some(deliver) = self.finish_data_frame(frame.fin, &buf[range.clone()], range)? {
+            if let Some(deliver) = self.finish_data_frame(frame.fin(), &buf[range.clone()], range)? {
                 return Ok((pos, deliver));
             }
         }
@@ -475,16 +514,7 @@ impl Connection {
             }
         };
         self.check_header(&header)?;
-        let frame = CurrentFrame {
-            mask: header.mask,
-            opcode: header.opcode,
-            fin: header.fin,
-            // At most 14.
-            header_len: header_len as u8,
-            // check_header bounded it by max_frame_size (or 125 for control frames).
-            payload_len: header.payload_len as usize,
-            processed: 0,
-        };
+        let frame = CurrentFrame::new(&header, header_len);
         self.current = Some(frame);
         Ok(Some(frame))
     }
@@ -543,7 +573,10 @@ impl Connection {
                 let extension = if header.rsv == 0 {
                     None
                 } else {
-                    self.extensions.iter().position(|e| e.rsv_bits() & header.rsv != 0).map(|i| i as u8)
+                    self.extensions
+                        .as_ref()
+                        .and_then(|all| all.iter().position(|e| e.rsv_bits() & header.rsv != 0))
+                        .map(|i| i as u8)
                 };
                 let text = opcode == OpCode::Text;
                 if text {
@@ -603,7 +636,9 @@ impl Connection {
         if let Some(index) = message.extension {
             let input: &[u8] = whole.as_deref().unwrap_or(payload);
             let mut decoded = Vec::new();
-            let extension = &mut self.extensions[usize::from(index)];
+            let Some(extension) = self.extensions.as_mut().and_then(|all| all.get_mut(usize::from(index))) else {
+                return Err(ProtocolError::protocol("reserved bits set without a negotiated extension"));
+            };
             let rsv = extension.rsv_bits();
             extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
             if decoded.len() > self.config.max_message_size {
@@ -703,7 +738,7 @@ impl Connection {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
-        if let Some(extension) = self.extensions.first_mut() {
+        if let Some(extension) = self.extensions.as_mut().and_then(|all| all.first_mut()) {
             let mut encoded = Vec::new();
             if let Some(rsv) = extension.encode_message(opcode, payload, &mut encoded).map_err(SendError::Extension)? {
                 self.write_frame(out, opcode, true, rsv, &encoded);
@@ -727,7 +762,7 @@ impl Connection {
         if opcode.is_control() || opcode.is_reserved() || opcode == OpCode::Continuation {
             return Err(SendError::NotDataOpcode(opcode));
         }
-        if self.role == Role::Client || !self.extensions.is_empty() {
+        if self.role == Role::Client || self.extensions.is_some() {
             self.send_message(opcode, payload, out)?;
             return Ok(false);
         }
