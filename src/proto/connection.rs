@@ -313,6 +313,14 @@ impl Connection {
         self.clock.received(&mut self.wait, now);
     }
 
+    /// Tells the connection that the transport took bytes at `now` that were queued before it (a backlog
+    /// draining). The peer is reading, and a keepalive ping written behind that backlog may only now be
+    /// leaving, so the pong deadline counts from `now`. The idle clock is not touched (sending is not
+    /// receiving). Drivers that write synchronously never need this.
+    pub fn backlog_sent_at(&mut self, now: Instant) {
+        self.clock.sent_backlog(self.wait, now);
+    }
+
     /// The last time bytes arrived ([`Connection::received_at`]), or when the connection opened.
     pub fn last_received(&self) -> Instant {
         self.clock.last_rx()

@@ -94,6 +94,14 @@ impl Clock {
         }
     }
 
+    /// The transport took bytes queued before our ping at `now`: the peer is reading, and our ping may
+    /// still sit behind that backlog, so a pong wait counts from now.
+    pub(super) fn sent_backlog(&mut self, wait: Wait, now: Instant) {
+        if wait == Wait::Pong {
+            self.since = self.since.max(now);
+        }
+    }
+
     /// Starts waiting for `wait` at `now`.
     pub(super) fn begin(&mut self, wait: &mut Wait, new: Wait, now: Instant) {
         *wait = new;
@@ -191,6 +199,21 @@ mod tests {
         clock.begin(&mut wait, Wait::Done, t0);
         assert_eq!(clock.next(wait, &limits()), None);
         assert_eq!(clock.due(wait, &limits(), t0 + Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn a_draining_backlog_restarts_the_pong_wait_but_not_the_idle_clock() {
+        let t0 = Instant::now();
+        let (mut clock, mut wait) = (Clock::new(t0), Wait::Traffic);
+        clock.begin(&mut wait, Wait::Pong, t0);
+        clock.sent_backlog(wait, t0 + 40 * MS);
+        assert_eq!(clock.due(wait, &limits(), t0 + 60 * MS), None, "the ping left at 40 ms at the earliest");
+        assert_eq!(clock.due(wait, &limits(), t0 + 90 * MS), Some(Timeout::Pong));
+        assert_eq!(clock.last_rx(), t0, "sending is not receiving");
+        // Without a pong wait nothing changes.
+        let (mut other, w) = (Clock::new(t0), Wait::Traffic);
+        other.sent_backlog(w, t0 + 40 * MS);
+        assert_eq!(other.next(w, &limits()), Some(t0 + 100 * MS));
     }
 
     #[test]

@@ -149,7 +149,12 @@ impl Reactor {
         let Some(queue) = conn.outbound.as_mut() else { return };
         let result = conn.transport.write_until_blocked(&mut Queued { queue, pool: &mut self.pool });
         match result {
-            Ok(n) => Counters::add(&self.counters.bytes_written, n as u64),
+            Ok(n) => {
+                Counters::add(&self.counters.bytes_written, n as u64);
+                if let (true, Phase::Open(open)) = (n > 0, &mut conn.phase) {
+                    open.proto.backlog_sent_at(self.now);
+                }
+            }
             Err(_) => {
                 self.remove(slot, handle, CloseCode::ABNORMAL, "connection reset");
                 return;
