@@ -1,0 +1,160 @@
+//! What `wsloop serve` adds for people to look at, checked without a browser: the dashboard page and its
+//! WebSocket feed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wsloop::client::{connect, Client, ClientOptions, Message};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
+
+/// A `wsloop serve` on a free port of 127.0.0.1, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Self {
+        let mut args = vec!["serve", "--addr", "127.0.0.1:0", "--threads", "2"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wsloop serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let addr = line
+            .strip_prefix("wsloop serving on ws://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn ws(&self, path: &str) -> Client {
+        let url = format!("ws://{}{path}", self.addr);
+        connect(&url, ClientOptions::default()).unwrap_or_else(|e| panic!("connect {url}: {e}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One plain HTTP GET: (status, head, body).
+fn get(addr: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The next message, as JSON.
+fn next_json(client: &mut Client) -> Value {
+    match client.read_message(Some(WAIT)) {
+        Ok(Message::Text(text)) => serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+        other => panic!("expected a JSON text message, got {other:?}"),
+    }
+}
+
+/// Reads JSON messages until one satisfies `want` (within 5 s); returns it.
+fn until(client: &mut Client, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let v = next_json(client);
+        if want(&v) {
+            return v;
+        }
+        seen.push(v);
+    }
+    panic!("no {what} within {WAIT:?}; saw {seen:#?}");
+}
+
+#[test]
+fn the_dashboard_page_is_served_by_default_and_its_feed_pushes_samples_at_the_interval() {
+    let serve = Serve::start(&["--dashboard-interval", "200ms"]);
+    let (status, head, body) = get(&serve.addr, "/dashboard");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
+    assert!(body.contains("<canvas") && body.contains("content=\"/dashboard/ws\""), "the dashboard page");
+    assert!(!body.contains("http://") && !body.contains("https://"), "the page loads nothing from elsewhere");
+    assert_eq!(get(&serve.addr, "/dashboard/").0, 200);
+
+    let mut feed = serve.ws("/dashboard/ws");
+    let hello = next_json(&mut feed);
+    assert_eq!(hello["type"], "hello", "{hello}");
+    assert_eq!((hello["reactors"].as_u64(), hello["interval_ms"].as_u64()), (Some(2), Some(200)), "{hello}");
+    assert_eq!(hello["mode"], "echo");
+    let first = next_json(&mut feed);
+    assert_eq!(first["type"], "sample");
+    assert_eq!(first["interval_s"], 0.0, "the first sample comes at once, without rates");
+
+    // Load: one echo client, 200 messages.
+    let mut echo = serve.ws("/anything");
+    for i in 0..200 {
+        echo.send_text(&format!("message {i}")).expect("send");
+        assert!(matches!(echo.read_message(Some(WAIT)), Ok(Message::Text(_))));
+    }
+    let busy = until(&mut feed, "a sample with the echoes", |s| {
+        s["totals"]["messages_received"].as_u64() >= Some(200)
+            && s["rates"]["messages_received_per_second"].as_f64() > Some(0.0)
+    });
+    assert!(busy["totals"]["active_connections"].as_u64() >= Some(2), "feed and echo client: {busy}");
+    assert!(busy["totals"]["messages_sent"].as_u64() >= Some(200), "{busy}");
+    assert!(busy["rates"]["bytes_written_per_second"].as_f64() > Some(0.0), "{busy}");
+    let reactors = busy["reactors"].as_array().expect("reactors");
+    assert_eq!(reactors.len(), 2);
+    let per_reactor: u64 = reactors.iter().map(|r| r["active_connections"].as_u64().unwrap()).sum();
+    assert_eq!(Some(per_reactor), busy["totals"]["active_connections"].as_u64(), "the table adds up");
+
+    // Pushed at the interval: five samples take about a second, not less.
+    let started = Instant::now();
+    let mut uptimes = Vec::new();
+    for _ in 0..5 {
+        let s = next_json(&mut feed);
+        assert_eq!(s["type"], "sample");
+        uptimes.push(s["uptime_s"].as_f64().unwrap());
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(4), "5 samples in {took:?}");
+    for pair in uptimes.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((0.19..1.0).contains(&gap), "samples {gap} s apart: {uptimes:?}");
+    }
+}
+
+#[test]
+fn no_dashboard_turns_page_and_feed_off_and_the_path_can_move() {
+    let off = Serve::start(&["--no-dashboard"]);
+    assert_eq!(get(&off.addr, "/dashboard").0, 426, "without the dashboard, /dashboard is an echo route");
+    let mut echo = off.ws("/dashboard/ws");
+    echo.send_text("ping?").expect("send");
+    assert!(matches!(echo.read_message(Some(WAIT)), Ok(Message::Text(t)) if t == "ping?"), "an echo, not a feed");
+
+    let moved = Serve::start(&["--dashboard-path", "/ops/"]);
+    assert_eq!(get(&moved.addr, "/ops").0, 200);
+    assert_eq!(get(&moved.addr, "/dashboard").0, 426);
+    let mut feed = moved.ws("/ops/ws");
+    assert_eq!(next_json(&mut feed)["type"], "hello");
+
+    let bad = Command::new(BIN).args(["serve", "--dashboard-path", "ops"]).output().expect("run");
+    assert_eq!(bad.status.code(), Some(2), "a path without / is refused by the argument parser");
+}
