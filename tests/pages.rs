@@ -1,5 +1,5 @@
 //! What `wsloop serve` adds for people to look at, checked without a browser: the dashboard page and its
-//! WebSocket feed.
+//! WebSocket feed, and the chat mode's publish and presence protocol.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wsloop::client::{connect, Client, ClientOptions, Message};
+use wsloop::client::{connect, Client, ClientOptions, Error, Message};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
 
@@ -87,6 +87,21 @@ fn until(client: &mut Client, what: &str, want: impl Fn(&Value) -> bool) -> Valu
     panic!("no {what} within {WAIT:?}; saw {seen:#?}");
 }
 
+/// Asserts that nothing arrives for `quiet`.
+fn silent(client: &mut Client, quiet: Duration) {
+    match client.read_message(Some(quiet)) {
+        Err(Error::Timeout(_)) => {}
+        other => panic!("expected nothing, got {other:?}"),
+    }
+}
+
+fn names(members: &Value) -> Vec<String> {
+    let mut names: Vec<String> =
+        members.as_array().expect("members").iter().map(|m| m["name"].as_str().expect("name").to_owned()).collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn the_dashboard_page_is_served_by_default_and_its_feed_pushes_samples_at_the_interval() {
     let serve = Serve::start(&["--dashboard-interval", "200ms"]);
@@ -157,4 +172,84 @@ fn no_dashboard_turns_page_and_feed_off_and_the_path_can_move() {
 
     let bad = Command::new(BIN).args(["serve", "--dashboard-path", "ops"]).output().expect("run");
     assert_eq!(bad.status.code(), Some(2), "a path without / is refused by the argument parser");
+}
+
+#[test]
+fn chat_rooms_reach_every_member_and_track_who_is_present() {
+    let serve = Serve::start(&["--mode", "chat", "--chat-max-text", "64"]);
+    let mut alice = serve.ws("/chat/lobby?name=alice");
+    let welcome = next_json(&mut alice);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!((welcome["room"].as_str(), welcome["you"]["name"].as_str()), (Some("lobby"), Some("alice")));
+    assert_eq!(names(&welcome["members"]), ["alice"]);
+    let alice_id = welcome["you"]["id"].as_str().unwrap().to_owned();
+    let own_join = next_json(&mut alice);
+    assert_eq!((own_join["type"].as_str(), own_join["member"]["name"].as_str()), (Some("join"), Some("alice")));
+
+    let mut bob = serve.ws("/chat/lobby?name=bob");
+    let bob_welcome = next_json(&mut bob);
+    assert_eq!(names(&bob_welcome["members"]), ["alice", "bob"]);
+    assert!(bob_welcome["version"].as_u64() > welcome["version"].as_u64(), "presence versions grow");
+    let joined = until(&mut alice, "bob's join", |v| v["type"] == "join" && v["member"]["name"] == "bob");
+    assert_eq!(joined["count"], 2);
+    until(&mut bob, "bob's own join", |v| v["type"] == "join");
+
+    // Another room is another topic.
+    let mut carol = serve.ws("/chat/kitchen?name=carol");
+    assert_eq!(names(&next_json(&mut carol)["members"]), ["carol"]);
+    until(&mut carol, "carol's own join", |v| v["type"] == "join");
+
+    // A text message reaches every member of the room, the sender included.
+    bob.send_text("hello, lobby").expect("send");
+    for member in [&mut alice, &mut bob] {
+        let m = until(member, "bob's message", |v| v["type"] == "message");
+        assert_eq!((m["from"]["name"].as_str(), m["text"].as_str()), (Some("bob"), Some("hello, lobby")), "{m}");
+        assert!(m["ts"].as_u64() > Some(1_600_000_000_000), "{m}");
+    }
+    silent(&mut carol, Duration::from_millis(300));
+
+    // Names are unique per room; a guest name is picked when none is given.
+    let mut bob2 = serve.ws("/chat/lobby?name=bob");
+    assert_eq!(next_json(&mut bob2)["you"]["name"], "bob-2");
+    let mut guest = serve.ws("/chat/lobby");
+    let guest_name = next_json(&mut guest)["you"]["name"].as_str().unwrap().to_owned();
+    assert!(guest_name.starts_with("guest-"), "{guest_name}");
+    drop((bob2, guest));
+
+    // Errors go to the sender only.
+    alice.send_binary(b"\x01\x02").expect("send");
+    let error = until(&mut alice, "an error", |v| v["type"] == "error");
+    assert!(error["error"].as_str().unwrap().contains("text"), "{error}");
+    alice.send_text(&"x".repeat(65)).expect("send");
+    let error = until(&mut alice, "an error", |v| v["type"] == "error");
+    assert!(error["error"].as_str().unwrap().contains("64"), "{error}");
+
+    // Leaving is announced to those who stay.
+    bob.close(wsloop::proto::CloseCode::NORMAL, "bye").expect("close");
+    let _ = bob.wait_for_close(Some(WAIT));
+    let left = until(&mut alice, "bob's leave", |v| v["type"] == "leave" && v["member"]["name"] == "bob");
+    assert_ne!(left["member"]["id"].as_str(), Some(alice_id.as_str()));
+    assert!(left["version"].as_u64() > joined["version"].as_u64());
+    // alice still chats; carol never heard any of it.
+    alice.send_text("still here").expect("send");
+    until(&mut alice, "alice's message", |v| v["type"] == "message" && v["text"] == "still here");
+    silent(&mut carol, Duration::from_millis(200));
+
+    // A bad room name is refused with 1008; every path outside /chat/ echoes.
+    let mut bad = serve.ws("/chat/no%20spaces");
+    match bad.read_message(Some(WAIT)) {
+        Err(Error::Closed { code: Some(code), .. }) => assert_eq!(code.0, 1008),
+        other => panic!("expected a 1008 close, got {other:?}"),
+    }
+    let mut echo = serve.ws("/echo");
+    echo.send_text("plain").expect("send");
+    assert!(matches!(echo.read_message(Some(WAIT)), Ok(Message::Text(t)) if t == "plain"));
+
+    // The chat page answers plain GETs, in chat mode only.
+    let (status, _, body) = get(&serve.addr, "/chat/lobby");
+    assert_eq!(status, 200);
+    assert!(body.contains("id=\"compose\"") && body.contains("id=\"members\""), "the chat page");
+    assert_eq!(get(&serve.addr, "/chat").0, 200);
+    let echo_mode = Serve::start(&[]);
+    assert_eq!(get(&echo_mode.addr, "/chat/lobby").0, 426, "no chat page outside chat mode");
 }

@@ -1,5 +1,5 @@
 //! The HTML pages `wsloop serve` answers as plain HTTP on the WebSocket port (through an
-//! [`HttpHandler`]): the dashboard.
+//! [`HttpHandler`]): the dashboard and the chat page.
 //!
 //! Every page is one self-contained document: its style sheet, the shared chart code and its own script
 //! are embedded in the binary (`include_str!`) and inlined into the HTML; nothing is fetched from
@@ -11,6 +11,8 @@ const STYLE: &str = include_str!("assets/style.css");
 const CHART: &str = include_str!("assets/chart.js");
 const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
+const CHAT_HTML: &str = include_str!("assets/chat.html");
+const CHAT_JS: &str = include_str!("assets/chat.js");
 
 /// What the served pages may load: nothing but their own inline code and WebSockets to their origin.
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; \
@@ -32,16 +34,26 @@ pub fn dashboard_page(feed_path: &str) -> String {
     assemble(DASHBOARD_HTML, DASHBOARD_JS).replace("{{FEED_PATH}}", &attribute(feed_path))
 }
 
-/// Answers GETs for the dashboard (`PATH` and `PATH/`); everything else falls through to the built-in
-/// endpoints.
+/// The chat page (the same for `/chat` and every `/chat/ROOM`: the script reads the room from the URL).
+pub fn chat_page() -> String {
+    assemble(CHAT_HTML, CHAT_JS)
+}
+
+/// Answers GETs for the dashboard (`PATH` and `PATH/`) and, in chat mode, the chat page (`/chat`,
+/// `/chat/` and `/chat/ANYTHING`); everything else falls through to the built-in endpoints.
 pub struct Pages {
-    dashboard: (String, String),
+    dashboard: Option<(String, String)>,
+    chat: Option<String>,
 }
 
 impl Pages {
-    /// `page`: the dashboard's path (without a trailing `/`; `""` for the root); `feed`: its feed's path.
-    pub fn new(page: &str, feed: &str) -> Self {
-        Self { dashboard: (page.to_owned(), dashboard_page(feed)) }
+    /// `dashboard`: the dashboard's page path (without a trailing `/`; `""` for the root) and its feed
+    /// path, when it is on. `chat`: whether the chat page is served.
+    pub fn new(dashboard: Option<(&str, &str)>, chat: bool) -> Self {
+        Self {
+            dashboard: dashboard.map(|(page, feed)| (page.to_owned(), dashboard_page(feed))),
+            chat: chat.then(chat_page),
+        }
     }
 
     fn html(body: &str) -> HttpResponse {
@@ -59,9 +71,15 @@ impl HttpHandler for Pages {
             return None;
         }
         let path = request.path.as_str();
-        let (page, body) = &self.dashboard;
-        if path == page.as_str() || path.strip_suffix('/') == Some(page.as_str()) {
-            return Some(Self::html(body));
+        if let Some((page, body)) = &self.dashboard {
+            if path == page.as_str() || path.strip_suffix('/') == Some(page.as_str()) {
+                return Some(Self::html(body));
+            }
+        }
+        if let Some(body) = &self.chat {
+            if path == "/chat" || path.starts_with("/chat/") {
+                return Some(Self::html(body));
+            }
         }
         None
     }
@@ -78,7 +96,7 @@ mod tests {
 
     #[test]
     fn pages_are_self_contained() {
-        for (name, page) in [("dashboard", dashboard_page("/dashboard/ws"))] {
+        for (name, page) in [("dashboard", dashboard_page("/dashboard/ws")), ("chat", chat_page())] {
             assert!(page.starts_with("<!doctype html>"), "{name}");
             assert!(!page.contains("/*STYLE*/") && !page.contains("/*CHART*/") && !page.contains("/*SCRIPT*/"));
             assert!(!page.contains("{{"), "{name}: a placeholder is left");
@@ -89,22 +107,29 @@ mod tests {
             assert_eq!(page.matches("</script>").count(), scripts, "{name}");
             assert!(!page.contains("<script src"), "{name}");
         }
-        for asset in [STYLE, CHART, DASHBOARD_JS] {
+        for asset in [STYLE, CHART, DASHBOARD_JS, CHAT_JS] {
             assert!(!asset.contains("</script"), "an asset would end its <script> element early");
         }
     }
 
     #[test]
     fn the_handler_serves_its_paths_only() {
-        let pages = Pages::new("/dashboard", "/dashboard/ws");
+        let pages = Pages::new(Some(("/dashboard", "/dashboard/ws")), false);
         let page = pages.handle(&get("/dashboard")).expect("the dashboard");
         assert_eq!(page.status, 200);
         assert!(page.headers.iter().any(|(n, v)| n == "Content-Type" && v.starts_with("text/html")));
         assert!(String::from_utf8_lossy(&page.body).contains("content=\"/dashboard/ws\""));
         assert!(pages.handle(&get("/dashboard/")).is_some());
         assert!(pages.handle(&get("/dashboard/ws")).is_none(), "the feed is a WebSocket route");
+        assert!(pages.handle(&get("/chat/lobby")).is_none(), "no chat page outside chat mode");
         assert!(pages.handle(&get("/metrics")).is_none());
-        let root = Pages::new("", "/ws");
+        let chat = Pages::new(None, true);
+        assert!(chat.handle(&get("/dashboard")).is_none());
+        for path in ["/chat", "/chat/", "/chat/lobby"] {
+            assert_eq!(chat.handle(&get(path)).map(|r| r.status), Some(200), "{path}");
+        }
+        assert!(chat.handle(&get("/chatter")).is_none());
+        let root = Pages::new(Some(("", "/ws")), false);
         assert!(root.handle(&get("/")).is_some(), "a dashboard at the root");
     }
 }

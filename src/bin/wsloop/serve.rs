@@ -1,4 +1,4 @@
-//! `wsloop serve`: an echo, broadcast or discard server until SIGINT or SIGTERM, with a live
+//! `wsloop serve`: an echo, broadcast, discard or chat server until SIGINT or SIGTERM, with a live
 //! dashboard on the same port (`/dashboard`, unless `--no-dashboard`) and an optional one-line metrics
 //! summary every second (`--stats`).
 
@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use wsloop::metrics::{MetricsReport, MetricsSnapshot, RateMeter};
 use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, Server};
 
+use crate::chat::{ChatArgs, ChatConn, Rooms};
 use crate::dashboard::{Feed, FeedInfo};
 use crate::pages::Pages;
 use crate::util::{duration, secs, si};
@@ -23,6 +24,9 @@ pub enum Mode {
     Broadcast,
     /// Messages are read and dropped.
     Discard,
+    /// Chat rooms: a connection on /chat/ROOM joins ROOM, its text messages reach every member, with
+    /// presence; GET /chat/ROOM serves the chat page; every other path echoes.
+    Chat,
 }
 
 impl Mode {
@@ -31,6 +35,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Broadcast => "broadcast",
             Mode::Discard => "discard",
+            Mode::Chat => "chat",
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct ServeArgs {
     /// Time between two dashboard updates, e.g. 1s or 500ms.
     #[arg(long, value_parser = dashboard_interval, default_value = "1s")]
     dashboard_interval: Duration,
+    #[command(flatten)]
+    chat: ChatArgs,
 }
 
 /// A dashboard path: starts with `/`; a trailing `/` is dropped (`/` puts the page at the root).
@@ -193,6 +200,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Mode::Echo => server.register_handler("*", |_| Echo),
         Mode::Broadcast => server.register_handler("*", |_| Broadcast),
         Mode::Discard => server.register_handler("*", |_| Discard),
+        Mode::Chat => {
+            let rooms = Arc::new(Rooms::default());
+            let chat = args.chat.clone();
+            server.register_handler("*", move |request| ChatConn::new(&rooms, &chat, request))
+        }
     };
     let started = Instant::now();
     let dashboard = (!args.no_dashboard).then(|| (args.dashboard_path.clone(), format!("{}/ws", args.dashboard_path)));
@@ -205,8 +217,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         });
         server.register_handler(feed, move |_| Feed::new(info.clone()));
     }
-    if let Some((page, feed)) = &dashboard {
-        server.set_http_handler(Pages::new(page, feed));
+    let chat_pages = matches!(args.mode, Mode::Chat);
+    if dashboard.is_some() || chat_pages {
+        let dashboard = dashboard.as_ref().map(|(page, feed)| (page.as_str(), feed.as_str()));
+        server.set_http_handler(Pages::new(dashboard, chat_pages));
     }
     let running = match server.start() {
         Ok(running) => running,
@@ -226,6 +240,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
     // The first stdout line stays the only fixed one (scripts read it); the pages are announced on stderr.
     if let Some((page, _)) = &dashboard {
         eprintln!("wsloop: dashboard on http://{}{}", running.local_addr(), if page.is_empty() { "/" } else { page });
+    }
+    if chat_pages {
+        eprintln!("wsloop: chat rooms on http://{}/chat/ROOM", running.local_addr());
     }
     let handle = running.handle();
     let mut previous = handle.metrics();
