@@ -1,5 +1,6 @@
-//! What `wsloop serve` adds for people to look at, checked without a browser: the dashboard page and its
-//! WebSocket feed, and the chat mode's publish and presence protocol.
+//! What `wsloop serve` and `wsloop bench` add for people to look at, checked without a browser: the
+//! dashboard page and its WebSocket feed, the chat mode's publish and presence protocol, and the bench
+//! report written with `--html`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -252,4 +253,86 @@ fn chat_rooms_reach_every_member_and_track_who_is_present() {
     assert_eq!(get(&serve.addr, "/chat").0, 200);
     let echo_mode = Serve::start(&[]);
     assert_eq!(get(&echo_mode.addr, "/chat/lobby").0, 426, "no chat page outside chat mode");
+}
+
+/// The JSON embedded in a bench report.
+fn report_data(html: &str) -> Value {
+    let start = html.find("<script type=\"application/json\" id=\"bench-data\">").expect("the data element");
+    let rest = &html[start..];
+    let json = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("the embedded data is not JSON ({e})"))
+}
+
+#[test]
+fn bench_html_writes_a_self_contained_report_with_samples_and_percentiles() {
+    let serve = Serve::start(&["--no-dashboard"]);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("report.html");
+    let url = format!("ws://{}/", serve.addr);
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            &url,
+            "-c",
+            "4",
+            "-s",
+            "32",
+            "-d",
+            "2500ms",
+            "--warmup",
+            "500ms",
+            "--json",
+            "-H",
+            "Authorization: Bearer s3cret",
+        ])
+        .arg("--html")
+        .arg(&file)
+        .output()
+        .expect("run bench");
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("--json output");
+    let html = std::fs::read_to_string(&file).expect("the report");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script src"), "self-contained");
+    assert!(!html.contains("s3cret"), "header values are not written to the report");
+    let data = report_data(&html);
+    assert_eq!(data["ok"], true);
+    assert_eq!(data["result"], printed, "the report holds the same result as --json");
+    let config = &data["config"];
+    assert_eq!((config["connections"].as_u64(), config["size"].as_u64()), (Some(4), Some(32)));
+    assert_eq!((config["duration_seconds"].as_f64(), config["warmup_seconds"].as_f64()), (Some(2.5), Some(0.5)));
+    assert_eq!(config["header_names"], serde_json::json!(["Authorization"]));
+
+    // Throughput over time: a sample about every second, adding up to what was received.
+    let samples = data["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 2, "{samples:?}");
+    let last = samples.last().unwrap();
+    assert_eq!(last["received"], printed["messages"]["received"], "the last sample is the end of the run");
+    assert!(samples.iter().any(|s| s["received_per_second"].as_f64() > Some(0.0)));
+    for pair in samples.windows(2) {
+        assert!(pair[1]["t"].as_f64() > pair[0]["t"].as_f64());
+        assert!(pair[1]["received"].as_u64() >= pair[0]["received"].as_u64());
+    }
+
+    // The latency distribution: percentiles and values both grow, up to the maximum.
+    let curve = data["latency_percentiles_us"].as_array().expect("percentiles");
+    assert!(curve.len() >= 10, "{curve:?}");
+    for pair in curve.windows(2) {
+        assert!(pair[1][0].as_f64() >= pair[0][0].as_f64() && pair[1][1].as_u64() >= pair[0][1].as_u64(), "{pair:?}");
+    }
+    let (top_pct, top_value) = (curve.last().unwrap()[0].as_f64().unwrap(), curve.last().unwrap()[1].as_u64().unwrap());
+    assert_eq!(top_pct, 100.0);
+    let max = printed["latency_us"]["max"].as_u64().unwrap();
+    assert!(top_value >= max && top_value <= max + max / 100 + 1, "curve ends at {top_value}, max {max}");
+    assert!(!data["handshake_percentiles_us"].as_array().unwrap().is_empty());
+
+    let unwritable = Command::new(BIN)
+        .args(["bench", &url, "-c", "1", "-n", "10", "-q", "--html", "/nonexistent-dir/report.html"])
+        .output()
+        .expect("run bench");
+    assert!(!unwritable.status.success());
+    assert!(String::from_utf8_lossy(&unwritable.stderr).contains("cannot write the HTML report"));
 }

@@ -1,7 +1,7 @@
 //! The `wsloop` command-line tool: `serve` runs an echo (or broadcast, discard or chat) server with a live
-//! dashboard, `bench` is a load generator built on in-loop client connections, `client` is an
-//! interactive client for a terminal or a pipe, and `autobahn-client` runs the Autobahn|Testsuite client
-//! cases.
+//! dashboard, `bench` is a load generator built on in-loop client connections (with an HTML report),
+//! `client` is an interactive client for a terminal or a pipe, and `autobahn-client` runs the
+//! Autobahn|Testsuite client cases.
 
 mod autobahn;
 mod bench;

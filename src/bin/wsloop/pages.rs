@@ -1,10 +1,11 @@
-//! The HTML pages `wsloop serve` answers as plain HTTP on the WebSocket port (through an
-//! [`HttpHandler`]): the dashboard and the chat page.
+//! The HTML pages: the dashboard and the chat page (served by `wsloop serve` as plain HTTP on the
+//! WebSocket port, through an [`HttpHandler`]) and the bench report (`wsloop bench --html`).
 //!
 //! Every page is one self-contained document: its style sheet, the shared chart code and its own script
 //! are embedded in the binary (`include_str!`) and inlined into the HTML; nothing is fetched from
 //! elsewhere, and the served pages carry a Content-Security-Policy that would block it if it were.
 
+use serde_json::Value;
 use wsloop::http::{HttpHandler, HttpRequest, HttpResponse};
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -13,6 +14,8 @@ const DASHBOARD_HTML: &str = include_str!("assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const CHAT_HTML: &str = include_str!("assets/chat.html");
 const CHAT_JS: &str = include_str!("assets/chat.js");
+const REPORT_HTML: &str = include_str!("assets/bench-report.html");
+const REPORT_JS: &str = include_str!("assets/bench-report.js");
 
 /// What the served pages may load: nothing but their own inline code and WebSockets to their origin.
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; \
@@ -37,6 +40,13 @@ pub fn dashboard_page(feed_path: &str) -> String {
 /// The chat page (the same for `/chat` and every `/chat/ROOM`: the script reads the room from the URL).
 pub fn chat_page() -> String {
     assemble(CHAT_HTML, CHAT_JS)
+}
+
+/// The bench report: the page with `data` embedded as JSON (in a `<script type="application/json">`
+/// element; `<` is escaped so no string in it can end that element).
+pub fn bench_report(data: &Value) -> String {
+    let json = data.to_string().replace('<', "\\u003c");
+    assemble(REPORT_HTML, REPORT_JS).replace("/*DATA*/", &json)
 }
 
 /// Answers GETs for the dashboard (`PATH` and `PATH/`) and, in chat mode, the chat page (`/chat`,
@@ -96,20 +106,32 @@ mod tests {
 
     #[test]
     fn pages_are_self_contained() {
-        for (name, page) in [("dashboard", dashboard_page("/dashboard/ws")), ("chat", chat_page())] {
+        for (name, page) in [
+            ("dashboard", dashboard_page("/dashboard/ws")),
+            ("chat", chat_page()),
+            ("report", bench_report(&serde_json::json!({"x": "</script><b>"}))),
+        ] {
             assert!(page.starts_with("<!doctype html>"), "{name}");
             assert!(!page.contains("/*STYLE*/") && !page.contains("/*CHART*/") && !page.contains("/*SCRIPT*/"));
-            assert!(!page.contains("{{"), "{name}: a placeholder is left");
+            assert!(!page.contains("/*DATA*/") && !page.contains("{{"), "{name}: a placeholder is left");
             for external in ["http://", "https://", "//fonts.", "@import", "<link rel=\"stylesheet\""] {
                 assert!(!page.contains(external), "{name} refers to something outside: {external}");
             }
+            // One inline script element per page (two for the report: its data and its code).
             let scripts = page.matches("<script").count();
             assert_eq!(page.matches("</script>").count(), scripts, "{name}");
             assert!(!page.contains("<script src"), "{name}");
         }
-        for asset in [STYLE, CHART, DASHBOARD_JS, CHAT_JS] {
+        for asset in [STYLE, CHART, DASHBOARD_JS, CHAT_JS, REPORT_JS] {
             assert!(!asset.contains("</script"), "an asset would end its <script> element early");
         }
+    }
+
+    #[test]
+    fn report_data_cannot_end_its_element() {
+        let page = bench_report(&serde_json::json!({"url": "ws://x/</script><script>alert(1)</script>"}));
+        assert!(!page.contains("</script><script>alert"));
+        assert!(page.contains("\\u003c/script>"));
     }
 
     #[test]
