@@ -1,6 +1,6 @@
 //! What `wsloop serve` and `wsloop bench` add for people to look at, checked without a browser: the
 //! dashboard page and its WebSocket feed, the chat mode's publish and presence protocol, and the bench
-//! report written with `--html`.
+//! report written with `--html`. (tests/browser.rs drives the same pages in headless Chromium.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
