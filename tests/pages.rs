@@ -141,7 +141,8 @@ fn the_dashboard_page_is_served_by_default_and_its_feed_pushes_samples_at_the_in
     let per_reactor: u64 = reactors.iter().map(|r| r["active_connections"].as_u64().unwrap()).sum();
     assert_eq!(Some(per_reactor), busy["totals"]["active_connections"].as_u64(), "the table adds up");
 
-    // Pushed at the interval: five samples take about a second, not less.
+    // Pushed at the interval: five samples take about a second, never less (a handler timer does not
+    // fire early); the upper bounds only catch a feed that stalls, with room for a loaded machine.
     let started = Instant::now();
     let mut uptimes = Vec::new();
     for _ in 0..5 {
@@ -150,10 +151,10 @@ fn the_dashboard_page_is_served_by_default_and_its_feed_pushes_samples_at_the_in
         uptimes.push(s["uptime_s"].as_f64().unwrap());
     }
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(4), "5 samples in {took:?}");
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(10), "5 samples in {took:?}");
     for pair in uptimes.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!((0.19..1.0).contains(&gap), "samples {gap} s apart: {uptimes:?}");
+        assert!((0.199..2.5).contains(&gap), "samples {gap} s apart: {uptimes:?}");
     }
 }
 
