@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// Print the result as one JSON object on stdout (no progress bar).
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML report to FILE: the configuration, throughput per second and
+    /// the latency distribution (HDR percentiles).
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -735,6 +739,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     let (mut meter_at, mut meter_received) = (Instant::now(), 0u64);
     let mut rate_shown = 0.0;
     let mut cpu_start = None;
+    let mut samples = Samples::starting_at(epoch);
     loop {
         // Open connections: all at once, or at the ramp rate.
         if !opened_all {
@@ -770,6 +775,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
             cpu_start = Some((cpu_time(), now));
         }
         let t = totals(&run);
+        samples.maybe_record(now, &t, open_connections(&run));
         if now.duration_since(meter_at) >= Duration::from_secs(1) {
             rate_shown = (t.received - meter_received) as f64 / now.duration_since(meter_at).as_secs_f64();
             (meter_at, meter_received) = (now, t.received);
@@ -785,7 +791,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         bar.set_position(position);
         bar.set_message(format!(
             "conns {}/{} | {} msg/s | {} echoed",
-            run.opened.load(Relaxed) - run.closed.load(Relaxed).min(run.opened.load(Relaxed)),
+            open_connections(&run),
             c,
             si(rate_shown),
             si(t.received as f64)
@@ -813,6 +819,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     let cpu = cpu_start.map(|start| CpuUse::between(start, (cpu_time(), ended))).unwrap_or_default();
     bar.finish_and_clear();
     engine.stop();
+    samples.finish(ended, &totals(&run), open_connections(&run));
 
     let mut report = Report::collect(args, &run, ended.saturating_duration_since(measure_from), duration);
     report.cpu = cpu;
@@ -821,13 +828,94 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     } else {
         print!("{}", report.human());
     }
-    let ok = report.received > 0
-        && report.failed == 0
-        && report.mismatched == 0
-        && report.unexpected == 0
-        && report.unanswered == 0
-        && report.abnormal_closes() == 0;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if let Some(path) = &args.html {
+        let data = report.html_data(args, &samples, duration);
+        if let Err(e) = std::fs::write(path, crate::pages::bench_report(&data)) {
+            return Err(format!("cannot write the HTML report to {}: {e}", path.display()));
+        }
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Connections open now (opened and not yet closed).
+fn open_connections(run: &Run) -> u64 {
+    let opened = run.opened.load(Relaxed);
+    opened - run.closed.load(Relaxed).min(opened)
+}
+
+/// The run's totals about once a second, for the HTML report's throughput over time.
+struct Samples {
+    epoch: Instant,
+    last: Option<Instant>,
+    /// Seconds since the start, messages sent and received so far, connections open.
+    points: Vec<(f64, u64, u64, u64)>,
+}
+
+impl Samples {
+    fn starting_at(epoch: Instant) -> Self {
+        Self { epoch, last: None, points: vec![(0.0, 0, 0, 0)] }
+    }
+
+    /// Records a point when a second has passed since the last one.
+    fn maybe_record(&mut self, now: Instant, t: &Totals, open: u64) {
+        let due = self.last.map_or(now.saturating_duration_since(self.epoch), |at| now.saturating_duration_since(at));
+        if due >= Duration::from_secs(1) {
+            self.record(now, t, open);
+        }
+    }
+
+    fn record(&mut self, now: Instant, t: &Totals, open: u64) {
+        self.last = Some(now);
+        self.points.push((now.saturating_duration_since(self.epoch).as_secs_f64(), t.sent, t.received, open));
+    }
+
+    /// The last point, at the end of the run; a stub interval shorter than half a second is merged into
+    /// the one before it (its rate would say little).
+    fn finish(&mut self, now: Instant, t: &Totals, open: u64) {
+        let since_last = self.last.map(|at| now.saturating_duration_since(at));
+        if self.points.len() > 2 && since_last.is_some_and(|d| d < Duration::from_millis(500)) {
+            self.points.pop();
+        }
+        self.record(now, t, open);
+    }
+
+    /// One object per interval between points: its end (`t`, seconds since the start), the rates over
+    /// it and the totals at its end.
+    fn json(&self, size: usize) -> Value {
+        let rows: Vec<Value> = self
+            .points
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0)
+            .map(|w| {
+                let ((t0, sent0, received0, _), (t1, sent1, received1, open)) = (w[0], w[1]);
+                let secs = t1 - t0;
+                let received = received1.saturating_sub(received0) as f64 / secs;
+                json!({
+                    "t": t1,
+                    "seconds": secs,
+                    "sent_per_second": sent1.saturating_sub(sent0) as f64 / secs,
+                    "received_per_second": received,
+                    "megabytes_per_second": received * size as f64 / 1e6,
+                    "sent": sent1,
+                    "received": received1,
+                    "open_connections": open,
+                })
+            })
+            .collect();
+        Value::Array(rows)
+    }
+}
+
+/// Percentiles of a histogram for the report's distribution chart: `[percentile, value]` pairs from
+/// the HDR quantile iteration (more points towards the tail), ending at the maximum.
+fn percentile_curve(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!([]);
+    }
+    let mut points: Vec<Value> =
+        h.iter_quantiles(4).map(|v| json!([v.quantile_iterated_to() * 100.0, v.value_iterated_to()])).collect();
+    points.dedup();
+    Value::Array(points)
 }
 
 /// The result of a run.
@@ -914,6 +1002,17 @@ impl Report {
         }
     }
 
+    /// Whether the run passes (exit status 0): every connection opened, at least one echo came back,
+    /// every message was echoed with the right type and length, every close was our 1000.
+    fn ok(&self) -> bool {
+        self.received > 0
+            && self.failed == 0
+            && self.mismatched == 0
+            && self.unexpected == 0
+            && self.unanswered == 0
+            && self.abnormal_closes() == 0
+    }
+
     /// Closes other than the normal 1000 that ends every connection.
     fn abnormal_closes(&self) -> u64 {
         self.closes.iter().filter(|(code, _)| **code != 1000).map(|(_, n)| n).sum()
@@ -977,6 +1076,39 @@ impl Report {
                 "wall_seconds": self.cpu.wall.as_secs_f64(),
             },
             "closes": self.closes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// Everything the HTML report shows: the configuration, the result (as `--json` prints it), the
+    /// per-second samples and the latency and handshake distributions.
+    fn html_data(&self, args: &BenchArgs, samples: &Samples, duration: Option<Duration>) -> Value {
+        let config = json!({
+            "url": self.url,
+            "connections": self.requested,
+            "size": self.size,
+            "kind": if self.text { "text" } else { "binary" },
+            "pipeline": self.pipeline,
+            "threads": self.threads,
+            "duration_seconds": duration.map(|d| d.as_secs_f64()),
+            "messages": args.messages,
+            "rate_per_second": args.rate,
+            "ramp_per_second": args.ramp,
+            "warmup_seconds": args.warmup.as_secs_f64(),
+            "connect_timeout_seconds": args.connect_timeout.as_secs_f64(),
+            "protocols": args.protocols,
+            // Header values may be credentials: only the names go into a file meant to be shared.
+            "header_names": args.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            "source_ips": args.source_ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        });
+        json!({
+            "generated_utc": crate::util::utc_timestamp(std::time::SystemTime::now()),
+            "wsloop": env!("CARGO_PKG_VERSION"),
+            "ok": self.ok(),
+            "config": config,
+            "result": self.json(),
+            "samples": samples.json(self.size),
+            "latency_percentiles_us": percentile_curve(&self.latency),
+            "handshake_percentiles_us": percentile_curve(&self.handshake),
         })
     }
 

@@ -1,10 +1,14 @@
-//! The `wsloop` command-line tool: `serve` runs an echo (or broadcast, or discard) server, `bench` is a
-//! load generator built on in-loop client connections, `client` is an interactive client for a terminal
-//! or a pipe, and `autobahn-client` runs the Autobahn|Testsuite client cases.
+//! The `wsloop` command-line tool: `serve` runs an echo (or broadcast, discard or chat) server with a live
+//! dashboard, `bench` is a load generator built on in-loop client connections (with an HTML report),
+//! `client` is an interactive client for a terminal or a pipe, and `autobahn-client` runs the
+//! Autobahn|Testsuite client cases.
 
 mod autobahn;
 mod bench;
+mod chat;
 mod client;
+mod dashboard;
+mod pages;
 mod serve;
 mod util;
 
@@ -21,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a WebSocket server (echo by default) until SIGINT or SIGTERM.
+    /// Run a WebSocket server (echo by default) with a live dashboard, until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Measure an echo server: many connections, closed-loop, latency percentiles.
     Bench(bench::BenchArgs),

@@ -1,5 +1,6 @@
-//! `wsloop serve`: an echo, broadcast or discard server until SIGINT or SIGTERM, with an optional
-//! one-line metrics summary every second (`--stats`).
+//! `wsloop serve`: an echo, broadcast, discard or chat server until SIGINT or SIGTERM, with a live
+//! dashboard on the same port (`/dashboard`, unless `--no-dashboard`) and an optional one-line metrics
+//! summary every second (`--stats`).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,10 @@ use clap::{Args, ValueEnum};
 use wsloop::metrics::{MetricsReport, MetricsSnapshot, RateMeter};
 use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, Server};
 
-use crate::util::{secs, si};
+use crate::chat::{ChatArgs, ChatConn, Rooms};
+use crate::dashboard::{Feed, FeedInfo};
+use crate::pages::Pages;
+use crate::util::{duration, secs, si};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Mode {
@@ -20,6 +24,20 @@ pub enum Mode {
     Broadcast,
     /// Messages are read and dropped.
     Discard,
+    /// Chat rooms: a connection on /chat/ROOM joins ROOM, its text messages reach every member, with
+    /// presence; GET /chat/ROOM serves the chat page; every other path echoes.
+    Chat,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Broadcast => "broadcast",
+            Mode::Discard => "discard",
+            Mode::Chat => "chat",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +108,33 @@ pub struct ServeArgs {
     /// out, errors so far).
     #[arg(long)]
     stats: bool,
+    /// Path of the live dashboard page (plain HTTP GET); its WebSocket feed is PATH/ws.
+    #[arg(long, default_value = "/dashboard", value_parser = dashboard_path)]
+    dashboard_path: String,
+    /// Serve no dashboard (neither the page nor its feed).
+    #[arg(long)]
+    no_dashboard: bool,
+    /// Time between two dashboard updates, e.g. 1s or 500ms.
+    #[arg(long, value_parser = dashboard_interval, default_value = "1s")]
+    dashboard_interval: Duration,
+    #[command(flatten)]
+    chat: ChatArgs,
+}
+
+/// A dashboard path: starts with `/`; a trailing `/` is dropped (`/` puts the page at the root).
+fn dashboard_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
+        return Err(format!("{s:?}: expected a path such as /dashboard"));
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+fn dashboard_interval(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < Duration::from_millis(50) || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: between 50ms and 1h"));
+    }
+    Ok(d)
 }
 
 struct Echo;
@@ -149,12 +194,34 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
     let threads = config.threads;
     let addr = args.addr;
+    let pool_buffer_bytes = config.read_buffer_size;
     let mut server = Server::new(config);
     match args.mode {
         Mode::Echo => server.register_handler("*", |_| Echo),
         Mode::Broadcast => server.register_handler("*", |_| Broadcast),
         Mode::Discard => server.register_handler("*", |_| Discard),
+        Mode::Chat => {
+            let rooms = Arc::new(Rooms::default());
+            let chat = args.chat.clone();
+            server.register_handler("*", move |request| ChatConn::new(&rooms, &chat, request))
+        }
     };
+    let started = Instant::now();
+    let dashboard = (!args.no_dashboard).then(|| (args.dashboard_path.clone(), format!("{}/ws", args.dashboard_path)));
+    if let Some((_, feed)) = &dashboard {
+        let info = Arc::new(FeedInfo {
+            interval: args.dashboard_interval,
+            started,
+            mode: args.mode.name(),
+            pool_buffer_bytes,
+        });
+        server.register_handler(feed, move |_| Feed::new(info.clone()));
+    }
+    let chat_pages = matches!(args.mode, Mode::Chat);
+    if dashboard.is_some() || chat_pages {
+        let dashboard = dashboard.as_ref().map(|(page, feed)| (page.as_str(), feed.as_str()));
+        server.set_http_handler(Pages::new(dashboard, chat_pages));
+    }
     let running = match server.start() {
         Ok(running) => running,
         Err(e) => {
@@ -170,6 +237,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     }
     println!("wsloop serving on ws://{} ({} reactor threads)", running.local_addr(), threads);
+    // The first stdout line stays the only fixed one (scripts read it); the pages are announced on stderr.
+    if let Some((page, _)) = &dashboard {
+        eprintln!("wsloop: dashboard on http://{}{}", running.local_addr(), if page.is_empty() { "/" } else { page });
+    }
+    if chat_pages {
+        eprintln!("wsloop: chat rooms on http://{}/chat/ROOM", running.local_addr());
+    }
     let handle = running.handle();
     let mut previous = handle.metrics();
     let mut meter = RateMeter::starting_at(previous, Instant::now());

@@ -78,6 +78,23 @@ pub fn micros(us: u64) -> String {
     }
 }
 
+/// A UTC time as `2026-11-30T14:55:00Z` (whole seconds; before 1970 reads as 1970).
+pub fn utc_timestamp(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), in unsigned arithmetic.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +126,13 @@ mod tests {
         assert_eq!(si(12_345.0), "12.3k");
         assert_eq!(micros(950), "950us");
         assert_eq!(micros(12_345), "12.35ms");
+    }
+
+    #[test]
+    fn utc_timestamps() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_796_049_296)), "2026-11-30T14:34:56Z");
     }
 }
