@@ -35,3 +35,9 @@ pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod timer;
+
+/// The README's code blocks, compiled (and, unless marked `no_run`, run) by `cargo test --doc`, so the
+/// quick starts cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
