@@ -11,9 +11,22 @@
 //! - [`server`]: the reactor engine: per-core mio loops serving connections through [`server::Handler`]s.
 //! - [`metrics`]: per-reactor counters, snapshots, rates, a text table and Prometheus text.
 //! - [`http`]: plain HTTP/1.1 requests on the WebSocket port (health, metrics, an application handler).
-//! - [`client`]: the blocking client, pool, circuit breaker and reconnecting client.
-//! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core.
+//! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core, a
+//!   connection pool, per-host circuit breakers and a reconnecting client.
+//!
+//! # Cargo features
+//!
+//! - `metrics` (default): the engine's per-reactor counters. Without it the [`metrics`] API stays the
+//!   same, but every counter update compiles to nothing and snapshots read zero ([`metrics::ENABLED`]
+//!   says which build this is); that build exists to measure what counting costs.
+//! - `cli` (default): the `wsloop` binary and its dependencies (clap, env_logger, signal-hook,
+//!   hdrhistogram, indicatif, serde_json). It adds nothing to the library; an embedder can use
+//!   `default-features = false, features = ["metrics"]`.
+//!
+//! Items that exist only with a feature carry a banner saying so in the documentation built by docs.rs
+//! (`--cfg docsrs`); neither feature gates a library item today.
 #![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod buf;
 pub mod client;
@@ -23,3 +36,9 @@ pub mod proto;
 pub mod server;
 pub mod sys;
 pub mod timer;
+
+/// The README's code blocks, compiled (and, unless marked `no_run`, run) by `cargo test --doc`, so the
+/// quick starts cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1217,7 +1217,7 @@ mod tests {
             let mut x = 7u64;
             for step in 0..2_000u64 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                if (x >> 33) % 3 != 0 {
+                if !(x >> 33).is_multiple_of(3) {
                     ring.push_back(step);
                     if model.len() < capacity {
                         model.push_back(step);
