@@ -97,7 +97,19 @@ fn health_and_metrics_endpoints_answer_on_the_websocket_port() {
     };
     assert_eq!(value("wsloop_connections_upgraded_total"), Some(1.0));
     assert_eq!(value("wsloop_text_messages_received_total"), Some(1.0));
-    assert_eq!(value("wsloop_active_connections"), Some(2.0), "the websocket and this scrape");
+    // One WebSocket; this scrape is a plain HTTP connection, counted by phase but not as a WebSocket.
+    assert_eq!(value("wsloop_active_connections"), Some(1.0), "the websocket, not this scrape");
+    let phase = |p: &str| {
+        scrape.samples.iter().find(|s| s.metric == "wsloop_tcp_connections" && s.labels.get("phase") == Some(p)).map(
+            |s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            },
+        )
+    };
+    assert_eq!(phase("open"), Some(1.0));
+    assert_eq!(phase("http"), Some(1.0), "this scrape");
+    assert_eq!((phase("handshake"), phase("closing")), (Some(0.0), Some(0.0)));
     server.stop();
 }
 

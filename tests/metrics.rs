@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use prometheus_parse::{LineInfo, Scrape, Value};
 use wsloop::metrics::{
     counter_descriptors, format_metrics, prometheus_text, CloseCodeBucket, Counters, HandshakeFailure, MessageKind,
-    MetricKind, MetricsCollector, MetricsReport, MetricsSnapshot, RateMeter, Rates,
+    MetricKind, MetricsCollector, MetricsReport, MetricsSnapshot, RateMeter, Rates, TcpPhase,
 };
 
 /// A snapshot in which every counter, bucket included, has a distinct non-zero value, set by name.
@@ -66,7 +66,15 @@ fn parse(text: &str) -> Scrape {
 fn prometheus_text_parses_with_families_types_labels_and_values() {
     let c = Counters::default();
     Counters::add(&c.connections_accepted, 12);
-    Counters::add(&c.active_connections, 3);
+    // Two WebSockets (one closing), one keep-alive HTTP connection, one fresh: four held.
+    c.record_tcp_opened(TcpPhase::Handshake);
+    c.record_tcp_opened(TcpPhase::Handshake);
+    c.record_tcp_phase(TcpPhase::Handshake, TcpPhase::Http);
+    c.record_tcp_opened(TcpPhase::Handshake);
+    c.record_tcp_phase(TcpPhase::Handshake, TcpPhase::Open);
+    c.record_tcp_opened(TcpPhase::Handshake);
+    c.record_tcp_phase(TcpPhase::Handshake, TcpPhase::Open);
+    c.record_tcp_phase(TcpPhase::Open, TcpPhase::Closing);
     Counters::set(&c.pool_buffers_outstanding, 5);
     c.record_close(1000);
     c.record_close(1000);
@@ -125,7 +133,7 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
                 (kind, value) => panic!("{name}: {kind:?} exported as {value:?}"),
             }
         }
-        if d.name() != "connections_closed" && d.name() != "handshake_failures" {
+        if !matches!(d.name(), "connections_closed" | "handshake_failures" | "tcp_connections") {
             assert_eq!(samples.len(), 1, "{name}");
             let v = match samples[0].value {
                 Value::Counter(v) | Value::Gauge(v) => v,
@@ -134,7 +142,7 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
             assert_eq!(v, totals.get(d.name()).unwrap() as f64, "{name}");
         }
     }
-    assert_eq!(by_name["wsloop_active_connections"][0].value, Value::Gauge(3.0));
+    assert_eq!(by_name["wsloop_active_connections"][0].value, Value::Gauge(2.0), "the open and the closing one");
     assert_eq!(by_name["wsloop_pool_buffers_outstanding"][0].value, Value::Gauge(5.0));
     assert_eq!(by_name["wsloop_connections_accepted_total"][0].value, Value::Counter(12.0));
     assert_eq!(by_name["wsloop_text_bytes_sent_total"][0].value, Value::Counter(100.0));
@@ -174,6 +182,21 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
     assert_eq!(by_reason["timeout"], 1.0);
     assert_eq!(by_reason["version"], 0.0);
     assert_eq!(by_name["wsloop_handshake_timeouts_total"][0].value, Value::Counter(1.0));
+
+    // Held TCP connections: one gauge family labelled by phase, every phase present, no unlabelled
+    // total (so `sum(wsloop_tcp_connections)` is the total, counted once).
+    let tcp = &by_name["wsloop_tcp_connections"];
+    assert_eq!(tcp.len(), TcpPhase::COUNT);
+    let by_phase: BTreeMap<&str, f64> = tcp
+        .iter()
+        .map(|s| match s.value {
+            Value::Gauge(v) => (s.labels.get("phase").expect("phase label"), v),
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: BTreeMap<&str, f64> = [("handshake", 1.0), ("http", 1.0), ("open", 1.0), ("closing", 1.0)].into();
+    assert_eq!(by_phase, expected);
+    assert_eq!(by_phase.values().sum::<f64>(), totals.tcp_connections as f64);
 }
 
 #[test]

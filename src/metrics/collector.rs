@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{
     format_metrics, prometheus_text, record_close_with, record_handshake_failure_with, record_message_received_with,
     record_message_sent_with, Counters, HandshakeFailure, MessageKind, MetricsReport, MetricsSnapshot, RateMeter,
+    TcpPhase,
 };
 
 fn fetch_add(counter: &AtomicU64, n: u64) {
@@ -58,18 +59,29 @@ impl MetricsCollector {
         }
     }
 
-    /// A connection opened (completed its opening handshake): `connections_upgraded` and
-    /// `active_connections` go up.
+    /// A connection opened (completed its opening handshake): `connections_upgraded`,
+    /// `active_connections` and `tcp_connections{phase="open"}` go up.
+    ///
+    /// A collector hears only of opens and closes, so it counts a connection under the phase open from
+    /// the one to the other: its `tcp_connections` never shows the phases handshake, http or closing.
     pub fn record_connection_opened(&self) {
         fetch_add(&self.counters.connections_upgraded, 1);
         fetch_add(&self.counters.active_connections, 1);
+        fetch_add(&self.counters.tcp_connections, 1);
+        fetch_add(&self.counters.tcp_connections_by_phase[TcpPhase::Open.index()], 1);
     }
 
     /// A connection closed with `code` (1006 if it ended without a close frame):
-    /// `active_connections` goes down (never below zero), `connections_closed` and the code's bucket
-    /// go up.
+    /// `active_connections` and `tcp_connections{phase="open"}` go down (never below zero),
+    /// `connections_closed` and the code's bucket go up.
     pub fn record_connection_closed(&self, code: u16) {
-        let _ = self.counters.active_connections.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        for gauge in [
+            &self.counters.active_connections,
+            &self.counters.tcp_connections,
+            &self.counters.tcp_connections_by_phase[TcpPhase::Open.index()],
+        ] {
+            let _ = gauge.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
         record_close_with(&self.counters, code, fetch_add);
     }
 
@@ -175,6 +187,9 @@ mod tests {
         m.record_message_received(MessageKind::Binary, 200);
         let report = m.report(t0 + Duration::from_secs(1));
         assert_eq!(report.get("active_connections"), Some(1.0));
+        assert_eq!(report.get("tcp_connections"), Some(1.0));
+        assert_eq!(report.get("tcp_connections_open"), Some(1.0));
+        assert_eq!(report.get("tcp_connections_http"), Some(0.0));
         assert_eq!(report.get("messages_per_second"), Some(2.0));
         assert_eq!(report.get("bytes_sent_per_second"), Some(100.0));
         assert_eq!(report.get("bytes_received_per_second"), Some(200.0));
@@ -193,6 +208,7 @@ mod tests {
         m.record_connection_closed(1000);
         let s = m.snapshot();
         assert_eq!(s.active_connections, 0);
+        assert_eq!((s.tcp_connections, s.tcp_connections_in(TcpPhase::Open)), (0, 0));
         assert_eq!(s.connections_closed, 2);
         assert_eq!(s.get("connections_closed_1006"), Some(1));
         assert_eq!(s.get("connections_closed_1000"), Some(1));

@@ -3,12 +3,13 @@
 
 use std::fmt::Write as _;
 
-use super::{counter_descriptors, CloseCodeBucket, Group, HandshakeFailure, MetricKind, MetricsReport};
+use super::{counter_descriptors, CloseCodeBucket, Group, HandshakeFailure, MetricKind, MetricsReport, TcpPhase};
 
 /// A human-readable table of a report: one section per [`Group`] (connections, messages, bytes,
 /// frames, errors/limits, timeouts, buffers), then the rates with two decimals. Names are in the
 /// left column, values right-aligned in the right one. Non-zero close-code and handshake-failure
-/// buckets are listed under their totals.
+/// buckets are listed under their totals; every TCP phase is listed under `tcp_connections`, zeros
+/// included (a gauge reading zero is a reading).
 ///
 /// ```
 /// use wsloop::metrics::{format_metrics, MetricsReport, MetricsSnapshot};
@@ -49,6 +50,14 @@ pub fn format_metrics(report: &MetricsReport) -> String {
                         }
                     }
                 }
+                "tcp_connections" => {
+                    for p in TcpPhase::ALL {
+                        rows.push(Row::Value(
+                            format!("    phase {}", p.label()),
+                            totals.tcp_connections_in(p).to_string(),
+                        ));
+                    }
+                }
                 _ => {}
             }
         }
@@ -81,12 +90,15 @@ pub fn format_metrics(report: &MetricsReport) -> String {
 ///
 /// Names are `{prefix}_{counter}`; `prefix` may be empty, and characters not allowed in a metric
 /// name are replaced by `_`. Monotonic counters are `counter`s named `..._total`; gauges
-/// (`active_connections`, `pool_buffers_outstanding`) are `gauge`s. Closes are one family with a
-/// `code` label (`{prefix}_connections_closed_total{code="1000"}`, ..., `code="1006"` for closes
-/// without a close frame, `code="other"`) and handshake failures one family with a `reason` label
-/// (`{prefix}_handshake_failures_total{reason="not_found"}`); every bucket is always present, and
-/// closes or failures counted without a bucket are reported under `"other"`, so the family sums to
-/// the total. Rates are not exported: Prometheus computes them.
+/// (`active_connections`, `tcp_connections`, `pool_buffers_outstanding`) are `gauge`s. Closes are one
+/// family with a `code` label (`{prefix}_connections_closed_total{code="1000"}`, ..., `code="1006"`
+/// for closes without a close frame, `code="other"`) and handshake failures one family with a
+/// `reason` label (`{prefix}_handshake_failures_total{reason="not_found"}`); every bucket is always
+/// present, and closes or failures counted without a bucket are reported under `"other"`, so the
+/// family sums to the total. Held TCP connections are one gauge family with a `phase` label
+/// (`{prefix}_tcp_connections{phase="handshake"}`, `"http"`, `"open"`, `"closing"`), every phase
+/// always present and no unlabelled total (`sum()` of the family is the total). Rates are not
+/// exported: Prometheus computes them.
 ///
 /// ```
 /// use wsloop::metrics::{prometheus_text, MetricsReport, MetricsSnapshot};
@@ -132,6 +144,14 @@ pub fn prometheus_text(report: &MetricsReport, prefix: &str) -> String {
                 );
                 for (k, value) in HandshakeFailure::ALL.iter().zip(values) {
                     let _ = writeln!(out, "{name}{{reason=\"{}\"}} {value}", k.label());
+                }
+            }
+            "tcp_connections" => {
+                let help = "TCP connections held, by phase: handshake (no request yet), http (plain HTTP, not \
+                            upgraded), open (WebSocket), closing (WebSocket close handshake in progress).";
+                header(&mut out, &name, help, kind);
+                for p in TcpPhase::ALL {
+                    let _ = writeln!(out, "{name}{{phase=\"{}\"}} {}", p.label(), totals.tcp_connections_in(p));
                 }
             }
             other => {
@@ -184,6 +204,7 @@ mod tests {
         let mut totals = MetricsSnapshot {
             connections_accepted: 12,
             active_connections: 2,
+            tcp_connections: 4,
             connections_closed: 10,
             handshake_failures: 3,
             messages_sent: 123_456_789,
@@ -192,6 +213,7 @@ mod tests {
         totals.connections_closed_by_code[CloseCodeBucket::Normal.index()] = 8;
         totals.connections_closed_by_code[CloseCodeBucket::Abnormal.index()] = 1;
         totals.handshake_failures_by_reason[HandshakeFailure::NotFound.index()] = 3;
+        totals.tcp_connections_by_phase = [0, 2, 1, 1];
         let mut report = MetricsReport::from_totals(totals);
         report.interval = Duration::from_secs(2);
         report.rates.messages_per_second = 1.5;
@@ -222,6 +244,19 @@ mod tests {
         assert!(table.contains("    code 1006"));
         assert!(!table.contains("    code 1001"));
         assert!(table.contains("    reason not_found"));
+        // Every phase under its total, zeros included, in order.
+        let phases: Vec<_> = values
+            .iter()
+            .filter(|l| l.starts_with("    phase "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            phases,
+            [["phase", "handshake", "0"], ["phase", "http", "2"], ["phase", "open", "1"], ["phase", "closing", "1"]]
+        );
+        let total = values.iter().position(|l| l.starts_with("  tcp_connections ")).unwrap();
+        assert!(values[total].ends_with(" 4"), "{table}");
+        assert!(values[total + 1].starts_with("    phase handshake "), "{table}");
         let rate = values.iter().find(|l| l.trim_start().starts_with("messages_per_second")).unwrap();
         assert!(rate.ends_with(" 1.50"), "{rate}");
         let sent = values.iter().find(|l| l.trim_start().starts_with("messages_sent ")).unwrap();
@@ -238,6 +273,15 @@ mod tests {
         assert!(text.contains("wsloop_connections_closed_total{code=\"other\"} 1\n"));
         assert!(text.contains("wsloop_handshake_failures_total{reason=\"not_found\"} 3\n"));
         assert!(text.contains("wsloop_handshake_failures_total{reason=\"other\"} 0\n"));
+        // One gauge family by phase, every phase present, no unlabelled total beside them.
+        let family = "# TYPE wsloop_tcp_connections gauge\n\
+                      wsloop_tcp_connections{phase=\"handshake\"} 0\n\
+                      wsloop_tcp_connections{phase=\"http\"} 2\n\
+                      wsloop_tcp_connections{phase=\"open\"} 1\n\
+                      wsloop_tcp_connections{phase=\"closing\"} 1\n";
+        assert!(text.contains(family), "{text}");
+        assert!(!text.contains("wsloop_tcp_connections 4"), "{text}");
+        assert_eq!(text.matches("# TYPE wsloop_tcp_connections ").count(), 1);
         assert!(!text.contains("per_second"));
         assert!(text.ends_with('\n'));
     }

@@ -8,10 +8,17 @@
 //! caller's `now`; only [`MetricsCollector::new`] reads the clock once, for its baseline).
 //!
 //! Every counter has a name (the field name), a kind ([`MetricKind`]), a group ([`Group`]) and a help
-//! text; [`counter_descriptors`] lists them in display order. Two counters are also broken down into
+//! text; [`counter_descriptors`] lists them in display order. Three counters are also broken down into
 //! fixed buckets: closes by close code ([`CloseCodeBucket`], flat names such as
-//! `connections_closed_1000`) and handshake failures by reason ([`HandshakeFailure`], flat names such
-//! as `handshake_failures_not_found`).
+//! `connections_closed_1000`), handshake failures by reason ([`HandshakeFailure`], flat names such
+//! as `handshake_failures_not_found`) and held TCP connections by phase ([`TcpPhase`], flat names such
+//! as `tcp_connections_open`).
+//!
+//! Two gauges count connections, and they answer different questions: `active_connections` is the
+//! number of WebSocket connections (open, or in their close handshake); `tcp_connections` is every
+//! TCP connection held, by [`TcpPhase`] (handshake, http, open, closing). A plain HTTP connection, such
+//! as the one scraping `/metrics`, is in `tcp_connections{phase="http"}` and not in
+//! `active_connections`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -301,6 +308,66 @@ impl HandshakeFailure {
     }
 }
 
+/// The phase a held TCP connection is counted under in `tcp_connections`.
+///
+/// A connection is counted under exactly one phase from the moment it is held (accepted, adopted or
+/// connecting) until its socket is closed; the phases open and closing are also the WebSocket
+/// connections counted by `active_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpPhase {
+    /// Through no request yet: accepted or adopted and waiting for its first request (or an in-loop
+    /// client connecting and waiting for its 101), or a refused upgrade whose error response is going
+    /// out.
+    Handshake,
+    /// Has served (or is serving) a plain HTTP request and has not upgraded: a keep-alive connection, a
+    /// `/metrics` scrape, a response being written before the socket closes.
+    Http,
+    /// A WebSocket: upgraded, frames flow both ways.
+    Open,
+    /// A WebSocket whose close handshake started (a close frame sent or received, or the connection
+    /// failed) and whose socket is not closed yet.
+    Closing,
+}
+
+impl TcpPhase {
+    /// How many phases there are.
+    pub const COUNT: usize = 4;
+
+    /// Every phase, in index order.
+    pub const ALL: [TcpPhase; Self::COUNT] = [TcpPhase::Handshake, TcpPhase::Http, TcpPhase::Open, TcpPhase::Closing];
+
+    /// The index of this phase in `tcp_connections_by_phase`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether a connection in this phase is a WebSocket (counted by `active_connections` too).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Self::Open | Self::Closing)
+    }
+
+    /// The label value (`"handshake"`, `"http"`, `"open"`, `"closing"`), as in
+    /// `tcp_connections{phase="open"}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Handshake => "handshake",
+            Self::Http => "http",
+            Self::Open => "open",
+            Self::Closing => "closing",
+        }
+    }
+
+    /// The flat gauge name (`"tcp_connections_handshake"`, ...) that [`MetricsSnapshot::get`] answers.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            Self::Handshake => "tcp_connections_handshake",
+            Self::Http => "tcp_connections_http",
+            Self::Open => "tcp_connections_open",
+            Self::Closing => "tcp_connections_closing",
+        }
+    }
+}
+
 impl From<&crate::proto::handshake::HandshakeError> for HandshakeFailure {
     fn from(err: &crate::proto::handshake::HandshakeError) -> Self {
         use crate::proto::handshake::HandshakeError as E;
@@ -331,6 +398,10 @@ macro_rules! counters {
             /// `handshake_failures` when every failure goes through
             /// [`Counters::record_handshake_failure`].
             pub handshake_failures_by_reason: [AtomicU64; HandshakeFailure::COUNT],
+            /// Held TCP connections, by phase, indexed by [`TcpPhase::index`]. Their sum equals
+            /// `tcp_connections` when every change goes through [`Counters::record_tcp_opened`],
+            /// [`Counters::record_tcp_phase`] and [`Counters::record_tcp_closed`].
+            pub tcp_connections_by_phase: [AtomicU64; TcpPhase::COUNT],
         }
 
         impl Counters {
@@ -342,6 +413,9 @@ macro_rules! counters {
                     _ => {
                         if let Some(b) = CloseCodeBucket::ALL.iter().find(|b| b.field_name() == name) {
                             return Some(&self.connections_closed_by_code[b.index()]);
+                        }
+                        if let Some(p) = TcpPhase::ALL.iter().find(|p| p.field_name() == name) {
+                            return Some(&self.tcp_connections_by_phase[p.index()]);
                         }
                         HandshakeFailure::ALL
                             .iter()
@@ -360,6 +434,8 @@ macro_rules! counters {
             pub connections_closed_by_code: [u64; CloseCodeBucket::COUNT],
             /// Handshake failures, by reason, indexed by [`HandshakeFailure::index`].
             pub handshake_failures_by_reason: [u64; HandshakeFailure::COUNT],
+            /// Held TCP connections, by phase, indexed by [`TcpPhase::index`].
+            pub tcp_connections_by_phase: [u64; TcpPhase::COUNT],
         }
 
         impl MetricsSnapshot {
@@ -380,16 +456,22 @@ macro_rules! counters {
                 {
                     *sum = sum.wrapping_add(c.load(Relaxed));
                 }
+                for (sum, c) in self.tcp_connections_by_phase.iter_mut().zip(&c.tcp_connections_by_phase) {
+                    *sum = sum.wrapping_add(c.load(Relaxed));
+                }
             }
 
             /// Looks a counter up by its name (e.g. `"active_connections"`, `"connections_closed_1000"`,
-            /// `"handshake_failures_not_found"`).
+            /// `"handshake_failures_not_found"`, `"tcp_connections_http"`).
             pub fn get(&self, name: &str) -> Option<u64> {
                 match name {
                     $( stringify!($name) => Some(self.$name), )*
                     _ => {
                         if let Some(b) = CloseCodeBucket::ALL.iter().find(|b| b.field_name() == name) {
                             return Some(self.closed_with(*b));
+                        }
+                        if let Some(p) = TcpPhase::ALL.iter().find(|p| p.field_name() == name) {
+                            return Some(self.tcp_connections_in(*p));
                         }
                         HandshakeFailure::ALL
                             .iter()
@@ -400,7 +482,8 @@ macro_rules! counters {
             }
 
             /// Every counter as `(name, value)`: the scalar counters in [`counter_descriptors`] order,
-            /// then the close-code buckets, then the handshake-failure buckets (by their flat names).
+            /// then the close-code buckets, then the handshake-failure buckets, then the TCP phases (by
+            /// their flat names).
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 let mut fields = vec![$( (stringify!($name), self.$name), )*];
                 fields.extend(CloseCodeBucket::ALL.iter().map(|b| (b.field_name(), self.closed_with(*b))));
@@ -409,6 +492,7 @@ macro_rules! counters {
                         .iter()
                         .map(|k| (k.field_name(), self.handshake_failures_for(*k))),
                 );
+                fields.extend(TcpPhase::ALL.iter().map(|p| (p.field_name(), self.tcp_connections_in(*p))));
                 fields
             }
         }
@@ -429,8 +513,10 @@ counters! {
     connections_accepted: Counter in Connections,
     /// Connections that completed the WebSocket upgrade (server) or opening handshake (client).
     connections_upgraded: Counter in Connections,
-    /// Connections currently held (handshaking or open).
+    /// WebSocket connections now (open or in their close handshake); plain HTTP and handshaking ones are not.
     active_connections: Gauge in Connections,
+    /// TCP connections held now, in every phase (handshake, http, open, closing).
+    tcp_connections: Gauge in Connections,
     /// Connections closed (for any reason).
     connections_closed: Counter in Connections,
     /// Plain HTTP requests answered on the WebSocket port (health, metrics, application handler).
@@ -496,8 +582,8 @@ counters! {
 }
 
 /// Every scalar counter, in display order (grouped by [`Group`]). The bucketed breakdowns
-/// (`connections_closed_by_code`, `handshake_failures_by_reason`) are not listed: see
-/// [`CloseCodeBucket`] and [`HandshakeFailure`].
+/// (`connections_closed_by_code`, `handshake_failures_by_reason`, `tcp_connections_by_phase`) are not
+/// listed: see [`CloseCodeBucket`], [`HandshakeFailure`] and [`TcpPhase`].
 pub fn counter_descriptors() -> &'static [CounterDescriptor] {
     DESCRIPTORS
 }
@@ -516,6 +602,11 @@ impl MetricsSnapshot {
     /// Handshake failures for `reason`.
     pub fn handshake_failures_for(&self, reason: HandshakeFailure) -> u64 {
         self.handshake_failures_by_reason[reason.index()]
+    }
+
+    /// Held TCP connections in `phase`.
+    pub fn tcp_connections_in(&self, phase: TcpPhase) -> u64 {
+        self.tcp_connections_by_phase[phase.index()]
     }
 
     /// Messages received (text and binary).
@@ -602,10 +693,50 @@ impl Counters {
     }
 
     /// Counts a closed connection: `connections_closed` and its close-code bucket (1006 for a
-    /// connection that ended without a close frame). Does not touch `active_connections`.
+    /// connection that ended without a close frame). Does not touch the gauges (see
+    /// [`Counters::record_tcp_closed`]).
     #[inline]
     pub fn record_close(&self, code: u16) {
         record_close_with(self, code, Counters::add);
+    }
+
+    /// Counts a TCP connection now held, in `phase`: `tcp_connections` and the phase's bucket (and
+    /// `active_connections` for a WebSocket phase).
+    #[inline]
+    pub fn record_tcp_opened(&self, phase: TcpPhase) {
+        Counters::add(&self.tcp_connections, 1);
+        Counters::add(&self.tcp_connections_by_phase[phase.index()], 1);
+        if phase.is_websocket() {
+            Counters::add(&self.active_connections, 1);
+        }
+    }
+
+    /// Moves one held TCP connection from phase `from` to phase `to` (`active_connections` goes up
+    /// when it becomes a WebSocket, down if it stops being one). Nothing when they are the same.
+    #[inline]
+    pub fn record_tcp_phase(&self, from: TcpPhase, to: TcpPhase) {
+        if from == to {
+            return;
+        }
+        Counters::sub(&self.tcp_connections_by_phase[from.index()], 1);
+        Counters::add(&self.tcp_connections_by_phase[to.index()], 1);
+        match (from.is_websocket(), to.is_websocket()) {
+            (false, true) => Counters::add(&self.active_connections, 1),
+            (true, false) => Counters::sub(&self.active_connections, 1),
+            _ => {}
+        }
+    }
+
+    /// Counts a held TCP connection closed while counted under `phase`: `tcp_connections` and the
+    /// phase's bucket go down (and `active_connections` for a WebSocket phase). Does not count the
+    /// close itself (see [`Counters::record_close`]).
+    #[inline]
+    pub fn record_tcp_closed(&self, phase: TcpPhase) {
+        Counters::sub(&self.tcp_connections, 1);
+        Counters::sub(&self.tcp_connections_by_phase[phase.index()], 1);
+        if phase.is_websocket() {
+            Counters::sub(&self.active_connections, 1);
+        }
     }
 
     /// Counts a failed opening handshake: `handshake_failures` and its reason bucket, and
@@ -708,6 +839,45 @@ mod tests {
         assert_eq!(HandshakeFailure::from(&HandshakeError::MissingKey), HandshakeFailure::BadRequest);
     }
 
+    /// The phase gauges over one reactor's life: a keep-alive HTTP connection that upgrades, a
+    /// WebSocket that closes, a fresh connection that goes away. Every gauge ends at zero, and
+    /// `active_connections` only ever counts the WebSocket phases.
+    #[test]
+    fn tcp_phases_move_once_and_return_to_zero() {
+        let c = Counters::default();
+        let read = |c: &Counters| {
+            let mut s = MetricsSnapshot::default();
+            s.add(c);
+            s
+        };
+        c.record_tcp_opened(TcpPhase::Handshake);
+        c.record_tcp_opened(TcpPhase::Handshake);
+        c.record_tcp_phase(TcpPhase::Handshake, TcpPhase::Http);
+        // A second plain request on the same connection is no transition.
+        c.record_tcp_phase(TcpPhase::Http, TcpPhase::Http);
+        let s = read(&c);
+        assert_eq!(s.tcp_connections, 2);
+        assert_eq!(s.tcp_connections_by_phase, [1, 1, 0, 0]);
+        assert_eq!(s.active_connections, 0, "HTTP and handshaking connections are no WebSockets");
+        c.record_tcp_phase(TcpPhase::Http, TcpPhase::Open);
+        assert_eq!(read(&c).active_connections, 1);
+        c.record_tcp_phase(TcpPhase::Open, TcpPhase::Closing);
+        let s = read(&c);
+        assert_eq!((s.active_connections, s.tcp_connections), (1, 2), "a closing WebSocket is still one");
+        assert_eq!(s.get("tcp_connections_closing"), Some(1));
+        assert_eq!(s.get("tcp_connections_open"), Some(0));
+        c.record_tcp_closed(TcpPhase::Closing);
+        c.record_tcp_closed(TcpPhase::Handshake);
+        let s = read(&c);
+        assert_eq!((s.active_connections, s.tcp_connections), (0, 0));
+        assert_eq!(s.tcp_connections_by_phase, [0; TcpPhase::COUNT]);
+        for p in TcpPhase::ALL {
+            assert_eq!(TcpPhase::ALL[p.index()], p);
+            assert!(p.field_name().ends_with(p.label()));
+            assert_eq!(p.is_websocket(), matches!(p, TcpPhase::Open | TcpPhase::Closing));
+        }
+    }
+
     #[test]
     fn messages_split_by_kind() {
         let c = Counters::default();
@@ -736,7 +906,10 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "duplicate counter names");
-        assert_eq!(names.len(), counter_descriptors().len() + CloseCodeBucket::COUNT + HandshakeFailure::COUNT);
+        assert_eq!(
+            names.len(),
+            counter_descriptors().len() + CloseCodeBucket::COUNT + HandshakeFailure::COUNT + TcpPhase::COUNT
+        );
         for d in counter_descriptors() {
             assert!(s.get(d.name()).is_some(), "{}", d.name());
             assert!(!d.help().is_empty());

@@ -107,7 +107,7 @@ impl Reactor {
             }
         }
         conn.release_buffers(&mut self.pool);
-        Counters::sub(&self.counters.active_connections, 1);
+        self.counters.record_tcp_closed(conn.counted);
         self.counters.record_close(CloseCode::ABNORMAL.0);
     }
 }

@@ -1,12 +1,13 @@
 //! Connection state: what one slab entry of a reactor holds, phase by phase.
 //!
-//! Owns: the [`Conn`] entry (transport, phase, buffers only while bytes are in flight, one timer key) and
-//! the open connection's parts ([`OpenConn`]: protocol core, handler, request details). Never touches:
-//! the poll, other connections, I/O.
+//! Owns: the [`Conn`] entry (transport, phase, buffers only while bytes are in flight, one timer key, the
+//! phase it is counted under in `tcp_connections`) and the open connection's parts ([`OpenConn`]:
+//! protocol core, handler, request details). Never touches: the poll, other connections, I/O.
 
 use crate::buf::{BufferPool, InboundBuf, OutboundQueue};
+use crate::metrics::{Counters, TcpPhase};
 use crate::proto::handshake::ClientHandshake;
-use crate::proto::{CloseCode, Connection};
+use crate::proto::{CloseCode, CloseState, Connection};
 use crate::timer::TimerKey;
 
 use super::super::handler::{ConnInfo, Handler};
@@ -82,12 +83,39 @@ pub(super) struct Conn {
     pub(super) last_read: u64,
     /// Close the socket as soon as the outbound queue is empty.
     pub(super) close_when_flushed: bool,
+    /// The phase this connection is counted under in `tcp_connections` (and, for open and closing,
+    /// `active_connections`): set when it is inserted, moved by [`count_as`] where a phase changes, and
+    /// subtracted when it is removed. One byte, in what was padding.
+    pub(super) counted: TcpPhase,
+}
+
+/// Moves a connection's count from the phase it is counted under to `to` (nothing if it is there
+/// already). Every phase change goes through here, so each is counted once.
+pub(super) fn count_as(counted: &mut TcpPhase, to: TcpPhase, counters: &Counters) {
+    if *counted != to {
+        counters.record_tcp_phase(*counted, to);
+        *counted = to;
+    }
 }
 
 impl Conn {
     /// Bytes queued and not yet taken by the socket.
     pub(super) fn queued(&self) -> usize {
         self.outbound.as_ref().map_or(0, |q| q.len_bytes())
+    }
+
+    /// Counts an open WebSocket as closing once its close handshake started (a close frame sent or
+    /// received, the connection failed or timed out) or its socket is to close when flushed. Called
+    /// after every event that may have changed that (one comparison when nothing did).
+    pub(super) fn count_closing(&mut self, counters: &Counters) {
+        if self.counted != TcpPhase::Open {
+            return;
+        }
+        if let Phase::Open(open) = &self.phase {
+            if self.close_when_flushed || open.proto.close_state() != CloseState::Open {
+                count_as(&mut self.counted, TcpPhase::Closing, counters);
+            }
+        }
     }
 
     /// Gives the connection's buffers back to the pool.
@@ -111,6 +139,7 @@ mod tests {
     #[test]
     fn an_open_connection_fits_the_idle_memory_budget() {
         let entry = std::mem::size_of::<Conn>();
+        eprintln!("CONNSIZE {entry} phase {}", std::mem::size_of::<Phase>());
         assert!(
             entry <= 256,
             "Conn is {entry} bytes (OpenConn {}, Connection {}, ConnInfo {}, Phase {})",

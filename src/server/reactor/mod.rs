@@ -42,7 +42,7 @@ use slab::Slab;
 
 use crate::buf::{BufferPool, InboundBuf};
 use crate::http::HttpLimits;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, TcpPhase};
 use crate::proto::handshake::{HandshakeLimits, ServerHandshake};
 use crate::proto::{CloseCode, CloseState, ConnectionConfig, Role};
 use crate::timer::TimerWheel;
@@ -378,6 +378,8 @@ impl Reactor {
             return Err((e, phase));
         }
         self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
+        // Accepted, adopted or connecting: through no request yet.
+        let counted = if matches!(phase, Phase::Open(_)) { TcpPhase::Open } else { TcpPhase::Handshake };
         entry.insert(Conn {
             transport,
             phase,
@@ -387,8 +389,9 @@ impl Reactor {
             generation: self.next_generation,
             last_read,
             close_when_flushed: false,
+            counted,
         });
-        Counters::add(&self.counters.active_connections, 1);
+        self.counters.record_tcp_opened(counted);
         self.arm(slot);
         Ok(slot)
     }
@@ -422,6 +425,7 @@ impl Reactor {
                 }
                 Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
             }
+            conn.count_closing(&self.counters);
             if conn.close_when_flushed && conn.outbound.is_none() {
                 self.remove(slot, handle, CloseCode::NORMAL, "");
             } else if rearm {
@@ -467,7 +471,7 @@ impl Reactor {
             }
         }
         conn.release_buffers(&mut self.pool);
-        Counters::sub(&self.counters.active_connections, 1);
+        self.counters.record_tcp_closed(conn.counted);
         self.counters.record_close(recorded.0);
         self.update_pool_gauge();
         // Deferred work from on_close (e.g. a broadcast that someone left) still runs.

@@ -129,7 +129,7 @@ impl Reactor {
         };
         let id = ConnId::new(index, slot, conn.generation);
         let queued = conn.queued();
-        let Conn { inbound, phase, transport, .. } = conn;
+        let Conn { inbound, phase, transport, counted, .. } = conn;
         let parts = EnvParts { calls, config, handle, counters, now: *now };
         let mut env = Env::new(id, transport, queued, parts);
         let buf: &mut [u8] = match from_scratch {
@@ -143,12 +143,12 @@ impl Reactor {
         let mut upgraded = false;
         let mut up = Upgrade { handshake, http_limits, router, paths, proto_config };
         if matches!(phase, Phase::Handshake) {
-            let (n, opened) = server_requests(&mut up, &buf[..], phase, &mut env);
+            let (n, opened) = server_requests(&mut up, &buf[..], phase, counted, &mut env);
             pos += n;
             upgraded |= opened;
         }
         if matches!(phase, Phase::AwaitingResponse(_)) {
-            let (n, opened) = client_response(&mut up, &buf[..], phase, &mut env);
+            let (n, opened) = client_response(&mut up, &buf[..], phase, counted, &mut env);
             pos += n;
             upgraded |= opened;
         }

@@ -98,6 +98,7 @@ impl Reactor {
                     Some(Timeout::Idle) => {
                         Counters::add(&self.counters.idle_timeouts, 1);
                         Counters::add(&self.counters.closes_sent, 1);
+                        conn.count_closing(&self.counters);
                         self.flush(slot, handle);
                     }
                     Some(Timeout::Pong) => {

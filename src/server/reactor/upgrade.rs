@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::http::{self, HttpLimits, HttpRequest, HttpResponse};
-use crate::metrics::{Counters, HandshakeFailure, MetricsReport};
+use crate::metrics::{Counters, HandshakeFailure, MetricsReport, TcpPhase};
 use crate::proto::handshake::{self, HandshakeError, ServerHandshake, UpgradeRequest};
 use crate::proto::{Connection, ConnectionConfig, Role};
 
@@ -21,7 +21,7 @@ use super::super::handler::{ConnInfo, ConnectError};
 use super::super::router::Router;
 use super::super::Handle;
 use super::calls::{invoke, Env};
-use super::conn::{OpenConn, PendingClient, Phase};
+use super::conn::{count_as, OpenConn, PendingClient, Phase};
 
 /// The reactor parts an upgrade needs.
 pub(super) struct Upgrade<'a> {
@@ -35,8 +35,16 @@ pub(super) struct Upgrade<'a> {
 /// Serves the requests at the start of `buf` on a connection in the `Handshake` phase: plain HTTP
 /// requests are answered (into the cork) until one is an upgrade, which opens the connection (the
 /// handler's `on_open` runs) or is refused. Returns how many bytes were consumed and whether the
-/// connection opened; the phase says where it stands.
-pub(super) fn server_requests(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phase, env: &mut Env<'_>) -> (usize, bool) {
+/// connection opened; the phase says where it stands, and `counted` follows it (http from the first
+/// plain request on, before its answer is built, so a `/metrics` scrape counts itself; open on the
+/// upgrade; a refused upgrade stays where it was).
+pub(super) fn server_requests(
+    up: &mut Upgrade<'_>,
+    buf: &[u8],
+    phase: &mut Phase,
+    counted: &mut TcpPhase,
+    env: &mut Env<'_>,
+) -> (usize, bool) {
     let mut pos = 0;
     while matches!(phase, Phase::Handshake) && pos < buf.len() {
         match up.handshake.parse(&buf[pos..]) {
@@ -46,6 +54,7 @@ pub(super) fn server_requests(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phas
                 match accept(&request, env.config, up, env.writer.cork, env.now) {
                     Ok(open) => {
                         Counters::add(&env.counters.connections_upgraded, 1);
+                        count_as(counted, TcpPhase::Open, env.counters);
                         *phase = Phase::Open(open);
                         if let Phase::Open(open) = phase {
                             invoke(open, env, Some(&request.headers), |h, ctx| h.on_open(ctx));
@@ -64,6 +73,7 @@ pub(super) fn server_requests(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phas
                 Ok(Some((request, len))) => {
                     pos += len;
                     Counters::add(&env.counters.http_requests, 1);
+                    count_as(counted, TcpPhase::Http, env.counters);
                     let keep_alive = request.keep_alive() && env.handle.is_stopping().not();
                     let response = answer_http(&request, env.config, up.router, env.handle);
                     response.write(env.writer.cork, request.method == "HEAD", keep_alive);
@@ -73,6 +83,7 @@ pub(super) fn server_requests(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phas
                 }
                 Err(err) => {
                     Counters::add(&env.counters.http_requests, 1);
+                    count_as(counted, TcpPhase::Http, env.counters);
                     log::debug!("{}: HTTP request refused: {err}", env.id);
                     HttpResponse::text(err.status(), format!("{err}\n")).write(env.writer.cork, false, false);
                     *phase = Phase::Rejected;
@@ -92,8 +103,14 @@ pub(super) fn server_requests(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phas
 /// Feeds an in-loop client's bytes to its handshake. On a valid 101 the connection opens (`on_open`
 /// runs) and the bytes after the head are left for the frame parser; on a refusal the handler hears
 /// `on_connect_error` and the phase becomes `Rejected` (the socket closes once settled). Returns how many
-/// bytes were consumed and whether the connection opened.
-pub(super) fn client_response(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phase, env: &mut Env<'_>) -> (usize, bool) {
+/// bytes were consumed and whether the connection opened (then `counted` moves to open).
+pub(super) fn client_response(
+    up: &mut Upgrade<'_>,
+    buf: &[u8],
+    phase: &mut Phase,
+    counted: &mut TcpPhase,
+    env: &mut Env<'_>,
+) -> (usize, bool) {
     let Phase::AwaitingResponse(pending) = std::mem::replace(phase, Phase::Rejected) else {
         return (0, false);
     };
@@ -105,6 +122,7 @@ pub(super) fn client_response(up: &mut Upgrade<'_>, buf: &[u8], phase: &mut Phas
         }
         Ok(Some((response, consumed))) => {
             Counters::add(&env.counters.connections_upgraded, 1);
+            count_as(counted, TcpPhase::Open, env.counters);
             let PendingClient { handler, path_and_query, .. } = *pending;
             let (path, query) = match path_and_query.split_once('?') {
                 Some((p, q)) => (p, Some(q.to_owned().into_boxed_str())),
