@@ -125,7 +125,11 @@ RESULT=
 measure() {
     local n=$1; shift
     local out=$TMP/callgrind.out serve_log=$TMP/serve.log serve_err=$TMP/serve.err port= i rc
-    rm -f "$out" "$serve_log" "$serve_err"
+    rm -f "$out"
+    # Created here, not by the redirections below: those run in the background child, maybe only after
+    # the first look at the log.
+    : >"$serve_log"
+    : >"$serve_err"
     valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$BIN" serve --addr 127.0.0.1:0 --threads 1 ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} \
         >"$serve_log" 2>"$serve_err" &
