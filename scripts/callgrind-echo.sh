@@ -86,7 +86,7 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 log() { echo "callgrind-echo: $*" >&2; }
 die() { log "$*"; exit 1; }
