@@ -149,6 +149,16 @@ impl<T> TimerWheel<T> {
         self.entries.is_empty()
     }
 
+    /// Reserves room for at least `additional` more timers, so that arming them does not reallocate.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
+    /// Bytes one armed timer takes in the wheel's slab (for memory budgets).
+    pub fn entry_size() -> usize {
+        std::mem::size_of::<Entry<T>>()
+    }
+
     /// The length of a tick.
     pub fn tick(&self) -> Duration {
         self.tick

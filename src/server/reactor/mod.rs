@@ -60,6 +60,17 @@ const LISTENER: Token = Token(usize::MAX - 1);
 /// Smallest per-reactor read buffer.
 const MIN_SCRATCH: usize = 256 * 1024;
 const WAKER: Token = Token(usize::MAX);
+/// Connection and timer slots reserved up front, so that each slab's first array is above glibc's
+/// default 128 KiB mmap threshold (1,024 x 200 B and 4,096 x 32 B). Grown by doubling from empty, the
+/// smaller arrays would live in the reactor thread's malloc arena and, once outgrown, leave about 130 KiB
+/// of freed but resident memory there, in every reactor (measured: 268 B per idle connection with two
+/// reactors at 10,000 connections instead of 240). Unused mmapped capacity costs no RSS, and growing an
+/// mmapped array is an `mremap`, not a copy.
+const RESERVED_CONNS: usize = 1024;
+const RESERVED_TIMERS: usize = 4096;
+/// glibc's default `M_MMAP_THRESHOLD`.
+#[cfg(test)]
+const MMAP_THRESHOLD: usize = 128 * 1024;
 
 /// Work sent to a reactor from other threads.
 pub(crate) enum Command {
@@ -201,13 +212,17 @@ impl Reactor {
             index,
             poll,
             listener,
-            conns: Slab::new(),
+            conns: Slab::with_capacity(RESERVED_CONNS),
             next_generation: 0,
             // One per reactor, so it can be large: a 64 KiB message and its header arrive in one read.
             scratch: vec![0; config.read_buffer_size.max(MIN_SCRATCH)],
             calls: CallState { cork: Vec::with_capacity(config.read_buffer_size), ..CallState::default() },
             pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
-            wheel: TimerWheel::with_config(now, config.timer_tick, 512),
+            wheel: {
+                let mut wheel = TimerWheel::with_config(now, config.timer_tick, 512);
+                wheel.reserve(RESERVED_TIMERS);
+                wheel
+            },
             topics: HashMap::new(),
             paths: HashMap::new(),
             rx,
@@ -505,5 +520,17 @@ impl Reactor {
                 _ => self.remove(slot, handle, CloseCode::ABNORMAL, "server shutting down"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserved_slabs_start_above_the_mmap_threshold() {
+        // The slab stores `Entry<Conn>` (the value plus a tag); the value alone is a lower bound.
+        assert!(RESERVED_CONNS * std::mem::size_of::<Conn>() > MMAP_THRESHOLD);
+        assert!(RESERVED_TIMERS * TimerWheel::<u32>::entry_size() >= MMAP_THRESHOLD);
     }
 }
