@@ -566,7 +566,7 @@ fn server_protocol_violation_fails_the_connection_with_1002() {
     });
     let mut c = connect(&format!("ws://{addr}/"), options()).unwrap();
     match c.read_message(Some(5 * SEC)) {
-        Err(Error::Protocol(e)) => assert_eq!(e.code, CloseCode::PROTOCOL_ERROR),
+        Err(Error::Protocol(e)) => assert_eq!(e.close_code(), CloseCode::PROTOCOL_ERROR),
         other => panic!("expected a protocol error, got {other:?}"),
     }
     let close = got_rx.recv_timeout(5 * SEC).unwrap();

@@ -188,7 +188,11 @@ impl fmt::Display for Error {
             ),
             Self::Timeout(op) => write!(f, "{op} timeout: {}", op.describe()),
             Self::Protocol(e) => {
-                write!(f, "the server broke the WebSocket protocol ({e}); the connection was closed with {}", e.code)
+                write!(
+                    f,
+                    "the server broke the WebSocket protocol ({e}); the connection was closed with {}",
+                    e.close_code()
+                )
             }
             Self::Closed { code, reason } => {
                 f.write_str("the WebSocket connection is closed")?;

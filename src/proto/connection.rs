@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use super::close::{parse_close_payload, truncate_reason, CloseCode, CloseFrame};
 use super::error::ProtocolError;
 use super::extension::Extension;
-use super::frame::{encode_frame, FrameHeader, HeaderError, HeaderParse, OpCode};
+use super::frame::{encode_frame, FrameHeader, HeaderParse, OpCode};
 use super::mask::apply_mask;
 use super::mask_keys::MaskSource;
 use super::timeouts::{Clock, Limits, Timeout, Wait};
@@ -155,7 +155,7 @@ impl std::fmt::Display for SendError {
             Self::InvalidCloseCode(code) => {
                 write!(f, "close code {code} may not be sent on the wire")
             }
-            Self::Extension(e) => write!(f, "extension failed to encode the message: {e}"),
+            Self::Extension(e) => write!(f, "could not encode the message: {e}"),
             Self::NotDataOpcode(op) => write!(f, "{op:?} is not a data opcode; use send_ping/send_pong/close"),
         }
     }
@@ -263,10 +263,6 @@ enum Deliver {
     Ping(Range<usize>),
     Pong(Range<usize>),
     Close(Range<usize>),
-}
-
-fn invalid_utf8() -> ProtocolError {
-    ProtocolError::new(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message")
 }
 
 impl Connection {
@@ -432,16 +428,16 @@ impl Connection {
             Deliver::Text(range) => match utf8::validate(&buf[range]) {
                 Ok(text) => Some(Event::Text(Cow::Borrowed(text))),
                 Err(_) => {
-                    self.fail(invalid_utf8(), out);
-                    return Err(invalid_utf8());
+                    self.fail(ProtocolError::InvalidUtf8Text, out);
+                    return Err(ProtocolError::InvalidUtf8Text);
                 }
             },
             Deliver::Binary(range) => Some(Event::Binary(Cow::Borrowed(&buf[range]))),
             Deliver::OwnedText(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => Some(Event::Text(Cow::Owned(text))),
                 Err(_) => {
-                    self.fail(invalid_utf8(), out);
-                    return Err(invalid_utf8());
+                    self.fail(ProtocolError::InvalidUtf8Text, out);
+                    return Err(ProtocolError::InvalidUtf8Text);
                 }
             },
             Deliver::OwnedBinary(bytes) => Some(Event::Binary(Cow::Owned(bytes))),
@@ -493,8 +489,9 @@ impl Connection {
                 let deliver = self.control_frame(frame.opcode, &buf[range.clone()], range, out)?;
                 return Ok((pos, deliver));
             }
+            // A text or binary frame opened a message in `check_header`: only a continuation gets here.
             let Some(message) = self.message else {
-                return Err(ProtocolError::protocol("data frame outside a message"));
+                return Err(ProtocolError::ContinuationWithoutMessage);
             };
             let whole_in_one_frame = frame.fin() && !message.fragmented && frame.processed == 0;
             if frame.payload_len > frame.processed {
@@ -514,12 +511,7 @@ impl Connection {
         let (header, header_len) = match FrameHeader::parse(bytes) {
             Ok(HeaderParse::Complete { header, header_len }) => (header, header_len),
             Ok(HeaderParse::Incomplete { .. }) => return Ok(None),
-            Err(HeaderError::LengthTopBitSet) => {
-                return Err(ProtocolError::protocol("64-bit payload length with its top bit set"))
-            }
-            Err(HeaderError::NonMinimalLength) => {
-                return Err(ProtocolError::protocol("payload length not minimally encoded"))
-            }
+            Err(e) => return Err(e.into()),
         };
         self.check_header(&header)?;
         let frame = CurrentFrame::new(&header, header_len);
@@ -531,52 +523,59 @@ impl Connection {
     fn check_header(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
         let opcode = header.opcode;
         if opcode.is_reserved() {
-            return Err(ProtocolError::protocol("reserved opcode"));
+            return Err(ProtocolError::ReservedOpcode { opcode: opcode.as_u8() });
         }
         match (self.role, header.mask.is_some()) {
-            (Role::Server, false) => return Err(ProtocolError::protocol("unmasked frame from a client")),
-            (Role::Client, true) => return Err(ProtocolError::protocol("masked frame from a server")),
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
             _ => {}
         }
         if opcode.is_control() {
             if header.rsv != 0 {
-                return Err(ProtocolError::protocol("reserved bits set on a control frame"));
+                return Err(ProtocolError::ReservedBitsOnControlFrame { rsv: header.rsv });
             }
             if !header.fin {
-                return Err(ProtocolError::protocol("fragmented control frame"));
+                return Err(ProtocolError::FragmentedControlFrame);
             }
             if header.payload_len > 125 {
-                return Err(ProtocolError::protocol("control frame payload longer than 125 bytes"));
+                return Err(ProtocolError::ControlFrameTooLong { len: header.payload_len });
             }
             return Ok(());
         }
-        let too_big = |what| ProtocolError::new(CloseCode::MESSAGE_TOO_BIG, what);
         if header.payload_len > self.config.max_frame_size as u64 {
-            return Err(too_big("frame larger than the maximum frame size"));
+            return Err(ProtocolError::FrameTooLarge {
+                limit: self.config.max_frame_size as u64,
+                len: header.payload_len,
+            });
         }
+        let message_too_large =
+            |len: usize| ProtocolError::MessageTooLarge { limit: self.config.max_message_size as u64, len: len as u64 };
         let len = header.payload_len as usize;
         match opcode {
             OpCode::Continuation => {
                 let Some(message) = self.message.as_mut() else {
-                    return Err(ProtocolError::protocol("continuation frame without a message to continue"));
+                    return Err(ProtocolError::ContinuationWithoutMessage);
                 };
                 if header.rsv != 0 {
-                    return Err(ProtocolError::protocol("reserved bits set on a continuation frame"));
+                    return Err(ProtocolError::ReservedBitsOnContinuation { rsv: header.rsv });
                 }
                 message.len = message.len.saturating_add(len);
                 if message.len > self.config.max_message_size {
-                    return Err(too_big("message larger than the maximum message size"));
+                    return Err(message_too_large(message.len));
                 }
             }
             _ => {
                 if self.message.is_some() {
-                    return Err(ProtocolError::protocol("new data frame inside a fragmented message"));
+                    return Err(ProtocolError::NewMessageInsideFragmented);
                 }
                 if header.rsv & !self.allowed_rsv != 0 {
-                    return Err(ProtocolError::protocol("reserved bits set without a negotiated extension"));
+                    return Err(ProtocolError::ReservedBitsNotNegotiated {
+                        rsv: header.rsv,
+                        negotiated: self.allowed_rsv,
+                    });
                 }
                 if len > self.config.max_message_size {
-                    return Err(too_big("message larger than the maximum message size"));
+                    return Err(message_too_large(len));
                 }
                 let extension = if header.rsv == 0 {
                     None
@@ -608,7 +607,7 @@ impl Connection {
             apply_mask(part, key, offset);
         }
         if validate {
-            self.utf8.feed(part).map_err(|_| invalid_utf8())?;
+            self.utf8.feed(part).map_err(|_| ProtocolError::InvalidUtf8Text)?;
         }
         Ok(())
     }
@@ -621,7 +620,8 @@ impl Connection {
         range: Range<usize>,
     ) -> Result<Option<Deliver>, ProtocolError> {
         let Some(message) = self.message.as_mut() else {
-            return Err(ProtocolError::protocol("data frame outside a message"));
+            // Unreachable: `advance` checked that a message is open.
+            return Err(ProtocolError::ContinuationWithoutMessage);
         };
         if !fin {
             message.fragmented = true;
@@ -632,7 +632,7 @@ impl Connection {
         self.message = None;
         let text = message.text;
         if message.extension.is_none() && message.text && (message.fragmented || self.utf8.is_mid_code_point()) {
-            self.utf8.finish().map_err(|_| invalid_utf8())?;
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8Text)?;
         }
         let whole = if message.fragmented {
             let mut whole = self.assembly.take().map_or_else(Vec::new, |b| *b);
@@ -645,15 +645,14 @@ impl Connection {
             let input: &[u8] = whole.as_deref().unwrap_or(payload);
             let mut decoded = Vec::new();
             let Some(extension) = self.extensions.as_mut().and_then(|all| all.get_mut(usize::from(index))) else {
-                return Err(ProtocolError::protocol("reserved bits set without a negotiated extension"));
+                // Unreachable: `check_header` names an extension only when one claims the frame's bits. The
+                // bits themselves are not kept past the header.
+                return Err(ProtocolError::ReservedBitsNotNegotiated { rsv: 0, negotiated: self.allowed_rsv });
             };
             let rsv = extension.rsv_bits();
             extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
             if decoded.len() > self.config.max_message_size {
-                return Err(ProtocolError::new(
-                    CloseCode::MESSAGE_TOO_BIG,
-                    "decoded message larger than the maximum message size",
-                ));
+                return Err(ProtocolError::DecodedMessageTooLarge { limit: self.config.max_message_size as u64 });
             }
             return Ok(Some(if text { Deliver::OwnedText(decoded) } else { Deliver::OwnedBinary(decoded) }));
         }
@@ -682,8 +681,7 @@ impl Connection {
             }
             OpCode::Pong => Ok(Deliver::Pong(range)),
             OpCode::Close => {
-                let parsed =
-                    parse_close_payload(payload).map_err(|e| ProtocolError::new(e.close_code(), e.reason()))?;
+                let parsed = parse_close_payload(payload)?;
                 self.close_received = true;
                 if self.close == CloseState::Open {
                     // Echo the peer's code (RFC 6455 §5.5.1); a close without a code is answered in kind.
@@ -695,14 +693,15 @@ impl Connection {
                 self.clock.closing_done(&mut self.wait);
                 Ok(Deliver::Close(range))
             }
-            _ => Err(ProtocolError::protocol("reserved opcode")),
+            // Unreachable: `check_header` rejected reserved opcodes.
+            _ => Err(ProtocolError::ReservedOpcode { opcode: opcode.as_u8() }),
         }
     }
 
     /// Fails the connection: writes a close frame with the error's code unless one was sent already.
     fn fail(&mut self, err: ProtocolError, out: &mut Vec<u8>) {
         if self.close == CloseState::Open {
-            self.write_close(out, err.code, err.reason);
+            self.write_close(out, err.close_code(), err.reason());
         }
         if self.close != CloseState::TimedOut {
             self.close = CloseState::Failed;

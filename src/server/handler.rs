@@ -89,7 +89,7 @@ pub trait Handler: 'static {
     fn on_drain(&mut self, ctx: &mut Ctx<'_>) {}
     /// The timer armed with [`Ctx::set_timer`] is due. It fires once; arm it again here for a periodic tick.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {}
-    /// The peer broke the protocol (the connection is being failed with `error.code`) or a limit was hit.
+    /// The peer broke the protocol (the connection is being failed with `error.close_code()`) or a limit was hit.
     fn on_error(&mut self, ctx: &mut Ctx<'_>, error: &proto::ProtocolError) {}
     /// An outgoing (in-loop client) connection could not be established: TCP connect, the handshake, or
     /// their timeout failed. No other callback is called for it.

@@ -135,7 +135,7 @@ impl Reader {
                 },
             ),
             Err(e) => {
-                st.closed = Some(CloseInfo { code: Some(e.code), reason: e.reason.to_owned() });
+                st.closed = Some(CloseInfo { code: Some(e.close_code()), reason: e.reason().to_owned() });
                 (self.buf.end - self.buf.start, Step::Failed(e))
             }
         };
@@ -273,7 +273,7 @@ impl Reader {
             let _ = link.stream.shutdown(Shutdown::Write);
             self.wait_eof(link, Instant::now() + link.close_timeout);
         }
-        link.teardown(&mut link.state(), err.reason);
+        link.teardown(&mut link.state(), err.reason());
     }
 
     /// Reads and discards until the server closes TCP or `deadline` passes, then shuts the socket down.

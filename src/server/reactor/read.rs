@@ -173,7 +173,7 @@ impl Reactor {
                             Counters::add(&env.counters.closes_sent, 1);
                         }
                         invoke(open, &mut env, None, |h, ctx| h.on_error(ctx, &err));
-                        notify_close(open, &mut env, err.code, err.reason);
+                        notify_close(open, &mut env, err.close_code(), err.reason());
                         break;
                     }
                 }
