@@ -124,6 +124,7 @@ fn prometheus_text_parses_with_families_types_labels_and_values() {
         let name = match d.kind() {
             MetricKind::Counter => format!("wsloop_{}_total", d.name()),
             MetricKind::Gauge => format!("wsloop_{}", d.name()),
+            other => panic!("{}: no Prometheus type for {other:?}", d.name()),
         };
         let samples = by_name.get(name.as_str()).unwrap_or_else(|| panic!("{name} missing"));
         assert!(scrape.docs.contains_key(&name), "{name} has no HELP");

@@ -10,6 +10,7 @@ const MIN_GROWTH: usize = 4096;
 /// What one [`InboundBuf::fill_from`] call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "Eof and Full need handling"]
+#[non_exhaustive]
 pub enum Fill {
     /// This many bytes (at least one) were read and appended to the readable region.
     Read(usize),

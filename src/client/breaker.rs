@@ -74,6 +74,7 @@ impl BreakerOptions {
 
 /// Where a circuit stands, as [`CircuitBreaker::state`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Attempts go through.
     Closed,

@@ -42,6 +42,7 @@ impl Scheme {
 
 /// The host part of a URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Host {
     /// A DNS name, lowercased (resolved when connecting).
     Domain(String),

@@ -37,6 +37,7 @@ pub use rate::{MetricsReport, RateMeter, Rates};
 
 /// Whether a counter only grows or can go down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MetricKind {
     /// Monotonic: only grows (exported as a Prometheus `counter` named `..._total`).
     Counter,
@@ -46,6 +47,7 @@ pub enum MetricKind {
 
 /// The section a counter is shown in by [`format_metrics`], in display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Group {
     /// Accepted, upgraded, active and closed connections.
     Connections,
@@ -131,6 +133,7 @@ pub enum MessageKind {
 
 /// The buckets connections closed are counted in, by close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseCodeBucket {
     /// 1000: normal closure.
     Normal,
@@ -229,6 +232,7 @@ impl CloseCodeBucket {
 
 /// Why an opening handshake failed, in a few fixed buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HandshakeFailure {
     /// A malformed or non-WebSocket request (HTTP 400, 405).
     BadRequest,
@@ -314,6 +318,7 @@ impl HandshakeFailure {
 /// connecting) until its socket is closed; the phases open and closing are also the WebSocket
 /// connections counted by `active_connections`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TcpPhase {
     /// Through no request yet: accepted or adopted and waiting for its first request (or an in-loop
     /// client connecting and waiting for its 101), or a refused upgrade whose error response is going

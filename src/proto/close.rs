@@ -81,6 +81,7 @@ pub struct CloseFrame<'a> {
 
 /// Why a close payload was rejected, with the close code to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClosePayloadError {
     /// A one-byte payload cannot hold a status code (→ 1002).
     TooShort,

@@ -119,6 +119,7 @@ pub type Payload<'a> = Cow<'a, [u8]>;
 
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseState {
     /// Data flows both ways.
     Open,
@@ -134,6 +135,7 @@ pub enum CloseState {
 
 /// Why a frame could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// A close frame was already sent (or the connection failed): nothing more may be sent.
     Closed,

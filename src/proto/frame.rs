@@ -109,6 +109,7 @@ pub enum HeaderParse {
 
 /// A header that can never be valid, whatever the connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// A 64-bit length had its most significant bit set (RFC 6455 §5.2).
     LengthTopBitSet,

@@ -350,6 +350,7 @@ pub type SubprotocolCallback = dyn Fn(&[&str]) -> Option<String> + Send + Sync;
 /// Whatever the policy, [`SubprotocolPolicy::select`] only ever returns one of the protocols the
 /// client offered (compared exactly, case-sensitively), as RFC 6455 §4.2.2 requires.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum SubprotocolPolicy {
     /// Never select a subprotocol (the response carries no `Sec-WebSocket-Protocol`). The default.
     #[default]

@@ -8,6 +8,7 @@ use crate::proto::ConnectionConfig;
 
 /// What to do when a peer reads slower than we send and its buffered bytes reach the ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackpressurePolicy {
     /// Close the slow peer (it is counted in `slow_peers_closed`). The default.
     Close,

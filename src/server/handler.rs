@@ -128,6 +128,7 @@ impl std::error::Error for ConnectError {}
 
 /// Why a send through [`Ctx`] did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The protocol state refused it (closing, or a control payload over 125 bytes).
     Protocol(proto::SendError),
