@@ -9,9 +9,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wsloop::proto::frame::{FrameHeader, HeaderParse, OpCode};
-use wsloop::proto::mask::{apply_mask, apply_mask_bytewise};
 use wsloop::proto::utf8::{validate, Utf8Validator};
+use wsloop::proto::{apply_mask, apply_mask_bytewise, FrameHeader, HeaderParse, OpCode};
 
 /// Payload sizes for unmasking and UTF-8 validation: 16 B, 1 KiB, 64 KiB, 1 MiB.
 const SIZES: [usize; 4] = [16, 1 << 10, 64 << 10, 1 << 20];

@@ -25,7 +25,7 @@
 //!
 //! Items that exist only with a feature carry a banner saying so in the documentation built by docs.rs
 //! (`--cfg docsrs`); neither feature gates a library item today.
-#![warn(missing_docs, missing_debug_implementations)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod buf;

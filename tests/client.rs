@@ -549,14 +549,7 @@ fn server_protocol_violation_fails_the_connection_with_1002() {
     let (got_tx, got_rx) = mpsc::channel();
     let addr = raw_ws_server(move |mut stream| {
         let mut frame = Vec::new();
-        wsloop::proto::frame::encode_frame(
-            &mut frame,
-            wsloop::proto::OpCode::Text,
-            true,
-            0,
-            Some([1, 2, 3, 4]),
-            b"masked",
-        );
+        wsloop::proto::encode_frame(&mut frame, wsloop::proto::OpCode::Text, true, 0, Some([1, 2, 3, 4]), b"masked");
         stream.write_all(&frame).unwrap();
         // Read the client's close frame, then close TCP like a server does.
         stream.set_read_timeout(Some(5 * SEC)).unwrap();

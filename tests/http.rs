@@ -213,7 +213,7 @@ fn adopted_sockets_are_upgraded_with_the_bytes_already_read() {
     });
     let mut stream = TcpStream::connect(front_addr).unwrap();
     let mut bytes = upgrade_request("/ws", "").into_bytes();
-    bytes.extend(client_frame(wsloop::proto::frame::OpCode::Text, true, b"early"));
+    bytes.extend(client_frame(wsloop::proto::OpCode::Text, true, b"early"));
     stream.write_all(&bytes).unwrap();
     acceptor.join().unwrap();
     let mut c = TestClient::from_stream_after_handshake(stream);

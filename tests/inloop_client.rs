@@ -233,7 +233,7 @@ impl Handler for RawSender {
 
 #[test]
 fn large_raw_frames_are_written_uncopied_and_keep_their_order() {
-    use wsloop::proto::frame::{encode_frame, OpCode};
+    use wsloop::proto::{encode_frame, OpCode};
     let server = echo_server();
     let clients = client_engine();
     let mut frames = Vec::new();

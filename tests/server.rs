@@ -7,8 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use wsloop::proto::frame::OpCode;
-use wsloop::proto::ConnectionConfig;
+use wsloop::proto::{ConnectionConfig, OpCode};
 use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, RunningServer, Server};
 
 const SEC: Duration = Duration::from_secs(1);

@@ -3,37 +3,6 @@
 //! Owns: counting consecutive connect/handshake failures per host, the closed → open → half-open →
 //! closed cycle, and failing fast with [`Error::CircuitOpen`]. Never touches: sockets (the caller
 //! connects; the breaker only decides whether it may, and hears how it went).
-//!
-//! # States
-//! - **Closed**: attempts go through. [`BreakerOptions::failure_threshold`] consecutive failures open
-//!   the circuit; a success resets the count.
-//! - **Open** until `now + cooldown`: every attempt fails at once with [`Error::CircuitOpen`] (its
-//!   `retry_in` says how long is left).
-//! - **Half-open**, once the cooldown is over: exactly one trial attempt is let through; concurrent
-//!   callers still get [`Error::CircuitOpen`] (with `retry_in` zero: the trial's outcome decides). The
-//!   trial's success closes the circuit, its failure opens it for another cooldown.
-//!
-//! The core is sans-clock: [`CircuitBreaker::try_acquire`] and [`Permit::failure`] take `now`, so tests
-//! drive time by hand. [`CircuitBreaker::call`] is the convenience wrapper that reads
-//! [`Instant::now`].
-//!
-//! ```
-//! use std::time::{Duration, Instant};
-//! use wsloop::client::breaker::{BreakerOptions, BreakerState, CircuitBreaker};
-//!
-//! let breaker = CircuitBreaker::new("example.com:80", BreakerOptions::default().failure_threshold(2));
-//! let t0 = Instant::now();
-//! breaker.try_acquire(t0)?.failure(t0);
-//! breaker.try_acquire(t0)?.failure(t0);
-//! assert!(matches!(breaker.state(), BreakerState::Open { .. }));
-//! assert!(breaker.try_acquire(t0).is_err());
-//! let later = t0 + Duration::from_secs(10);
-//! let trial = breaker.try_acquire(later)?;
-//! assert!(trial.is_trial());
-//! trial.success();
-//! assert_eq!(breaker.state(), BreakerState::Closed);
-//! # Ok::<(), wsloop::client::Error>(())
-//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -88,24 +57,6 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-/// Whether `error`, returned by a connect attempt, counts against the host: failures to resolve, to
-/// connect, to complete the handshake (including a non-101 answer) and I/O errors do; errors in the
-/// request itself (an invalid URL, `wss://`, an extension this client cannot run) and a refusal by
-/// a breaker do not.
-pub fn counts_as_failure(error: &Error) -> bool {
-    !matches!(
-        error,
-        Error::InvalidUrl { .. }
-            | Error::TlsUnsupported
-            | Error::UnsupportedExtension { .. }
-            | Error::Send(_)
-            | Error::PoolExhausted
-            | Error::PoolClosed
-            | Error::CircuitOpen { .. }
-            | Error::Timeout(Operation::Acquire | Operation::Read)
-    )
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Closed,
@@ -126,8 +77,39 @@ struct Inner {
     epoch: u64,
 }
 
-/// The circuit breaker of one host. `Send + Sync`; share it through an `Arc` (as
-/// [`BreakerRegistry`] does).
+/// The circuit breaker of one host: stops hammering a host whose connections keep failing.
+/// `Send + Sync`; share it through an `Arc` (as [`BreakerRegistry`] does).
+///
+/// # States
+/// - **Closed**: attempts go through. [`BreakerOptions::failure_threshold`] consecutive failures open
+///   the circuit; a success resets the count.
+/// - **Open** until `now + cooldown`: every attempt fails at once with [`Error::CircuitOpen`] (its
+///   `retry_in` says how long is left).
+/// - **Half-open**, once the cooldown is over: exactly one trial attempt is let through; concurrent
+///   callers still get [`Error::CircuitOpen`] (with `retry_in` zero: the trial's outcome decides). The
+///   trial's success closes the circuit, its failure opens it for another cooldown.
+///
+/// The core is sans-clock: [`CircuitBreaker::try_acquire`] and [`BreakerPermit::failure`] take `now`,
+/// so tests drive time by hand. [`CircuitBreaker::call`] is the convenience wrapper that reads
+/// [`Instant::now`].
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use wsloop::client::{BreakerOptions, BreakerState, CircuitBreaker};
+///
+/// let breaker = CircuitBreaker::new("example.com:80", BreakerOptions::default().failure_threshold(2));
+/// let t0 = Instant::now();
+/// breaker.try_acquire(t0)?.failure(t0);
+/// breaker.try_acquire(t0)?.failure(t0);
+/// assert!(matches!(breaker.state(), BreakerState::Open { .. }));
+/// assert!(breaker.try_acquire(t0).is_err());
+/// let later = t0 + Duration::from_secs(10);
+/// let trial = breaker.try_acquire(later)?;
+/// assert!(trial.is_trial());
+/// trial.success();
+/// assert_eq!(breaker.state(), BreakerState::Closed);
+/// # Ok::<(), wsloop::client::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct CircuitBreaker {
     host: String,
@@ -143,6 +125,24 @@ impl CircuitBreaker {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `error`, returned by a connect attempt, counts against the host: failures to resolve, to
+    /// connect, to complete the handshake (including a non-101 answer) and I/O errors do; errors in the
+    /// request itself (an invalid URL, `wss://`, an extension this client cannot run) and a refusal by
+    /// a breaker do not.
+    pub fn counts_as_failure(error: &Error) -> bool {
+        !matches!(
+            error,
+            Error::InvalidUrl { .. }
+                | Error::TlsUnsupported
+                | Error::UnsupportedExtension { .. }
+                | Error::Send(_)
+                | Error::PoolExhausted
+                | Error::PoolClosed
+                | Error::CircuitOpen { .. }
+                | Error::Timeout(Operation::Acquire | Operation::Read)
+        )
     }
 
     /// The host this breaker guards.
@@ -169,18 +169,18 @@ impl CircuitBreaker {
         self.lock().failures
     }
 
-    /// Asks to make an attempt at `now`. `Ok`: go ahead, and report the outcome on the [`Permit`]
+    /// Asks to make an attempt at `now`. `Ok`: go ahead, and report the outcome on the [`BreakerPermit`]
     /// (a permit dropped without a verdict counts as neither; a dropped trial lets the next caller
     /// try). `Err(`[`Error::CircuitOpen`]`)`: the circuit is open, or half-open with its trial in
     /// progress (then `retry_in` is zero).
-    pub fn try_acquire(&self, now: Instant) -> Result<Permit<'_>, Error> {
+    pub fn try_acquire(&self, now: Instant) -> Result<BreakerPermit<'_>, Error> {
         let mut inner = self.lock();
         match inner.phase {
-            Phase::Closed => Ok(Permit { breaker: self, epoch: inner.epoch, trial: false, settled: false }),
+            Phase::Closed => Ok(BreakerPermit { breaker: self, epoch: inner.epoch, trial: false, settled: false }),
             Phase::Open { until } if now >= until => {
                 inner.phase = Phase::HalfOpen { since: until };
                 log::debug!("circuit breaker {}: half-open, letting one trial through", self.host);
-                Ok(Permit { breaker: self, epoch: inner.epoch, trial: true, settled: false })
+                Ok(BreakerPermit { breaker: self, epoch: inner.epoch, trial: true, settled: false })
             }
             Phase::Open { until } => Err(self.open_error(until - now)),
             Phase::HalfOpen { .. } => Err(self.open_error(Duration::ZERO)),
@@ -192,7 +192,8 @@ impl CircuitBreaker {
     }
 
     /// Runs `attempt` if the circuit allows it at [`Instant::now`], and records its outcome: an error
-    /// for which [`counts_as_failure`] holds is a failure, any other error no verdict, `Ok` a success.
+    /// for which [`CircuitBreaker::counts_as_failure`] holds is a failure, any other error no verdict,
+    /// `Ok` a success.
     pub fn call<T>(&self, attempt: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         let permit = self.try_acquire(Instant::now())?;
         let result = attempt();
@@ -256,17 +257,17 @@ impl CircuitBreaker {
 }
 
 /// Leave to make one attempt, from [`CircuitBreaker::try_acquire`]. Report the outcome with
-/// [`Permit::success`] or [`Permit::failure`] (or [`Permit::record`]).
+/// [`BreakerPermit::success`] or [`BreakerPermit::failure`] (or [`BreakerPermit::record`]).
 #[derive(Debug)]
 #[must_use = "report the attempt's outcome with success() or failure()"]
-pub struct Permit<'a> {
+pub struct BreakerPermit<'a> {
     breaker: &'a CircuitBreaker,
     epoch: u64,
     trial: bool,
     settled: bool,
 }
 
-impl Permit<'_> {
+impl BreakerPermit<'_> {
     /// Whether this is the half-open circuit's single trial.
     pub fn is_trial(&self) -> bool {
         self.trial
@@ -285,18 +286,18 @@ impl Permit<'_> {
         self.breaker.settle(self.epoch, self.trial, Some(now));
     }
 
-    /// Reports `result` at `now`: `Ok` is a success, an error a failure when [`counts_as_failure`]
-    /// holds, otherwise no verdict (as if the permit were dropped).
+    /// Reports `result` at `now`: `Ok` is a success, an error a failure when
+    /// [`CircuitBreaker::counts_as_failure`] holds, otherwise no verdict (as if the permit were dropped).
     pub fn record<T>(self, result: &Result<T, Error>, now: Instant) {
         match result {
             Ok(_) => self.success(),
-            Err(e) if counts_as_failure(e) => self.failure(now),
+            Err(e) if CircuitBreaker::counts_as_failure(e) => self.failure(now),
             Err(_) => drop(self),
         }
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for BreakerPermit<'_> {
     fn drop(&mut self) {
         if !self.settled && self.trial {
             self.breaker.abandon_trial(self.epoch);

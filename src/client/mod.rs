@@ -1,10 +1,21 @@
 //! The WebSocket client: URLs, errors, a blocking client over `std::net::TcpStream`, and on top of it
-//! a connection pool ([`pool`]), circuit breakers ([`breaker`]) and a reconnecting client
-//! ([`reconnect`]).
+//! a connection pool ([`Pool`]), circuit breakers ([`CircuitBreaker`], [`BreakerRegistry`]) and a reconnecting
+//! client ([`ReconnectingClient`]).
 //!
 //! Owns: the client side of a connection, from URL to closing handshake. Never touches: server
 //! internals. The protocol itself (frames, handshake, close codes) is [`crate::proto`]'s, shared with
 //! the server.
+//!
+//! The blocking client comes in two styles:
+//! - Pull style: [`connect`] returns a [`Client`]; call [`Client::read_message`] to get the next
+//!   message. [`with_connection`] wraps a [`Client`] so that the closing handshake runs on every exit.
+//! - Push style: [`connect_with_callback`] starts a reader thread that calls
+//!   [`ClientOptions::on_message`] for each message; the [`CallbackClient`] (and every
+//!   [`ClientSender`] cloned from it) can still send, and [`CallbackClient::wait_for_close`] blocks until
+//!   the connection ends.
+//!
+//! Every item has one path, `client::Name`: the files that hold them (`blocking`, `pool`, `breaker`,
+//! `reconnect`, `url`, `error`) are private.
 //!
 //! ```no_run
 //! use wsloop::client::{with_connection, ClientOptions};
@@ -18,18 +29,18 @@
 //! # Ok::<(), wsloop::client::Error>(())
 //! ```
 
-pub mod blocking;
-pub mod breaker;
-pub mod error;
-pub mod pool;
-pub mod reconnect;
-pub mod url;
+mod blocking;
+mod breaker;
+mod error;
+mod pool;
+mod reconnect;
+mod url;
 
 pub use blocking::{
     connect, connect_with_callback, with_connection, CallbackClient, Client, ClientOptions, ClientSender, CloseInfo,
     ExtensionFactory, Message, MessageCallback,
 };
-pub use breaker::{BreakerOptions, BreakerRegistry, BreakerState, CircuitBreaker};
+pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};
 pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};

@@ -5,20 +5,6 @@
 //! pool's counters. Never touches: the protocol (a [`Client`] does it) or the breaker's rules
 //! ([`super::breaker`]).
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use wsloop::client::pool::{Pool, PoolOptions};
-//!
-//! let pool = Pool::new(PoolOptions::default().max_connections(20).max_idle_time(Duration::from_secs(300)));
-//! let mut conn = pool.acquire("ws://api.example.com/rpc", Some(Duration::from_secs(10)))?;
-//! conn.send_text("Request 1")?;
-//! let reply = conn.read_message(Some(Duration::from_secs(5)))?;
-//! conn.release(); // or just drop it
-//! pool.close_pool();
-//! # let _ = reply;
-//! # Ok::<(), wsloop::client::Error>(())
-//! ```
-//!
 //! # Design
 //! One `Mutex` guards the bookkeeping (idle connections per URL, slots in use); one `Condvar` wakes
 //! acquirers waiting for a slot. The lock is never held across I/O: connecting reserves a slot under
@@ -26,11 +12,6 @@
 //! waiters when the connect failed); health checks and closing handshakes also run outside it.
 //! Idle connections are evicted lazily (on acquire and release) or by [`Pool::evict_idle`]; there is
 //! no background thread.
-//!
-//! A lease leaves the pool's hands entirely: what the user does with it (requests, pending replies)
-//! is theirs. A connection released with a reply still on its way is caught by the health check
-//! (data waiting on an idle connection is stale, so the connection is discarded) only if the reply
-//! arrived before the next acquire; read the replies you asked for before releasing.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -307,6 +288,25 @@ impl Drop for Inner {
 ///
 /// Dropping the last handle (leases hold one) drops the idle connections, which sends each a 1001
 /// close frame without waiting for the server; call [`Pool::close_pool`] for an orderly end.
+///
+/// A lease leaves the pool's hands entirely: what the user does with it (requests, pending replies)
+/// is theirs. A connection released with a reply still on its way is caught by the health check
+/// (data waiting on an idle connection is stale, so the connection is discarded) only if the reply
+/// arrived before the next acquire; read the replies you asked for before releasing.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use wsloop::client::{Pool, PoolOptions};
+///
+/// let pool = Pool::new(PoolOptions::default().max_connections(20).max_idle_time(Duration::from_secs(300)));
+/// let mut conn = pool.acquire("ws://api.example.com/rpc", Some(Duration::from_secs(10)))?;
+/// conn.send_text("Request 1")?;
+/// let reply = conn.read_message(Some(Duration::from_secs(5)))?;
+/// conn.release(); // or just drop it
+/// pool.close_pool();
+/// # let _ = reply;
+/// # Ok::<(), wsloop::client::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Pool {
     inner: Arc<Inner>,

@@ -3,34 +3,6 @@
 //! Owns: telling a lost connection from an ended one, the reconnect loop (exponential backoff with
 //! full jitter, bounded by a budget), the listener callbacks, and retrying the send that found the
 //! connection dead. Never touches: the protocol (a [`Client`] does it).
-//!
-//! # When it reconnects
-//! On any failure that ends the connection, unless the user ended it: I/O errors, a TCP end without a
-//! closing handshake (1006), protocol errors, write and pong timeouts, and closes **initiated by the
-//! peer** with any code except 1000 — in particular 1001 "going away" from a server that shuts down or
-//! restarts. A peer's 1000 close ends the session for good unless
-//! [`ReconnectPolicy::reconnect_on_normal_close`] is set. A close made through
-//! [`ReconnectingClient::close`] never reconnects. Read timeouts and refused sends keep the
-//! connection and are returned as they are.
-//!
-//! # What happens to a message being sent when the connection drops
-//! A send that fails because the connection is gone is **retried once** on the new connection (after
-//! the reconnect succeeded); if that also fails, its error is returned (the next call reconnects
-//! again). A failed send never put a complete frame on the wire, so the retry does not duplicate a
-//! message the server has processed. A connection the server had already closed before the send (a
-//! close frame or TCP end waiting in the socket) is noticed and replaced *before* writing, thanks to
-//! [`ReconnectPolicy::check_before_send`]. But a send that *succeeded* only means the bytes reached
-//! the local socket: a message written just as the connection drops may be lost without an error,
-//! and so may messages the server sent that were not read yet. Use application-level
-//! acknowledgements if that matters.
-//!
-//! # Budget
-//! The loop gives up after [`ReconnectPolicy::max_attempts`] failed attempts or when the next attempt
-//! would start after [`ReconnectPolicy::max_elapsed`] since the connection was lost, whichever comes
-//! first, and returns the last connect error (the listener's [`ReconnectListener::on_give_up`] sees
-//! it too). After giving up, every call fails with [`Error::Closed`] (1006, "gave up reconnecting").
-//! Errors that no retry can fix (an invalid URL, `wss://`, an extension the client cannot run) give
-//! up at once.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -203,8 +175,35 @@ enum Session {
     GaveUp,
 }
 
-/// A blocking client ([`Client`]) that reconnects with backoff when its connection is lost (see the
-/// [module documentation](self) for when, and what happens to messages in flight).
+/// A blocking client ([`Client`]) that reconnects with backoff when its connection is lost.
+///
+/// # When it reconnects
+/// On any failure that ends the connection, unless the user ended it: I/O errors, a TCP end without a
+/// closing handshake (1006), protocol errors, write and pong timeouts, and closes **initiated by the
+/// peer** with any code except 1000 — in particular 1001 "going away" from a server that shuts down or
+/// restarts. A peer's 1000 close ends the session for good unless
+/// [`ReconnectPolicy::reconnect_on_normal_close`] is set. A close made through
+/// [`ReconnectingClient::close`] never reconnects. Read timeouts and refused sends keep the
+/// connection and are returned as they are.
+///
+/// # What happens to a message being sent when the connection drops
+/// A send that fails because the connection is gone is **retried once** on the new connection (after
+/// the reconnect succeeded); if that also fails, its error is returned (the next call reconnects
+/// again). A failed send never put a complete frame on the wire, so the retry does not duplicate a
+/// message the server has processed. A connection the server had already closed before the send (a
+/// close frame or TCP end waiting in the socket) is noticed and replaced *before* writing, thanks to
+/// [`ReconnectPolicy::check_before_send`]. But a send that *succeeded* only means the bytes reached
+/// the local socket: a message written just as the connection drops may be lost without an error,
+/// and so may messages the server sent that were not read yet. Use application-level
+/// acknowledgements if that matters.
+///
+/// # Budget
+/// The loop gives up after [`ReconnectPolicy::max_attempts`] failed attempts or when the next attempt
+/// would start after [`ReconnectPolicy::max_elapsed`] since the connection was lost, whichever comes
+/// first, and returns the last connect error (the listener's [`ReconnectListener::on_give_up`] sees
+/// it too). After giving up, every call fails with [`Error::Closed`] (1006, "gave up reconnecting").
+/// Errors that no retry can fix (an invalid URL, `wss://`, an extension the client cannot run) give
+/// up at once.
 pub struct ReconnectingClient {
     url: String,
     options: ClientOptions,

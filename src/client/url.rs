@@ -2,12 +2,7 @@
 //!
 //! Owns: splitting a URL into scheme, host, port and request target; the default ports (80 for `ws`,
 //! 443 for `wss`); the `Host` header value. Never touches: name resolution or sockets (see
-//! [`crate::client::blocking`]).
-//!
-//! The grammar is the part of RFC 3986 that RFC 6455 §3 allows: no user information, no fragment.
-//! Hosts are IPv4 literals, bracketed IPv6 literals (`[::1]`, without zone ids) or DNS names (ASCII
-//! letters, digits, `-`, `_` and dots; write internationalized names in their `xn--` form). Spaces and
-//! non-ASCII characters in the path or query are percent-encoded; control characters are refused.
+//! [`connect`](crate::client::connect)).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -128,6 +123,11 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 /// A parsed `ws://` or `wss://` URL.
+///
+/// The grammar is the part of RFC 3986 that RFC 6455 §3 allows: no user information, no fragment.
+/// Hosts are IPv4 literals, bracketed IPv6 literals (`[::1]`, without zone ids) or DNS names (ASCII
+/// letters, digits, `-`, `_` and dots; write internationalized names in their `xn--` form). Spaces and
+/// non-ASCII characters in the path or query are percent-encoded; control characters are refused.
 ///
 /// ```
 /// use wsloop::client::{Host, WsUrl};

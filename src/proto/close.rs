@@ -1,7 +1,7 @@
 //! Close codes (RFC 6455 §7.4) and close frame payloads (§5.5.1).
 //!
 //! Owns: which status codes may appear on the wire, parsing and encoding of close payloads.
-//! Never touches: the close handshake state (see [`crate::proto::connection`]).
+//! Never touches: the close handshake state (see [`Connection`](crate::proto::Connection)).
 
 use std::fmt;
 

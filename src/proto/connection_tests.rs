@@ -2,7 +2,7 @@
 //! over arbitrary streams and splits.
 
 use super::*;
-use crate::proto::frame::{RSV1, RSV2};
+use crate::proto::{RSV1, RSV2, RSV3};
 use quickcheck::{quickcheck, Arbitrary, Gen};
 
 const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
@@ -169,7 +169,7 @@ fn rejects_fragmented_control_frame_with_1002() {
 
 #[test]
 fn rejects_reserved_bits_without_extension_with_1002() {
-    for rsv in [RSV1, RSV2, crate::proto::frame::RSV3] {
+    for rsv in [RSV1, RSV2, RSV3] {
         assert_fails_with(&frame(1, true, rsv, Some(KEY), b"x"), CloseCode::PROTOCOL_ERROR);
     }
 }

@@ -5,7 +5,7 @@
 //! exchange, the HTTP error answers to a bad upgrade request, and the client's check that the server
 //! only chose what was offered. Never touches: sockets, timeouts, the Origin/path/query policy (that is
 //! the application's), or what a negotiated extension does (see [`crate::proto::negotiate`] for the
-//! header grammar and [`crate::proto::extension`] for the extensions themselves).
+//! header grammar and [`Extension`](crate::proto::Extension) for the extensions themselves).
 //!
 //! Both parsers take the bytes read so far and answer `Ok(None)` until the head is complete. On
 //! success they return how many bytes the head took: whatever follows (`buf[n..]`) already belongs to

@@ -4,7 +4,7 @@
 //! Owns: the grammar of those two headers (parsing into owned values, formatting back) and
 //! [`SubprotocolPolicy`]. Never touches: the rest of the handshake (see [`crate::proto::handshake`]),
 //! what an extension's parameters mean (that is the extension's business, see
-//! [`crate::proto::extension`]), sockets or buffers.
+//! [`Extension`](crate::proto::Extension)), sockets or buffers.
 //!
 //! Parsing is whitespace tolerant and ignores empty list elements (`a, , b`), as RFC 7230 §7 asks of
 //! recipients. Quoted parameter values are unescaped on parse; RFC 6455 asks that an unescaped value

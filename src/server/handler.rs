@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::proto::frame::{encode_frame, OpCode};
-use crate::proto::{self, CloseCode, Connection};
+use crate::proto::{self, encode_frame, CloseCode, Connection, OpCode};
 
 use super::reactor::Writer;
 use super::Handle;

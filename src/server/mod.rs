@@ -45,9 +45,8 @@ pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 
 use crate::http::HttpHandler;
 use crate::metrics::{Counters, MetricsSnapshot};
-use crate::proto::frame::OpCode;
 use crate::proto::handshake::UpgradeRequest;
-use crate::proto::CloseCode;
+use crate::proto::{CloseCode, OpCode};
 use handler::server_frame;
 use reactor::{Command, Reactor};
 use router::Router;

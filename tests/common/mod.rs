@@ -5,8 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use wsloop::proto::frame::{encode_frame, OpCode};
-use wsloop::proto::{CloseCode, Connection, ConnectionConfig, Event, Role};
+use wsloop::proto::{encode_frame, CloseCode, Connection, ConnectionConfig, Event, OpCode, Role};
 
 /// An owned event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,8 +20,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use wsloop::client::WsUrl;
-use wsloop::proto::frame::{encode_frame, OpCode};
-use wsloop::proto::CloseCode;
+use wsloop::proto::{encode_frame, CloseCode, OpCode};
 use wsloop::server::{Config, ConnectError, ConnectOptions, Ctx, Handler, Message, Server};
 
 use crate::util::{duration, header, micros, per_second, si};

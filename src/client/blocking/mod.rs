@@ -5,13 +5,6 @@
 //! server to close TCP first), and the callback reader thread. Never touches: server internals, TLS,
 //! pooling (a pool leases [`Client`]s through [`Client::is_open`] and [`Client::check_health`]).
 //!
-//! - Pull style: [`connect`] returns a [`Client`]; call [`Client::read_message`] to get the next
-//!   message. [`with_connection`] wraps a [`Client`] so that the closing handshake runs on every exit.
-//! - Push style: [`connect_with_callback`] starts a reader thread that calls
-//!   [`ClientOptions::on_message`] for each message; the [`CallbackClient`] (and every
-//!   [`ClientSender`] cloned from it) can still send, and [`CallbackClient::wait_for_close`] blocks until
-//!   the connection ends.
-//!
 //! # Design
 //! The protocol state ([`Connection`]) sits in a mutex that is held only to parse received bytes or to
 //! encode frames, never across a blocking socket call. Frames are encoded into a queue and written by
