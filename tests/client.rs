@@ -14,7 +14,7 @@ use wsloop::client::{
 };
 use wsloop::proto::handshake::{parse_request, write_response, HandshakeError, HandshakeLimits};
 use wsloop::proto::negotiate::SubprotocolPolicy;
-use wsloop::proto::CloseCode;
+use wsloop::proto::{CloseCode, ProtocolError};
 use wsloop::server::{self, Config, Ctx, Handler, RunningServer, Server};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -559,7 +559,10 @@ fn server_protocol_violation_fails_the_connection_with_1002() {
     });
     let mut c = connect(&format!("ws://{addr}/"), options()).unwrap();
     match c.read_message(Some(5 * SEC)) {
-        Err(Error::Protocol(e)) => assert_eq!(e.close_code(), CloseCode::PROTOCOL_ERROR),
+        Err(Error::Protocol(e)) => {
+            assert_eq!(e, ProtocolError::MaskedServerFrame);
+            assert_eq!(e.close_code(), CloseCode::PROTOCOL_ERROR);
+        }
         other => panic!("expected a protocol error, got {other:?}"),
     }
     let close = got_rx.recv_timeout(5 * SEC).unwrap();
