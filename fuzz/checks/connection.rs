@@ -18,14 +18,15 @@
 //! Shared by the `connection` fuzz target (`fuzz/fuzz_targets/connection.rs`) and `cargo test`
 //! (`tests/fuzz_seeds.rs`, over `fuzz/seeds/connection/`); it uses only wsloop's public API.
 
-use wsloop::proto::frame::{FrameHeader, HeaderParse};
-use wsloop::proto::{CloseCode, CloseState, Connection, ConnectionConfig, Event, ProtocolError, Role};
+use wsloop::proto::{
+    CloseCode, CloseState, Connection, ConnectionConfig, Event, FrameHeader, HeaderParse, ProtocolError, Role,
+};
 
 // The only places that depend on the shape of `ProtocolError` and on `Connection::close`'s signature.
 
 /// The close code a protocol error answers with.
 fn error_code(err: &ProtocolError) -> u16 {
-    err.code.0
+    err.close_code().0
 }
 
 /// Starts the close handshake with 1000 and no reason.

@@ -6,10 +6,11 @@
 //! Shared by the `frame` fuzz target (`fuzz/fuzz_targets/frame.rs`) and `cargo test`
 //! (`tests/fuzz_seeds.rs`, over `fuzz/seeds/frame/`); it uses only wsloop's public API.
 
-use wsloop::proto::close::{parse_close_payload, CloseCode, ClosePayloadError};
-use wsloop::proto::frame::{encode_frame, FrameHeader, HeaderError, HeaderParse, OpCode, MAX_HEADER_LEN};
-use wsloop::proto::mask::{apply_mask, apply_mask_bytewise};
 use wsloop::proto::utf8::{validate, Utf8Validator};
+use wsloop::proto::{
+    apply_mask, apply_mask_bytewise, encode_frame, parse_close_payload, CloseCode, ClosePayloadError, FrameHeader,
+    HeaderError, HeaderParse, OpCode, MAX_HEADER_LEN,
+};
 
 /// Runs every frame-layer check on `data`; panics when an invariant is broken.
 pub fn check(data: &[u8]) {
@@ -69,6 +70,7 @@ fn check_header(data: &[u8]) {
         }
         Err(HeaderError::LengthTopBitSet) => assert_eq!(strict, lenient),
         Err(HeaderError::NonMinimalLength) => panic!("lenient parse reported a non-minimal length"),
+        Err(e) => panic!("lenient parse failed with an unknown error {e:?}"),
     }
 }
 
@@ -149,6 +151,7 @@ fn check_close_payload(data: &[u8]) {
             assert!(frame_code_allowed(u16::from_be_bytes([data[0], data[1]])));
             assert!(std::str::from_utf8(&data[2..]).is_err());
         }
+        Err(e) => panic!("unknown close payload error {e:?}"),
     }
 }
 
