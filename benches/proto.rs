@@ -4,6 +4,7 @@
 //! and reports throughput in bytes, so that each case reads as "fraction of memory bandwidth".
 //!
 //! Run: `cargo bench --bench proto -- --noplot` (results and figures: docs/benchmarks.md).
+#![allow(missing_docs)] // `criterion_main!` generates an undocumented `pub fn main`.
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -25,7 +25,12 @@
 //!
 //! Items that exist only with a feature carry a banner saying so in the documentation built by docs.rs
 //! (`--cfg docsrs`); neither feature gates a library item today.
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+//!
+//! # Lints
+//!
+//! `Cargo.toml`'s `[lints]` table holds every target to `unsafe_code = "deny"` (only [`sys`] allows it),
+//! `missing_docs`, `missing_debug_implementations`, `unreachable_pub`, and clippy's `use_self` and
+//! `manual_let_else`; CI turns warnings into errors.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod buf;

@@ -35,6 +35,25 @@ pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     (&*stream).read(buf)
 }
 
+/// Sends SIGKILL to every process of the process group `pgid` (a child started with
+/// `CommandExt::process_group(0)` leads a group whose id is its pid), so that a test can stop a program
+/// together with the helpers it forked.
+#[cfg(unix)]
+pub fn kill_process_group(pgid: u32) -> io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pgid <= 1 {
+        // 0 would signal our own group and 1 (as -1) every process we may signal: never that.
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative pid addresses the
+    // process group, and pgid > 1 was checked so the call can only reach that group.
+    if unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// CPU time this process used so far: (user, system). Zero when the OS cannot tell.
 #[cfg(unix)]
 pub fn process_cpu_time() -> (Duration, Duration) {
@@ -119,6 +138,21 @@ mod tests {
                 other => panic!("expected EOF, got {other:?}"),
             }
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn kill_process_group_stops_the_group_and_refuses_our_own() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sh").args(["-c", "sleep 30"]).process_group(0).spawn().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        kill_process_group(child.id()).unwrap();
+        let started = Instant::now();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(kill_process_group(0).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(kill_process_group(1).unwrap_err().kind(), ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -675,19 +675,19 @@ mod tests {
             // Offsets and jumps span several rotations of the 8-slot wheel under test.
             let offset = |g: &mut Gen| (i8::arbitrary(g) % 40) - 4;
             match u8::arbitrary(g) % 8 {
-                0..=2 => Op::Insert(offset(g)),
-                3 => Op::Cancel(usize::arbitrary(g)),
-                4 => Op::Reschedule(usize::arbitrary(g), offset(g)),
-                _ => Op::Advance(u8::arbitrary(g) % 30),
+                0..=2 => Self::Insert(offset(g)),
+                3 => Self::Cancel(usize::arbitrary(g)),
+                4 => Self::Reschedule(usize::arbitrary(g), offset(g)),
+                _ => Self::Advance(u8::arbitrary(g) % 30),
             }
         }
 
         fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
             match *self {
-                Op::Insert(o) => Box::new(o.shrink().map(Op::Insert)),
-                Op::Cancel(i) => Box::new(i.shrink().map(Op::Cancel)),
-                Op::Reschedule(i, o) => Box::new(i.shrink().map(move |i| Op::Reschedule(i, o))),
-                Op::Advance(d) => Box::new(d.shrink().map(Op::Advance)),
+                Self::Insert(o) => Box::new(o.shrink().map(Op::Insert)),
+                Self::Cancel(i) => Box::new(i.shrink().map(Op::Cancel)),
+                Self::Reschedule(i, o) => Box::new(i.shrink().map(move |i| Self::Reschedule(i, o))),
+                Self::Advance(d) => Box::new(d.shrink().map(Op::Advance)),
             }
         }
     }

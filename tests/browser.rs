@@ -54,11 +54,8 @@ impl Group {
 
     fn kill(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) with a negative pid signals the process group this child leads (it was
-            // started with process_group(0), so its pid is the group id).
-            unsafe {
-                libc::kill(-(self.0.id() as i32), libc::SIGKILL);
-            }
+            // It was started with process_group(0), so its pid is the group id.
+            let _ = wsloop::sys::kill_process_group(self.0.id());
         }
         let _ = self.0.wait();
     }

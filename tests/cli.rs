@@ -87,13 +87,10 @@ fn run(mut cmd: Command, stdin: &[u8], timeout: Duration) -> (ExitStatus, String
         let _ = err.read_to_string(&mut s);
         s
     });
-    let status = match wait_for(&mut child, timeout) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("timed out: {cmd:?}\nstderr: {}", err_reader.join().unwrap_or_default());
-        }
+    let Some(status) = wait_for(&mut child, timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("timed out: {cmd:?}\nstderr: {}", err_reader.join().unwrap_or_default());
     };
     (status, out_reader.join().expect("stdout reader"), err_reader.join().expect("stderr reader"))
 }

@@ -60,7 +60,7 @@ struct Gauges {
 impl Gauges {
     fn expect(active: f64, handshake: f64, http: f64, open: f64, closing: f64) -> Self {
         let tcp = [("closing", closing), ("handshake", handshake), ("http", http), ("open", open)];
-        Gauges { active, tcp: tcp.into_iter().map(|(k, v)| (k.to_owned(), v)).collect() }
+        Self { active, tcp: tcp.into_iter().map(|(k, v)| (k.to_owned(), v)).collect() }
     }
 }
 

@@ -223,7 +223,7 @@ fn frame_len(bytes: &[u8]) -> usize {
 }
 
 /// Runs every connection check on `data`; panics when an invariant is broken.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let Some((&first, stream)) = data.split_first() else {
         return;
     };

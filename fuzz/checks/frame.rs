@@ -13,7 +13,7 @@ use wsloop::proto::{
 };
 
 /// Runs every frame-layer check on `data`; panics when an invariant is broken.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     check_header(data);
     check_encode_frame(data);
     check_mask(data);

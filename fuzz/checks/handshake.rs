@@ -15,7 +15,7 @@ use wsloop::proto::handshake::{
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// Runs every handshake check on `data`; panics when an invariant is broken.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let default = HandshakeLimits::default();
     let tiny = HandshakeLimits { max_head_bytes: 64, max_headers: 2 };
     for limits in [&default, &tiny] {

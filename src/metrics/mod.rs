@@ -67,26 +67,19 @@ pub enum Group {
 
 impl Group {
     /// Every group, in display order.
-    pub const ALL: [Group; 7] = [
-        Group::Connections,
-        Group::Messages,
-        Group::Bytes,
-        Group::Frames,
-        Group::Errors,
-        Group::Timeouts,
-        Group::Buffers,
-    ];
+    pub const ALL: [Self; 7] =
+        [Self::Connections, Self::Messages, Self::Bytes, Self::Frames, Self::Errors, Self::Timeouts, Self::Buffers];
 
     /// The section title (e.g. `"errors/limits"`).
     pub fn title(self) -> &'static str {
         match self {
-            Group::Connections => "connections",
-            Group::Messages => "messages",
-            Group::Bytes => "bytes",
-            Group::Frames => "frames",
-            Group::Errors => "errors/limits",
-            Group::Timeouts => "timeouts",
-            Group::Buffers => "buffers",
+            Self::Connections => "connections",
+            Self::Messages => "messages",
+            Self::Bytes => "bytes",
+            Self::Frames => "frames",
+            Self::Errors => "errors/limits",
+            Self::Timeouts => "timeouts",
+            Self::Buffers => "buffers",
         }
     }
 }
@@ -162,17 +155,17 @@ impl CloseCodeBucket {
     pub const COUNT: usize = 10;
 
     /// Every bucket, in index order.
-    pub const ALL: [CloseCodeBucket; Self::COUNT] = [
-        CloseCodeBucket::Normal,
-        CloseCodeBucket::GoingAway,
-        CloseCodeBucket::ProtocolError,
-        CloseCodeBucket::UnsupportedData,
-        CloseCodeBucket::Abnormal,
-        CloseCodeBucket::InvalidPayload,
-        CloseCodeBucket::PolicyViolation,
-        CloseCodeBucket::MessageTooBig,
-        CloseCodeBucket::InternalError,
-        CloseCodeBucket::Other,
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Normal,
+        Self::GoingAway,
+        Self::ProtocolError,
+        Self::UnsupportedData,
+        Self::Abnormal,
+        Self::InvalidPayload,
+        Self::PolicyViolation,
+        Self::MessageTooBig,
+        Self::InternalError,
+        Self::Other,
     ];
 
     /// The bucket a close code is counted in.
@@ -255,15 +248,8 @@ impl HandshakeFailure {
     pub const COUNT: usize = 7;
 
     /// Every bucket, in index order.
-    pub const ALL: [HandshakeFailure; Self::COUNT] = [
-        HandshakeFailure::BadRequest,
-        HandshakeFailure::Version,
-        HandshakeFailure::NotFound,
-        HandshakeFailure::Forbidden,
-        HandshakeFailure::TooLarge,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Other,
-    ];
+    pub const ALL: [Self; Self::COUNT] =
+        [Self::BadRequest, Self::Version, Self::NotFound, Self::Forbidden, Self::TooLarge, Self::Timeout, Self::Other];
 
     /// The bucket for the HTTP status a refused upgrade was answered with.
     pub fn from_http_status(status: u16) -> Self {
@@ -339,7 +325,7 @@ impl TcpPhase {
     pub const COUNT: usize = 4;
 
     /// Every phase, in index order.
-    pub const ALL: [TcpPhase; Self::COUNT] = [TcpPhase::Handshake, TcpPhase::Http, TcpPhase::Open, TcpPhase::Closing];
+    pub const ALL: [Self; Self::COUNT] = [Self::Handshake, Self::Http, Self::Open, Self::Closing];
 
     /// The index of this phase in `tcp_connections_by_phase`.
     pub fn index(self) -> usize {
@@ -702,17 +688,17 @@ impl Counters {
     /// [`Counters::record_tcp_closed`]).
     #[inline]
     pub fn record_close(&self, code: u16) {
-        record_close_with(self, code, Counters::add);
+        record_close_with(self, code, Self::add);
     }
 
     /// Counts a TCP connection now held, in `phase`: `tcp_connections` and the phase's bucket (and
     /// `active_connections` for a WebSocket phase).
     #[inline]
     pub fn record_tcp_opened(&self, phase: TcpPhase) {
-        Counters::add(&self.tcp_connections, 1);
-        Counters::add(&self.tcp_connections_by_phase[phase.index()], 1);
+        Self::add(&self.tcp_connections, 1);
+        Self::add(&self.tcp_connections_by_phase[phase.index()], 1);
         if phase.is_websocket() {
-            Counters::add(&self.active_connections, 1);
+            Self::add(&self.active_connections, 1);
         }
     }
 
@@ -723,11 +709,11 @@ impl Counters {
         if from == to {
             return;
         }
-        Counters::sub(&self.tcp_connections_by_phase[from.index()], 1);
-        Counters::add(&self.tcp_connections_by_phase[to.index()], 1);
+        Self::sub(&self.tcp_connections_by_phase[from.index()], 1);
+        Self::add(&self.tcp_connections_by_phase[to.index()], 1);
         match (from.is_websocket(), to.is_websocket()) {
-            (false, true) => Counters::add(&self.active_connections, 1),
-            (true, false) => Counters::sub(&self.active_connections, 1),
+            (false, true) => Self::add(&self.active_connections, 1),
+            (true, false) => Self::sub(&self.active_connections, 1),
             _ => {}
         }
     }
@@ -737,10 +723,10 @@ impl Counters {
     /// close itself (see [`Counters::record_close`]).
     #[inline]
     pub fn record_tcp_closed(&self, phase: TcpPhase) {
-        Counters::sub(&self.tcp_connections, 1);
-        Counters::sub(&self.tcp_connections_by_phase[phase.index()], 1);
+        Self::sub(&self.tcp_connections, 1);
+        Self::sub(&self.tcp_connections_by_phase[phase.index()], 1);
         if phase.is_websocket() {
-            Counters::sub(&self.active_connections, 1);
+            Self::sub(&self.active_connections, 1);
         }
     }
 
@@ -748,14 +734,14 @@ impl Counters {
     /// `handshake_timeouts` too for [`HandshakeFailure::Timeout`].
     #[inline]
     pub fn record_handshake_failure(&self, kind: HandshakeFailure) {
-        record_handshake_failure_with(self, kind, Counters::add);
+        record_handshake_failure_with(self, kind, Self::add);
     }
 
     /// Counts a message sent with `payload_len` payload bytes: `messages_sent`, and
     /// `text_messages_sent` + `text_bytes_sent` or `binary_messages_sent` + `binary_bytes_sent`.
     #[inline]
     pub fn record_message_sent(&self, kind: MessageKind, payload_len: usize) {
-        record_message_sent_with(self, kind, payload_len, Counters::add);
+        record_message_sent_with(self, kind, payload_len, Self::add);
     }
 
     /// Counts a message received with `payload_len` payload bytes: `bytes_received`, and
@@ -763,7 +749,7 @@ impl Counters {
     /// `binary_bytes_received`.
     #[inline]
     pub fn record_message_received(&self, kind: MessageKind, payload_len: usize) {
-        record_message_received_with(self, kind, payload_len, Counters::add);
+        record_message_received_with(self, kind, payload_len, Self::add);
     }
 }
 

@@ -20,11 +20,11 @@ enum Got {
 impl From<Event<'_>> for Got {
     fn from(e: Event<'_>) -> Self {
         match e {
-            Event::Text(t) => Got::Text(t.into_owned()),
-            Event::Binary(b) => Got::Binary(b.into_owned()),
-            Event::Ping(p) => Got::Ping(p.to_vec()),
-            Event::Pong(p) => Got::Pong(p.to_vec()),
-            Event::Close(c) => Got::Close(c.map(|c| (c.code.0, c.reason.to_string()))),
+            Event::Text(t) => Self::Text(t.into_owned()),
+            Event::Binary(b) => Self::Binary(b.into_owned()),
+            Event::Ping(p) => Self::Ping(p.to_vec()),
+            Event::Pong(p) => Self::Pong(p.to_vec()),
+            Event::Close(c) => Self::Close(c.map(|c| (c.code.0, c.reason.to_string()))),
         }
     }
 }
@@ -509,10 +509,10 @@ impl Arbitrary for Sent {
     fn arbitrary(g: &mut Gen) -> Self {
         let cuts = |g: &mut Gen| Vec::<usize>::arbitrary(g).into_iter().take(3).collect();
         match u8::arbitrary(g) % 4 {
-            0 => Sent::Text(String::arbitrary(g), cuts(g)),
-            1 => Sent::Binary(Vec::arbitrary(g), cuts(g)),
-            2 => Sent::Ping(Vec::<u8>::arbitrary(g).into_iter().take(125).collect()),
-            _ => Sent::Pong(Vec::<u8>::arbitrary(g).into_iter().take(125).collect()),
+            0 => Self::Text(String::arbitrary(g), cuts(g)),
+            1 => Self::Binary(Vec::arbitrary(g), cuts(g)),
+            2 => Self::Ping(Vec::<u8>::arbitrary(g).into_iter().take(125).collect()),
+            _ => Self::Pong(Vec::<u8>::arbitrary(g).into_iter().take(125).collect()),
         }
     }
 }

@@ -150,7 +150,7 @@ impl Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Transport::read(self, buf)
+        Self::read(self, buf)
     }
 }
 

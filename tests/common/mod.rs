@@ -9,7 +9,7 @@ use wsloop::proto::{encode_frame, CloseCode, Connection, ConnectionConfig, Event
 
 /// An owned event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Got {
+pub(crate) enum Got {
     Text(String),
     Binary(Vec<u8>),
     Ping(Vec<u8>),
@@ -17,17 +17,17 @@ pub enum Got {
     Close(Option<(u16, String)>),
 }
 
-pub struct TestClient {
+pub(crate) struct TestClient {
     pub stream: TcpStream,
     pub conn: Connection,
     buf: Vec<u8>,
     pub response_head: String,
 }
 
-pub const KEY: [u8; 4] = [9, 8, 7, 6];
+pub(crate) const KEY: [u8; 4] = [9, 8, 7, 6];
 
 /// Sends a raw HTTP request and returns the whole response head plus whatever followed.
-pub fn raw_request(addr: SocketAddr, request: &str) -> String {
+pub(crate) fn raw_request(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
@@ -43,7 +43,7 @@ pub fn raw_request(addr: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub fn upgrade_request(path: &str, extra: &str) -> String {
+pub(crate) fn upgrade_request(path: &str, extra: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
@@ -51,11 +51,11 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
 }
 
 impl TestClient {
-    pub fn connect(addr: SocketAddr, path: &str) -> Self {
+    pub(crate) fn connect(addr: SocketAddr, path: &str) -> Self {
         Self::connect_with(addr, path, "", ConnectionConfig::default())
     }
 
-    pub fn connect_with(addr: SocketAddr, path: &str, extra_headers: &str, config: ConnectionConfig) -> Self {
+    pub(crate) fn connect_with(addr: SocketAddr, path: &str, extra_headers: &str, config: ConnectionConfig) -> Self {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.write_all(upgrade_request(path, extra_headers).as_bytes()).unwrap();
@@ -77,36 +77,36 @@ impl TestClient {
         Self { stream, conn: Connection::new(Role::Client, config, std::time::Instant::now()), buf, response_head }
     }
 
-    pub fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
     }
 
-    pub fn send_text(&mut self, text: &str) {
+    pub(crate) fn send_text(&mut self, text: &str) {
         let mut out = Vec::new();
         self.conn.send_text(text, &mut out).unwrap();
         self.send_raw(&out);
     }
 
-    pub fn send_binary(&mut self, data: &[u8]) {
+    pub(crate) fn send_binary(&mut self, data: &[u8]) {
         let mut out = Vec::new();
         self.conn.send_binary(data, &mut out).unwrap();
         self.send_raw(&out);
     }
 
-    pub fn send_ping(&mut self, data: &[u8]) {
+    pub(crate) fn send_ping(&mut self, data: &[u8]) {
         let mut out = Vec::new();
         self.conn.send_ping(data, &mut out).unwrap();
         self.send_raw(&out);
     }
 
-    pub fn close(&mut self, code: u16, reason: &str) {
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
         let mut out = Vec::new();
         self.conn.close(std::time::Instant::now(), CloseCode(code), reason, &mut out).unwrap();
         self.send_raw(&out);
     }
 
     /// The next event within `timeout`, or `None` on timeout or EOF.
-    pub fn recv(&mut self, timeout: Duration) -> Option<Got> {
+    pub(crate) fn recv(&mut self, timeout: Duration) -> Option<Got> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut out = Vec::new();
@@ -133,12 +133,12 @@ impl TestClient {
         }
     }
 
-    pub fn recv_ok(&mut self) -> Got {
+    pub(crate) fn recv_ok(&mut self) -> Got {
         self.recv(Duration::from_secs(10)).expect("expected an event")
     }
 
     /// Waits until the server closes TCP; true when it did within `timeout`.
-    pub fn wait_eof(&mut self, timeout: Duration) -> bool {
+    pub(crate) fn wait_eof(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut chunk = [0u8; 65536];
         loop {
@@ -156,7 +156,7 @@ impl TestClient {
     }
 }
 
-pub fn to_got(e: Event<'_>) -> Got {
+pub(crate) fn to_got(e: Event<'_>) -> Got {
     match e {
         Event::Text(t) => Got::Text(t.into_owned()),
         Event::Binary(b) => Got::Binary(b.into_owned()),
@@ -167,14 +167,14 @@ pub fn to_got(e: Event<'_>) -> Got {
 }
 
 /// A masked client frame.
-pub fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_frame(&mut out, opcode, fin, 0, Some(KEY), payload);
     out
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if cond() {
@@ -187,7 +187,7 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 impl TestClient {
     /// Wraps a stream whose upgrade request was already written: reads the 101 head.
-    pub fn from_stream_after_handshake(mut stream: TcpStream) -> Self {
+    pub(crate) fn from_stream_after_handshake(mut stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];

@@ -10,7 +10,7 @@ use wsloop::proto::CloseCode;
 use crate::util::secs;
 
 #[derive(Args)]
-pub struct AutobahnClientArgs {
+pub(crate) struct AutobahnClientArgs {
     /// The fuzzing server's URL, e.g. ws://127.0.0.1:9001.
     url: String,
     /// The agent name the results are reported under.
@@ -49,7 +49,7 @@ fn autobahn_case(url: &str, options: ClientOptions) -> Result<CloseInfo, ClientE
     }
 }
 
-pub fn run(args: AutobahnClientArgs) -> ExitCode {
+pub(crate) fn run(args: AutobahnClientArgs) -> ExitCode {
     let base = args.url.trim_end_matches('/');
     let options = autobahn_options(args.case_timeout);
     let count = client::with_connection(&format!("{base}/getCaseCount"), options.clone(), |c| c.read_message(None));

@@ -52,7 +52,7 @@ echoed with the right type and length, and every connection ended with our 1000 
 
 #[derive(Args)]
 #[command(after_help = AFTER_HELP)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// The echo server's URL, e.g. ws://127.0.0.1:9001/.
     url: String,
     /// Connections to open.
@@ -117,7 +117,7 @@ pub struct BenchArgs {
 /// trusts it as its clocksource on the machines we measure on), nanoseconds since a process epoch
 /// elsewhere. Ticks become time through [`Clock::per_us`], calibrated against `Instant` at start.
 mod ticks {
-    pub use wsloop::sys::ticks as now;
+    pub(super) use wsloop::sys::ticks as now;
 }
 
 /// Tick rate, measured over a short sleep.
@@ -304,7 +304,7 @@ struct Ring {
     head: usize,
     len: usize,
     capacity: usize,
-    inline: [u64; Ring::INLINE],
+    inline: [u64; Self::INLINE],
     heap: Box<[u64]>,
 }
 
@@ -647,7 +647,7 @@ fn progress_bar(args: &BenchArgs, total: Option<u64>) -> ProgressBar {
     bar
 }
 
-pub fn run(args: BenchArgs) -> ExitCode {
+pub(crate) fn run(args: BenchArgs) -> ExitCode {
     match bench(&args) {
         Ok(code) => code,
         Err(e) => {

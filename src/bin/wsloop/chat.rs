@@ -23,24 +23,24 @@ use wsloop::server::{Ctx, Handler, Message};
 /// Chat-mode options (`--mode chat`). Issue #14's `--broker URL` belongs in this group.
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Chat mode (--mode chat)")]
-pub struct ChatArgs {
+pub(crate) struct ChatArgs {
     /// Longest chat message in bytes; a longer one is refused with an error event to its sender.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub chat_max_text: u32,
 }
 
 /// Where chat connections live: `/chat/ROOM`.
-pub const PREFIX: &str = "/chat/";
+pub(crate) const PREFIX: &str = "/chat/";
 
 /// Longest room name, in bytes.
-pub const MAX_ROOM: usize = 64;
+pub(crate) const MAX_ROOM: usize = 64;
 
 /// Longest display name, in characters.
-pub const MAX_NAME: usize = 32;
+pub(crate) const MAX_NAME: usize = 32;
 
 /// The room named by a request path (`/chat/lobby` → `lobby`), when it is a valid room name: 1 to 64
 /// ASCII letters, digits, `-`, `_` or `.`.
-pub fn room_of(path: &str) -> Option<&str> {
+pub(crate) fn room_of(path: &str) -> Option<&str> {
     let room = path.strip_prefix(PREFIX)?;
     let valid = !room.is_empty()
         && room.len() <= MAX_ROOM
@@ -50,7 +50,7 @@ pub fn room_of(path: &str) -> Option<&str> {
 
 /// Decodes `application/x-www-form-urlencoded` text (`%XX` and `+`); invalid escapes are kept as they
 /// are, invalid UTF-8 is replaced.
-pub fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -73,7 +73,7 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// The value of parameter `key` in a query string, decoded.
-pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(k) == key).then(|| percent_decode(v))
@@ -82,7 +82,7 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 
 /// A display name made presentable: control characters dropped, whitespace runs folded to one space,
 /// trimmed, cut to [`MAX_NAME`] characters; `None` when nothing is left.
-pub fn clean_name(raw: &str) -> Option<String> {
+pub(crate) fn clean_name(raw: &str) -> Option<String> {
     let mut name = String::new();
     for word in raw.split_whitespace() {
         let word: String = word.chars().filter(|c| !c.is_control()).collect();
@@ -132,7 +132,7 @@ fn unix_millis() -> u64 {
 
 /// Every room of this process. Shared by the handlers of every reactor thread.
 #[derive(Default, Debug)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     guests: std::sync::atomic::AtomicU64,
 }
@@ -199,7 +199,7 @@ impl Rooms {
 }
 
 /// The handler of every connection in chat mode.
-pub enum ChatConn {
+pub(crate) enum ChatConn {
     /// A member of a room (`/chat/ROOM`).
     Member(Member),
     /// Any path outside `/chat/`: echo.
@@ -209,7 +209,7 @@ pub enum ChatConn {
 }
 
 /// One room member.
-pub struct Member {
+pub(crate) struct Member {
     rooms: Arc<Rooms>,
     room: String,
     wanted: Option<String>,
@@ -220,7 +220,7 @@ pub struct Member {
 
 impl ChatConn {
     /// The handler for one upgrade request.
-    pub fn new(rooms: &Arc<Rooms>, args: &ChatArgs, request: &UpgradeRequest) -> Self {
+    pub(crate) fn new(rooms: &Arc<Rooms>, args: &ChatArgs, request: &UpgradeRequest) -> Self {
         if !request.path.starts_with(PREFIX) && request.path != "/chat" {
             return Self::Echo;
         }

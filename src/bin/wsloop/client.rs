@@ -28,7 +28,7 @@ argument parser with status 2 before anything is attempted.";
 
 #[derive(Args)]
 #[command(after_help = AFTER_HELP)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The server's URL, e.g. ws://127.0.0.1:9001/chat.
     url: String,
     /// Send stdin lines as binary messages (default: text).
@@ -136,7 +136,7 @@ fn pump_stdin(sender: &ClientSender, binary: bool) {
     }
 }
 
-pub fn run(args: ClientArgs) -> ExitCode {
+pub(crate) fn run(args: ClientArgs) -> ExitCode {
     let raw = args.raw;
     let mut options = ClientOptions::default()
         .connect_timeout(args.connect_timeout)

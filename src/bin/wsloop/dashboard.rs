@@ -15,7 +15,7 @@ use wsloop::server::{Ctx, Handler, Message};
 
 /// What every feed connection shares: fixed facts about the server.
 #[derive(Debug)]
-pub struct FeedInfo {
+pub(crate) struct FeedInfo {
     /// Time between two samples.
     pub interval: Duration,
     /// When the server started (uptime is measured from here).
@@ -57,7 +57,7 @@ const PER_REACTOR: [&str; 10] = [
 ];
 
 /// One dashboard viewer.
-pub struct Feed {
+pub(crate) struct Feed {
     info: Arc<FeedInfo>,
     /// The previous sample's totals, per-reactor counters and time.
     previous: Option<(MetricsSnapshot, Vec<MetricsSnapshot>, Instant)>,
@@ -67,7 +67,7 @@ pub struct Feed {
 
 impl Feed {
     /// A feed handler for one connection.
-    pub fn new(info: Arc<FeedInfo>) -> Self {
+    pub(crate) fn new(info: Arc<FeedInfo>) -> Self {
         Self { info, previous: None, skipped: 0 }
     }
 
@@ -136,7 +136,7 @@ fn rates_json(before: &MetricsSnapshot, now: &MetricsSnapshot, interval: Duratio
 
 /// One sample: totals (every counter by name), rates over the interval, closes by code, handshake
 /// failures by reason, and per reactor the counters of [`PER_REACTOR`] and their rates.
-pub fn sample_json(
+pub(crate) fn sample_json(
     uptime: Duration,
     interval: Duration,
     before: &MetricsSnapshot,

@@ -33,25 +33,25 @@ fn attribute(text: &str) -> String {
 }
 
 /// The dashboard page, reading its feed from `feed_path`.
-pub fn dashboard_page(feed_path: &str) -> String {
+pub(crate) fn dashboard_page(feed_path: &str) -> String {
     assemble(DASHBOARD_HTML, DASHBOARD_JS).replace("{{FEED_PATH}}", &attribute(feed_path))
 }
 
 /// The chat page (the same for `/chat` and every `/chat/ROOM`: the script reads the room from the URL).
-pub fn chat_page() -> String {
+pub(crate) fn chat_page() -> String {
     assemble(CHAT_HTML, CHAT_JS)
 }
 
 /// The bench report: the page with `data` embedded as JSON (in a `<script type="application/json">`
 /// element; `<` is escaped so no string in it can end that element).
-pub fn bench_report(data: &Value) -> String {
+pub(crate) fn bench_report(data: &Value) -> String {
     let json = data.to_string().replace('<', "\\u003c");
     assemble(REPORT_HTML, REPORT_JS).replace("/*DATA*/", &json)
 }
 
 /// Answers GETs for the dashboard (`PATH` and `PATH/`) and, in chat mode, the chat page (`/chat`,
 /// `/chat/` and `/chat/ANYTHING`); everything else falls through to the built-in endpoints.
-pub struct Pages {
+pub(crate) struct Pages {
     dashboard: Option<(String, String)>,
     chat: Option<String>,
 }
@@ -59,7 +59,7 @@ pub struct Pages {
 impl Pages {
     /// `dashboard`: the dashboard's page path (without a trailing `/`; `""` for the root) and its feed
     /// path, when it is on. `chat`: whether the chat page is served.
-    pub fn new(dashboard: Option<(&str, &str)>, chat: bool) -> Self {
+    pub(crate) fn new(dashboard: Option<(&str, &str)>, chat: bool) -> Self {
         Self {
             dashboard: dashboard.map(|(page, feed)| (page.to_owned(), dashboard_page(feed))),
             chat: chat.then(chat_page),

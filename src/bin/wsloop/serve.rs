@@ -17,7 +17,7 @@ use crate::pages::Pages;
 use crate::util::{duration, secs, si};
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Every text message comes back as text, every binary one as binary.
     Echo,
     /// Every message goes to every connection.
@@ -32,10 +32,10 @@ pub enum Mode {
 impl Mode {
     fn name(self) -> &'static str {
         match self {
-            Mode::Echo => "echo",
-            Mode::Broadcast => "broadcast",
-            Mode::Discard => "discard",
-            Mode::Chat => "chat",
+            Self::Echo => "echo",
+            Self::Broadcast => "broadcast",
+            Self::Discard => "discard",
+            Self::Chat => "chat",
         }
     }
 }
@@ -49,7 +49,7 @@ enum Policy {
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     addr: std::net::SocketAddr,
@@ -163,7 +163,7 @@ struct Discard;
 
 impl Handler for Discard {}
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
     let mut config = Config {
         addr: args.addr,

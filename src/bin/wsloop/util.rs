@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Seconds as a plain number (`"10"`, `"0.5"`): the historic form of `serve`'s and `autobahn-client`'s
 /// timeouts.
-pub fn secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
     if !(0.0..=1e9).contains(&v) {
         return Err(format!("{s}: out of range"));
@@ -13,7 +13,7 @@ pub fn secs(s: &str) -> Result<Duration, String> {
 }
 
 /// A duration with a unit (`"10s"`, `"500ms"`, `"2m"`, `"1h"`, `"250us"`); a bare number is seconds.
-pub fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
@@ -34,7 +34,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A rate per second (`"100/s"` or `"100"`), greater than zero.
-pub fn per_second(s: &str) -> Result<f64, String> {
+pub(crate) fn per_second(s: &str) -> Result<f64, String> {
     let number = s.trim().trim_end_matches("/s");
     let v: f64 = number.parse().map_err(|_| format!("{s:?}: expected a rate such as 500/s"))?;
     if !(v > 0.0 && v.is_finite()) {
@@ -44,7 +44,7 @@ pub fn per_second(s: &str) -> Result<f64, String> {
 }
 
 /// A `Name: value` header.
-pub fn header(s: &str) -> Result<(String, String), String> {
+pub(crate) fn header(s: &str) -> Result<(String, String), String> {
     let (name, value) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected 'Name: value'"))?;
     let name = name.trim();
     if name.is_empty() || name.bytes().any(|b| b <= b' ' || b >= 0x7f) {
@@ -54,7 +54,7 @@ pub fn header(s: &str) -> Result<(String, String), String> {
 }
 
 /// A human count: 1234567 → "1.23M".
-pub fn si(v: f64) -> String {
+pub(crate) fn si(v: f64) -> String {
     let a = v.abs();
     if a >= 1e9 {
         format!("{:.2}G", v / 1e9)
@@ -68,7 +68,7 @@ pub fn si(v: f64) -> String {
 }
 
 /// Microseconds for humans: 950 → "950us", 12_345 → "12.35ms", 2_500_000 → "2.50s".
-pub fn micros(us: u64) -> String {
+pub(crate) fn micros(us: u64) -> String {
     if us >= 1_000_000 {
         format!("{:.2}s", us as f64 / 1e6)
     } else if us >= 1_000 {
@@ -79,7 +79,7 @@ pub fn micros(us: u64) -> String {
 }
 
 /// A UTC time as `2026-11-30T14:55:00Z` (whole seconds; before 1970 reads as 1970).
-pub fn utc_timestamp(at: std::time::SystemTime) -> String {
+pub(crate) fn utc_timestamp(at: std::time::SystemTime) -> String {
     let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), in unsigned arithmetic.

@@ -170,12 +170,9 @@ fn accept(
     let Some(factory) = up.router.route(&request.path) else {
         return Err((404, handshake::plain_response(404, "no WebSocket handler for this path\n")));
     };
-    let handler = match catch_unwind(AssertUnwindSafe(|| factory(request))) {
-        Ok(handler) => handler,
-        Err(_) => {
-            log::error!("handler factory for {} panicked", request.path);
-            return Err((500, handshake::plain_response(500, "handler factory failed\n")));
-        }
+    let Ok(handler) = catch_unwind(AssertUnwindSafe(|| factory(request))) else {
+        log::error!("handler factory for {} panicked", request.path);
+        return Err((500, handshake::plain_response(500, "handler factory failed\n")));
     };
     let protocol = config.subprotocols.select(&request.offered_protocols());
     if let Err(e) = up.handshake.accept(request, protocol.as_deref(), None, out) {
