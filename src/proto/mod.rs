@@ -13,6 +13,8 @@ pub mod handshake;
 pub mod mask;
 pub mod mask_keys;
 pub mod negotiate;
+#[cfg(test)]
+mod pair;
 pub mod timeouts;
 pub mod utf8;
 
