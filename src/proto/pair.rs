@@ -260,6 +260,10 @@ pub(super) struct Pair {
 /// Steps at one instant before the harness calls it a spin.
 const SPIN_LIMIT: usize = 100_000;
 
+/// Deadlines one side may fire at one instant (the longest chain is a ping or idle close, then a zero pong or
+/// close timeout) before the harness calls it a spin.
+const MAX_AT_ONCE: usize = 4;
+
 impl Pair {
     /// A pair opened at simulated time zero. The client masks with [`SeededMasks`] from `seed` unless its
     /// config has a mask source; `seed` also drives the chunking.
@@ -404,19 +408,25 @@ impl Pair {
         side.ready_len(self.now)
     }
 
-    /// Closes the transports the engine would close now: a server that may, and whoever got end of stream.
+    /// Closes the transports the engine would close now: a server that may, and whoever got end of stream;
+    /// until nothing changes (a server closing at once ends the stream of a client with no latency).
     fn settle_transports(&mut self) {
-        for who in [Who::Client, Who::Server] {
-            let (side, peer) = (self.side(who), self.side(who.peer()));
-            if !side.open() {
-                continue;
-            }
-            let eof =
-                !peer.cut && side.inbound.is_empty() && peer.closed_at.is_some_and(|at| at + self.latency <= self.now);
-            if eof {
-                self.close_transport(who, true);
-            } else if who == Who::Server && !side.stalled && side.conn.transport_may_close() {
-                self.close_transport(who, false);
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for who in [Who::Client, Who::Server] {
+                let (side, peer) = (self.side(who), self.side(who.peer()));
+                if !side.open() {
+                    continue;
+                }
+                let eof = !peer.cut
+                    && side.inbound.is_empty()
+                    && peer.closed_at.is_some_and(|at| at + self.latency <= self.now);
+                let may = who == Who::Server && !side.stalled && side.conn.transport_may_close();
+                if eof || may {
+                    self.close_transport(who, eof);
+                    changed = true;
+                }
             }
         }
     }
@@ -492,7 +502,7 @@ impl Pair {
         let (instant, now, t0) = (self.now(), self.now, self.t0);
         let mut fired = false;
         for who in [Who::Client, Who::Server] {
-            for _ in 0..SPIN_LIMIT {
+            loop {
                 let side = self.side_mut(who);
                 if !side.open() {
                     break;
@@ -511,6 +521,12 @@ impl Pair {
                     );
                 };
                 side.timeouts.push((now, timeout));
+                let at_once = side.timeouts.iter().rev().take_while(|(at, _)| *at == now).count();
+                assert!(
+                    at_once <= MAX_AT_ONCE,
+                    "{who:?}: {at_once} deadlines fired at {now:?} ({:?}): a driver would spin",
+                    &side.timeouts[side.timeouts.len() - at_once..]
+                );
                 let stalled = side.stalled;
                 fired = true;
                 self.emit(who, out);

@@ -396,9 +396,10 @@ fn random_config(rng: &mut Rng) -> ConnectionConfig {
     ConnectionConfig {
         auto_pong: rng.chance(90),
         ping_interval: rng.chance(50).then(|| rng.range(200, 2000) as u32 * MS),
-        pong_timeout: rng.range(50, 1000) as u32 * MS,
+        // Now and then zero: the deadline is then due at the instant it is armed.
+        pong_timeout: if rng.chance(10) { Duration::ZERO } else { rng.range(50, 1000) as u32 * MS },
         idle_timeout: rng.chance(40).then(|| rng.range(500, 5000) as u32 * MS),
-        close_timeout: rng.range(100, 3000) as u32 * MS,
+        close_timeout: if rng.chance(10) { Duration::ZERO } else { rng.range(100, 3000) as u32 * MS },
         ..cfg()
     }
 }
