@@ -26,6 +26,9 @@ fn kinds(frames: &[WireFrame]) -> Vec<OpCode> {
     frames.iter().map(|f| f.opcode).collect()
 }
 
+/// Keepalive: a ping after `ping_interval` without arrivals, answered by the peer's auto-pong; each pong
+/// ends the pong wait and restarts the interval, across many intervals, and keeps both idle timeouts off.
+/// Fails if `received()` leaves the pong wait running (a pong timeout at 1.3 s).
 #[test]
 fn keepalive_ping_after_ping_interval_is_answered_by_auto_pong_and_the_connection_stays_open() {
     for seed in 0..SEEDS {
@@ -58,6 +61,8 @@ fn keepalive_ping_after_ping_interval_is_answered_by_auto_pong_and_the_connectio
     }
 }
 
+/// Pong deadline: a peer gone silent gets `Timeout::Ping` then `Timeout::Pong`; the pinger writes a close
+/// 1001 "pong timeout" and is `TimedOut`. Fails if `handle_timeout` skips the pong-timeout close frame.
 #[test]
 fn a_silent_peer_gets_a_ping_then_a_pong_timeout_and_a_1001_pong_timeout_close() {
     for seed in 0..SEEDS {
@@ -81,6 +86,8 @@ fn a_silent_peer_gets_a_ping_then_a_pong_timeout_and_a_1001_pong_timeout_close()
     }
 }
 
+/// Any arriving bytes end the pong wait, a data message or a single byte of a header, not only a pong.
+/// Fails if `received()` leaves the pong wait running.
 #[test]
 fn any_arriving_bytes_end_the_pong_wait_not_only_a_pong() {
     for seed in 0..SEEDS {
@@ -119,6 +126,9 @@ fn any_arriving_bytes_end_the_pong_wait_not_only_a_pong() {
     }
 }
 
+/// Idle timeout: after `idle_timeout` without arrivals, a close 1001 "idle timeout"; the peer echoes it, both
+/// end `Closed` and may close the transport. Fails if the idle deadline counts from the open instead of the
+/// last arrival, or if `poll_timeout` forgets it.
 #[test]
 fn idle_timeout_sends_1001_idle_timeout_the_peer_answers_and_both_transports_close() {
     for seed in 0..SEEDS {
@@ -145,6 +155,8 @@ fn idle_timeout_sends_1001_idle_timeout_the_peer_answers_and_both_transports_clo
     }
 }
 
+/// Close crossing close: both call `close` at once; each gets the other's code, replies to nothing, ends
+/// `Closed`. Fails if a close received in `CloseSent` is answered (the harness sees a write after close).
 #[test]
 fn close_crossing_close_ends_closed_on_both_sides_with_each_others_code() {
     for seed in 0..SEEDS {
@@ -176,6 +188,8 @@ fn close_crossing_close_ends_closed_on_both_sides_with_each_others_code() {
     }
 }
 
+/// Close timeout: our close unanswered within `close_timeout` gives `Timeout::Close` and `TimedOut`. Fails if
+/// `close()` does not start the close-reply wait.
 #[test]
 fn an_unanswered_close_times_out_after_close_timeout() {
     for seed in 0..SEEDS {
@@ -200,6 +214,9 @@ fn an_unanswered_close_times_out_after_close_timeout() {
     }
 }
 
+/// Linger: after the handshake a client waits for the server to close, at most `close_timeout` from the
+/// arrival that ended the handshake, whatever arrives later. Fails if the bound counts from our close
+/// instead, or if later arrivals restart it.
 #[test]
 fn a_client_waits_for_the_server_to_close_then_lingers_out_close_timeout_after_the_handshake() {
     for seed in 0..SEEDS {
@@ -227,6 +244,8 @@ fn a_client_waits_for_the_server_to_close_then_lingers_out_close_timeout_after_t
     }
 }
 
+/// Priority: when the pong deadline and the idle timeout pass together, the pong timeout is what fires.
+/// Fails if `due()` checks the idle timeout first.
 #[test]
 fn the_pong_deadline_wins_over_the_idle_timeout_when_both_pass_together() {
     for seed in 0..SEEDS {
@@ -242,6 +261,8 @@ fn the_pong_deadline_wins_over_the_idle_timeout_when_both_pass_together() {
     }
 }
 
+/// The idle timeout still runs while a keepalive ping waits for its answer. Fails if `poll_timeout` drops
+/// the idle deadline during a pong wait.
 #[test]
 fn the_idle_timeout_still_runs_during_a_pong_wait() {
     for seed in 0..SEEDS {
@@ -302,6 +323,10 @@ fn controls(events: &[Got], pong: bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Fragmentation: fragmented text (a code point split across fragments) and binary (16- and 64-bit
+/// lengths) with pings and pongs between fragments arrive as whole messages, the same in any chunking,
+/// each ping answered in order with its payload. Fails if auto-pong drops the payload, or if a partly read
+/// frame is unmasked twice.
 #[test]
 fn fragmented_messages_with_interleaved_control_frames_arrive_whole_in_any_chunking() {
     for seed in 0..48 {
@@ -592,6 +617,10 @@ struct Coverage {
     fragmented: usize,
 }
 
+/// Chunking invariance: random scripts (messages, fragments with control frames between, pings, closes,
+/// time, cut links, protocol violations, random timeouts) give the same events, deadlines, bytes written and
+/// end states in random chunking as in whole reads; each side receives a prefix of what the other sent.
+/// Fails if a partly read frame is unmasked twice.
 #[test]
 fn random_scripts_give_the_same_events_whatever_the_chunking() {
     let mut coverage = Coverage::default();
