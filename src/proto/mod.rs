@@ -21,6 +21,8 @@ pub mod handshake;
 mod mask;
 mod mask_keys;
 pub mod negotiate;
+#[cfg(test)]
+mod pair;
 mod timeouts;
 pub mod utf8;
 
