@@ -40,15 +40,15 @@ pub(super) enum Who {
 impl Who {
     fn index(self) -> usize {
         match self {
-            Who::Client => 0,
-            Who::Server => 1,
+            Self::Client => 0,
+            Self::Server => 1,
         }
     }
 
-    pub(super) fn peer(self) -> Who {
+    pub(super) fn peer(self) -> Self {
         match self {
-            Who::Client => Who::Server,
-            Who::Server => Who::Client,
+            Self::Client => Self::Server,
+            Self::Server => Self::Client,
         }
     }
 }
@@ -66,11 +66,11 @@ pub(super) enum Got {
 impl From<Event<'_>> for Got {
     fn from(e: Event<'_>) -> Self {
         match e {
-            Event::Text(t) => Got::Text(t.into_owned()),
-            Event::Binary(b) => Got::Binary(b.into_owned()),
-            Event::Ping(p) => Got::Ping(p.to_vec()),
-            Event::Pong(p) => Got::Pong(p.to_vec()),
-            Event::Close(c) => Got::Close(c.map(|c| (c.code.0, c.reason.to_string()))),
+            Event::Text(t) => Self::Text(t.into_owned()),
+            Event::Binary(b) => Self::Binary(b.into_owned()),
+            Event::Ping(p) => Self::Ping(p.to_vec()),
+            Event::Pong(p) => Self::Pong(p.to_vec()),
+            Event::Close(c) => Self::Close(c.map(|c| (c.code.0, c.reason.to_string()))),
         }
     }
 }
