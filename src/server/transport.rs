@@ -15,13 +15,16 @@ use mio::net::TcpStream;
 
 use crate::buf::{BufferPool, OutboundQueue};
 
-/// How many iovecs one vectored write passes (on the stack).
+/// How many iovecs one vectored write of a queue passes (on the stack).
 const WRITE_IOVECS: usize = 64;
 
-/// Bytes waiting to be written, offered as iovecs in order.
+/// Bytes waiting to be written, in order, and how to offer them to one write call.
 pub(crate) trait Outgoing {
-    /// Points `dst` at the next bytes, in order; returns how many slices were filled (0: nothing left).
-    fn fill<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize;
+    /// Whether nothing is left.
+    fn is_empty(&self) -> bool;
+    /// One write call of (some of) the bytes, in order: `write` for one slice, `write_vectored` for
+    /// several. Returns what `w` took.
+    fn write_once(&self, w: &mut impl Write) -> io::Result<usize>;
     /// Drops the first `n` bytes offered (the transport took them).
     fn advance(&mut self, n: usize);
 }
@@ -33,8 +36,17 @@ pub(crate) struct Queued<'a> {
 }
 
 impl Outgoing for Queued<'_> {
-    fn fill<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        self.queue.fill_iovecs(dst)
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn write_once(&self, w: &mut impl Write) -> io::Result<usize> {
+        let mut iovecs = [IoSlice::new(&[]); WRITE_IOVECS];
+        let count = self.queue.fill_iovecs(&mut iovecs);
+        match count {
+            1 => w.write(&iovecs[0]),
+            _ => w.write_vectored(&iovecs[..count]),
+        }
     }
 
     fn advance(&mut self, n: usize) {
@@ -54,13 +66,15 @@ impl<'s> Slices<'s> {
 }
 
 impl Outgoing for Slices<'_> {
-    fn fill<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for part in self.parts.iter().filter(|p| !p.is_empty()) {
-            dst[n] = IoSlice::new(part);
-            n += 1;
+    fn is_empty(&self) -> bool {
+        self.parts[0].is_empty() && self.parts[1].is_empty()
+    }
+
+    fn write_once(&self, w: &mut impl Write) -> io::Result<usize> {
+        match self.parts {
+            [only, []] | [[], only] => w.write(only),
+            [first, second] => w.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]),
         }
-        n
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -121,18 +135,9 @@ impl Transport {
     /// broken.
     pub(crate) fn write_until_blocked(&mut self, src: &mut impl Outgoing) -> io::Result<usize> {
         let mut written = 0;
-        loop {
-            let result = {
-                let mut iovecs = [IoSlice::new(&[]); WRITE_IOVECS];
-                let count = src.fill(&mut iovecs);
-                if count == 0 {
-                    return Ok(written);
-                }
-                let slices = &iovecs[..count];
-                match self {
-                    Self::Tcp(stream) if count == 1 => stream.write(&slices[0]),
-                    Self::Tcp(stream) => stream.write_vectored(slices),
-                }
+        while !src.is_empty() {
+            let result = match self {
+                Self::Tcp(stream) => src.write_once(stream),
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -145,6 +150,7 @@ impl Transport {
                 Err(e) => return Err(e),
             }
         }
+        Ok(written)
     }
 }
 
@@ -161,15 +167,17 @@ mod tests {
     #[test]
     fn slices_offer_their_parts_in_order_and_advance_across_them() {
         let mut s = Slices::new(b"abc", b"defg");
-        assert_eq!(s.fill(&mut [IoSlice::new(&[]); 4]), 2);
+        let mut out = Vec::new();
+        assert_eq!(s.write_once(&mut out).unwrap(), 7);
+        assert_eq!(out, b"abcdefg");
         s.advance(4);
-        {
-            let mut iov = [IoSlice::new(&[]); 4];
-            assert_eq!(s.fill(&mut iov), 1);
-            assert_eq!(&*iov[0], b"efg");
-        }
+        out.clear();
+        assert_eq!(s.write_once(&mut out).unwrap(), 3);
+        assert_eq!(out, b"efg");
+        assert!(!s.is_empty());
         s.advance(3);
-        assert_eq!(s.fill(&mut [IoSlice::new(&[]); 4]), 0);
+        assert!(s.is_empty());
+        assert!(Slices::new(&[], &[]).is_empty());
     }
 
     #[test]
