@@ -13,8 +13,11 @@
 //! - [`http`]: plain HTTP/1.1 requests on the WebSocket port (health, metrics, an application handler).
 //! - [`client`]: the blocking client, pool, circuit breaker and reconnecting client.
 //! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core.
+//! - [`broker`]: topics shared by many nodes through a message broker (Redis pub/sub with the `redis`
+//!   feature).
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod broker;
 pub mod buf;
 pub mod client;
 pub mod http;
