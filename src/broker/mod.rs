@@ -18,7 +18,7 @@
 //!   and queued by reference on every reactor, like `Handle::publish_*`.
 //!
 //! A broker implementation only moves bytes: connections, channels, reconnects. Redis pub/sub is the one
-//! here ([`redis::RedisBroker`], cargo feature `redis`); Redis sharded pub/sub (`SSUBSCRIBE`) or NATS
+//! here (`redis::RedisBroker`, cargo feature `redis`); Redis sharded pub/sub (`SSUBSCRIBE`) or NATS
 //! would be another implementation of the same trait, with no change to the reactors. Delivery is at
 //! most once: a message the broker did not take is lost and counted
 //! ([`BrokerSnapshot::messages_lost`]), never sent twice. docs/architecture.md ("Many nodes") says which
@@ -26,6 +26,8 @@
 
 mod envelope;
 mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::collections::HashMap;
 use std::io;
@@ -231,6 +233,10 @@ impl Attached {
             node: self.node,
             published_us: envelope::now_us(),
         });
+    }
+
+    pub(crate) fn node(&self) -> u64 {
+        self.node
     }
 
     pub(crate) fn snapshot(&self) -> BrokerSnapshot {

@@ -349,6 +349,11 @@ impl Handle {
         }
     }
 
+    /// This node's id on the broker (it tags the node's messages), when the server has one.
+    pub fn broker_node(&self) -> Option<u64> {
+        self.shared.broker.as_ref().map(Attached::node)
+    }
+
     /// The broker's counters (messages to and from it, losses, reconnects, lag), when the server has
     /// one ([`Server::set_broker`]).
     pub fn broker_metrics(&self) -> Option<BrokerSnapshot> {
