@@ -1,8 +1,10 @@
 //! Redis pub/sub as a [`Broker`] (cargo feature `redis`), through the `redis` crate's blocking API on
 //! two threads of its own:
 //!
-//! - **publisher** (`wsloop-redis-pub`): takes the messages reactors queued on a channel and writes them
-//!   as `PUBLISH` commands, every message waiting at that moment in one pipeline (one round trip). When
+//! - **publisher** (`wsloop-redis-pub`): takes the messages reactors queued on a bounded channel
+//!   ([`RedisOptions::max_queued`]; a publish that finds it full is dropped and counted lost, so a slow
+//!   Redis never makes a reactor wait) and writes them as `PUBLISH` commands, every message waiting at
+//!   that moment in one pipeline (one round trip). When
 //!   idle it sends `PING` every [`RedisOptions::keepalive`], so a lost connection is noticed before the
 //!   next message needs it. While Redis is unreachable, messages are taken off the channel and counted
 //!   lost (`broker_messages_lost`), so nothing piles up and nothing old is sent late.
@@ -30,7 +32,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,6 +64,9 @@ pub struct RedisOptions {
     pub poll: Duration,
     /// Most `PUBLISH` commands in one pipeline. Default 512.
     pub max_batch: usize,
+    /// Most messages waiting for the publisher thread; past it a publish is dropped and counted lost
+    /// (reactors never wait for Redis). Default 65,536.
+    pub max_queued: usize,
 }
 
 impl Default for RedisOptions {
@@ -73,6 +80,7 @@ impl Default for RedisOptions {
             keepalive: Duration::from_secs(1),
             poll: Duration::from_millis(10),
             max_batch: 512,
+            max_queued: 65_536,
         }
     }
 }
@@ -94,8 +102,10 @@ enum ToSubscriber {
 pub struct RedisBroker {
     client: Client,
     options: RedisOptions,
-    publisher: OnceLock<Sender<ToPublisher>>,
+    publisher: OnceLock<SyncSender<ToPublisher>>,
     subscriber: OnceLock<Sender<ToSubscriber>>,
+    /// The counters, once started (to count what a full queue drops).
+    inbound: OnceLock<Inbound>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -124,6 +134,7 @@ impl RedisBroker {
             options,
             publisher: OnceLock::new(),
             subscriber: OnceLock::new(),
+            inbound: OnceLock::new(),
             threads: Mutex::new(Vec::new()),
         })
     }
@@ -135,11 +146,12 @@ impl Broker for RedisBroker {
     }
 
     fn start(&self, inbound: Inbound) -> io::Result<()> {
-        let (pub_tx, pub_rx) = channel();
+        let (pub_tx, pub_rx) = sync_channel(self.options.max_queued.max(1));
         let (sub_tx, sub_rx) = channel();
         if self.publisher.set(pub_tx).is_err() || self.subscriber.set(sub_tx).is_err() {
             return Err(io::Error::other("this RedisBroker was started already"));
         }
+        let _ = self.inbound.set(inbound.clone());
         let publisher = Publisher {
             client: self.client.clone(),
             options: self.options.clone(),
@@ -161,7 +173,11 @@ impl Broker for RedisBroker {
 
     fn publish(&self, message: Outgoing) {
         if let Some(tx) = self.publisher.get() {
-            let _ = tx.send(ToPublisher::Publish(message));
+            if let Err(TrySendError::Full(_)) = tx.try_send(ToPublisher::Publish(message)) {
+                if let Some(inbound) = self.inbound.get() {
+                    inbound.metrics().record_lost(1);
+                }
+            }
         }
     }
 
@@ -179,6 +195,7 @@ impl Broker for RedisBroker {
 
     fn stop(&self) {
         if let Some(tx) = self.publisher.get() {
+            // Waits for room in a full queue: the publisher thread drains it, connected or not.
             let _ = tx.send(ToPublisher::Stop);
         }
         if let Some(tx) = self.subscriber.get() {
