@@ -40,7 +40,16 @@ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) CPUs ($(grep -m1 
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 bin=target/release/examples/fanout
 url="redis://127.0.0.1:$port/"
-"$bin" --redis "$url" --nodes "$NODES" --subscribers "$SUBS" --duration "$DURATION" --window 4
-"$bin" --redis "$url" --nodes "$NODES" --subscribers "$SUBS" --duration "$DURATION" --rate "$RATE"
-"$bin" --redis "$url" --nodes "$NODES" --subscribers 10 --duration "$DURATION" --window 256
+hz=$(getconf CLK_TCK)
+redis_cpu() { awk '{print $14 + $15}' "/proc/$redis/stat"; }
+# Each run, then the CPU time redis-server used during it (user + system, from /proc).
+run() {
+    local before
+    before=$(redis_cpu)
+    "$bin" --redis "$url" --nodes "$NODES" "$@"
+    echo "       redis-server CPU during this run: $(awk -v a="$before" -v b="$(redis_cpu)" -v hz="$hz" 'BEGIN { printf "%.2f s", (b - a) / hz }')"
+}
+run --subscribers "$SUBS" --duration "$DURATION" --window 4
+run --subscribers "$SUBS" --duration "$DURATION" --rate "$RATE"
+run --subscribers 10 --duration "$DURATION" --window 256
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

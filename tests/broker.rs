@@ -379,13 +379,29 @@ fn until(client: &mut TestClient, kind: &str) -> serde_json::Value {
 fn chat_mode_with_a_broker_reaches_members_on_every_node_the_sender_included() {
     let redis = Redis::start();
     let serves: Vec<Serve> = (0..3).map(|_| Serve::start(&redis.url())).collect();
-    let mut alice = TestClient::connect(serves[0].addr, "/chat/lobby?name=alice");
-    let mut bob = TestClient::connect(serves[1].addr, "/chat/lobby?name=bob");
-    let mut carol = TestClient::connect(serves[2].addr, "/chat/lobby?name=carol");
-    for c in [&mut alice, &mut bob, &mut carol] {
-        assert_eq!(until(c, "welcome")["type"], "welcome");
+    // One at a time, each node subscribed before the next member comes, so every join is heard.
+    let mut members = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
+        let mut c = TestClient::connect(serves[i].addr, &format!("/chat/lobby?name={name}"));
+        let welcome = until(&mut c, "welcome");
+        let node = welcome["node"].as_str().expect("a node tag with a broker").to_owned();
+        assert!(welcome["you"]["id"].as_str().unwrap().starts_with(&format!("{node}:")), "{welcome}");
+        assert_eq!(welcome["members"].as_array().unwrap().len(), 1, "the welcome lists the newcomer's node");
+        assert_eq!(until(&mut c, "join")["member"]["name"], *name, "its own join comes first");
+        nodes.push(node);
+        assert!(eventually(WAIT, || redis.numsub("lobby") == i as u64 + 1), "each node subscribed to the room once");
+        for earlier in members.iter_mut() {
+            let join = until(earlier, "join");
+            assert_eq!(
+                (join["member"]["name"].as_str(), join["node"].as_str()),
+                (Some(*name), Some(nodes[i].as_str()))
+            );
+        }
+        members.push(c);
     }
-    assert!(eventually(WAIT, || redis.numsub("lobby") == 3), "each node subscribed to the room once");
+    assert!(nodes[0] != nodes[1] && nodes[1] != nodes[2] && nodes[0] != nodes[2], "{nodes:?}");
+    let [mut alice, mut bob, mut carol]: [TestClient; 3] = members.try_into().ok().unwrap();
     alice.send_text("hello from node 0");
     for c in [&mut alice, &mut bob, &mut carol] {
         let m = until(c, "message");
