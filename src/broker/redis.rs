@@ -232,14 +232,17 @@ impl Backoff {
     }
 }
 
-/// Connects, names the connection (`CLIENT LIST` shows `wsloop-NODE-pub` / `-sub`) and sets its
-/// timeouts.
+/// Connects, sets its timeouts and names the connection (`CLIENT LIST` shows `wsloop-NODE-pub` /
+/// `-sub`; a server whose ACL refuses `CLIENT SETNAME` answers with an error, which is not fatal).
 fn connect(client: &Client, options: &RedisOptions, node: u64, role: &str) -> RedisResult<Connection> {
     let mut conn = client.get_connection_with_timeout(options.connect_timeout)?;
     conn.set_read_timeout(Some(options.command_timeout))?;
     conn.set_write_timeout(Some(options.command_timeout))?;
-    ::redis::cmd("CLIENT").arg("SETNAME").arg(format!("wsloop-{node:016x}-{role}")).query::<()>(&mut conn)?;
-    Ok(conn)
+    let named = ::redis::cmd("CLIENT").arg("SETNAME").arg(format!("wsloop-{node:016x}-{role}")).query::<()>(&mut conn);
+    match named {
+        Err(e) if e.is_io_error() || e.is_timeout() => Err(e),
+        _ => Ok(conn),
+    }
 }
 
 /// Tracks one connection's state for the logs and the reconnect counter.
