@@ -13,6 +13,8 @@
 //! - [`http`]: plain HTTP/1.1 requests on the WebSocket port (health, metrics, an application handler).
 //! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core, a
 //!   connection pool, per-host circuit breakers and a reconnecting client.
+//! - [`broker`]: topics shared by many nodes through a message broker (Redis pub/sub with the `redis`
+//!   feature).
 //!
 //! # Cargo features
 //!
@@ -33,6 +35,7 @@
 //! `manual_let_else`; CI turns warnings into errors.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod broker;
 pub mod buf;
 pub mod client;
 pub mod http;

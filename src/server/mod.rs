@@ -43,11 +43,12 @@ use bytes::Bytes;
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 
+use crate::broker::{Attached, Broker, BrokerSnapshot};
 use crate::http::HttpHandler;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::proto::handshake::UpgradeRequest;
 use crate::proto::{CloseCode, OpCode};
-use handler::server_frame;
+pub(crate) use handler::server_frame;
 use reactor::{Command, Reactor};
 use router::Router;
 
@@ -55,6 +56,7 @@ use router::Router;
 pub struct Server {
     config: Config,
     router: Router,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -66,7 +68,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// A server with `config` and no handlers yet.
     pub fn new(config: Config) -> Self {
-        Self { config, router: Router::default() }
+        Self { config, router: Router::default(), broker: None }
     }
 
     /// Routes upgrade requests for `path` (exact match, without the query) to handlers made by
@@ -86,6 +88,15 @@ impl Server {
     /// answer, then 426 for a WebSocket route and 404 for anything else.
     pub fn set_http_handler(&mut self, handler: impl HttpHandler) -> &mut Self {
         self.router.set_http_handler(Arc::new(handler));
+        self
+    }
+
+    /// Shares this server's topics with other nodes through `broker` (see [`crate::broker`]): a publish
+    /// here also reaches the topic's subscribers on every node using the same broker, and theirs reach
+    /// the subscribers here. Off by default. The broker starts with the server and stops after it
+    /// ([`RunningServer::join`]).
+    pub fn set_broker(&mut self, broker: impl Broker) -> &mut Self {
+        self.broker = Some(Arc::new(broker));
         self
     }
 
@@ -123,9 +134,17 @@ impl Server {
             reactors.push(reactor);
             links.push(link);
         }
+        let broker = match self.broker {
+            Some(broker) => {
+                let reactors = Reactors { links: links.iter().map(|l| (l.tx.clone(), l.waker.clone())).collect() };
+                Some(Attached::start(broker, reactors)?)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             counters: links.iter().map(|l| l.counters.clone()).collect(),
             links,
+            broker,
             local_addr: addr,
             stopping: AtomicBool::new(false),
             next_client_reactor: AtomicUsize::new(0),
@@ -159,12 +178,15 @@ impl RunningServer {
         self.handle.local_addr()
     }
 
-    /// Waits for every reactor thread to finish (after [`Handle::stop`]).
+    /// Waits for every reactor thread to finish (after [`Handle::stop`]), then stops the broker, if any.
     pub fn join(self) {
         for thread in self.threads {
             if thread.join().is_err() {
                 log::error!("a reactor thread panicked");
             }
+        }
+        if let Some(broker) = &self.handle.shared.broker {
+            broker.stop();
         }
     }
 
@@ -203,8 +225,27 @@ pub(crate) struct ReactorLink {
     pub(crate) counters: Arc<Counters>,
 }
 
+/// Every reactor's command channel, for a thread outside the engine that delivers to topics (the
+/// broker's [`Inbound`](crate::broker::Inbound)).
+#[derive(Clone)]
+pub(crate) struct Reactors {
+    links: Arc<[(Sender<Command>, Arc<mio::Waker>)]>,
+}
+
+impl Reactors {
+    /// Queues `frame` for the subscribers of `topic` on every reactor.
+    pub(crate) fn publish(&self, topic: &Arc<str>, frame: Bytes) {
+        for (tx, waker) in self.links.iter() {
+            if tx.send(Command::Publish(topic.clone(), frame.clone())).is_ok() {
+                let _ = waker.wake();
+            }
+        }
+    }
+}
+
 struct Shared {
     links: Vec<ReactorLink>,
+    broker: Option<Attached>,
     counters: Vec<Arc<Counters>>,
     local_addr: SocketAddr,
     stopping: AtomicBool,
@@ -283,6 +324,39 @@ impl Handle {
     pub(crate) fn publish(&self, topic: &str, frame: Bytes) {
         let topic: Arc<str> = Arc::from(topic);
         self.send_all(|| Command::Publish(topic.clone(), frame.clone()));
+        self.publish_to_broker(&topic, &frame);
+    }
+
+    /// Hands a publish already delivered on this node to the broker, if there is one.
+    pub(crate) fn publish_to_broker(&self, topic: &Arc<str>, frame: &Bytes) {
+        if let Some(broker) = &self.shared.broker {
+            broker.publish(topic, frame);
+        }
+    }
+
+    /// A reactor has its first subscriber to `topic` (the broker counts reactors per topic).
+    pub(crate) fn topic_opened(&self, topic: &Arc<str>) {
+        if let Some(broker) = &self.shared.broker {
+            broker.topic_opened(topic);
+        }
+    }
+
+    /// A reactor's last subscriber to `topic` left.
+    pub(crate) fn topic_closed(&self, topic: &Arc<str>) {
+        if let Some(broker) = &self.shared.broker {
+            broker.topic_closed(topic);
+        }
+    }
+
+    /// This node's id on the broker (it tags the node's messages), when the server has one.
+    pub fn broker_node(&self) -> Option<u64> {
+        self.shared.broker.as_ref().map(Attached::node)
+    }
+
+    /// The broker's counters (messages to and from it, losses, reconnects, lag), when the server has
+    /// one ([`Server::set_broker`]).
+    pub fn broker_metrics(&self) -> Option<BrokerSnapshot> {
+        self.shared.broker.as_ref().map(Attached::snapshot)
     }
 
     pub(crate) fn broadcast_frame_except(&self, skip: usize, frame: Bytes) {

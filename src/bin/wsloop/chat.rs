@@ -7,8 +7,12 @@
 //! number, so a client orders them whatever reactor they came from. Every other path echoes, so a chat
 //! server is also a target for `wsloop bench`. The protocol is described in docs/usage.md ("Chat mode").
 //!
-//! Presence is per process: with a broker (issue #14) messages reach members on every node, and so do
-//! join and leave events, but the member list a newcomer receives covers its own node.
+//! With `--broker URL` the topics are shared with every `wsloop serve --mode chat` using the same Redis:
+//! messages reach members on every node, and so do join and leave events. Presence stays per process:
+//! ids get the node's tag in front (`3f2a9c1e:0:1.1`) so they are unique across nodes, presence events
+//! and the welcome carry the node's tag (`node`), and a client checks versions only against events of its
+//! own node (other nodes count their own). The member list in a welcome covers the newcomer's node;
+//! members elsewhere appear as they join.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,13 +24,17 @@ use wsloop::proto::handshake::UpgradeRequest;
 use wsloop::proto::CloseCode;
 use wsloop::server::{Ctx, Handler, Message};
 
-/// Chat-mode options (`--mode chat`). Issue #14's `--broker URL` belongs in this group.
+/// Chat-mode options (`--mode chat`).
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Chat mode (--mode chat)")]
 pub(crate) struct ChatArgs {
     /// Longest chat message in bytes; a longer one is refused with an error event to its sender.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub chat_max_text: u32,
+    /// Share the rooms with every node using this Redis (redis://HOST:PORT): messages and joins and
+    /// leaves reach members on every node. Needs a build with the `redis` feature.
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
 }
 
 /// Where chat connections live: `/chat/ROOM`.
@@ -143,7 +151,7 @@ impl Rooms {
     }
 
     /// Adds a member; returns its (unique) name and the welcome and join events.
-    fn join(&self, room: &str, id: &str, wanted: Option<String>) -> (String, Value, Value) {
+    fn join(&self, room: &str, id: &str, node: Option<&str>, wanted: Option<String>) -> (String, Value, Value) {
         let wanted = wanted.unwrap_or_else(|| {
             let n = self.guests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             format!("guest-{n}")
@@ -153,37 +161,44 @@ impl Rooms {
             let name = r.unique_name(&wanted);
             r.members.insert(id.to_owned(), name.clone());
             r.version += 1;
-            let welcome = json!({
+            let mut welcome = json!({
                 "type": "welcome",
                 "room": room,
                 "you": member_json(id, &name),
                 "members": r.members_json(),
                 "version": r.version,
             });
-            let join = json!({
+            let mut join = json!({
                 "type": "join",
                 "room": room,
                 "member": member_json(id, &name),
                 "count": r.members.len(),
                 "version": r.version,
             });
+            if let Some(node) = node {
+                welcome["node"] = node.into();
+                join["node"] = node.into();
+            }
             (name, welcome, join)
         })
     }
 
     /// Removes a member; returns the leave event (`None` if it was not there).
-    fn leave(&self, room: &str, id: &str) -> Option<Value> {
+    fn leave(&self, room: &str, id: &str, node: Option<&str>) -> Option<Value> {
         self.with(|rooms| {
             let r = rooms.get_mut(room)?;
             let name = r.members.remove(id)?;
             r.version += 1;
-            let event = json!({
+            let mut event = json!({
                 "type": "leave",
                 "room": room,
                 "member": member_json(id, &name),
                 "count": r.members.len(),
                 "version": r.version,
             });
+            if let Some(node) = node {
+                event["node"] = node.into();
+            }
             if r.members.is_empty() {
                 rooms.remove(room);
             }
@@ -216,6 +231,15 @@ pub(crate) struct Member {
     name: String,
     max_text: usize,
     joined: bool,
+    /// The connection id as members see it (with the node's tag when there is a broker).
+    id: String,
+    /// The node's tag (the first 8 hex digits of its broker id) when there is a broker.
+    node: Option<String>,
+}
+
+/// The node's tag, with a broker: the first 8 hex digits of its broker node id.
+fn node_tag(ctx: &Ctx<'_>) -> Option<String> {
+    ctx.handle().broker_node().map(|node| format!("{:08x}", node >> 32))
 }
 
 impl ChatConn {
@@ -232,6 +256,8 @@ impl ChatConn {
                 name: String::new(),
                 max_text: args.chat_max_text as usize,
                 joined: false,
+                id: String::new(),
+                node: None,
             }),
             None => Self::Refused("room names are 1-64 letters, digits, '-', '_' or '.': /chat/ROOM"),
         }
@@ -246,7 +272,12 @@ impl Handler for ChatConn {
     fn on_open(&mut self, ctx: &mut Ctx<'_>) {
         match self {
             Self::Member(m) => {
-                let (name, welcome, join) = m.rooms.join(&m.room, &ctx.id().to_string(), m.wanted.take());
+                m.node = node_tag(ctx);
+                m.id = match &m.node {
+                    Some(node) => format!("{node}:{}", ctx.id()),
+                    None => ctx.id().to_string(),
+                };
+                let (name, welcome, join) = m.rooms.join(&m.room, &m.id, m.node.as_deref(), m.wanted.take());
                 m.name = name;
                 m.joined = true;
                 let _ = ctx.send_text(&welcome.to_string());
@@ -271,7 +302,7 @@ impl Handler for ChatConn {
                     let event = json!({
                         "type": "message",
                         "room": m.room,
-                        "from": member_json(&ctx.id().to_string(), &m.name),
+                        "from": member_json(&m.id, &m.name),
                         "text": text,
                         "ts": unix_millis(),
                     });
@@ -294,7 +325,7 @@ impl Handler for ChatConn {
     fn on_close(&mut self, ctx: &mut Ctx<'_>, _code: CloseCode, _reason: &str) {
         if let Self::Member(m) = self {
             if std::mem::take(&mut m.joined) {
-                if let Some(leave) = m.rooms.leave(&m.room, &ctx.id().to_string()) {
+                if let Some(leave) = m.rooms.leave(&m.room, &m.id, m.node.as_deref()) {
                     ctx.publish_text(&m.room, &leave.to_string());
                 }
             }
@@ -337,24 +368,26 @@ mod tests {
     fn presence_versions_grow_and_names_stay_unique() {
         let rooms = Rooms::default();
         let (a, b, c) = ("0:1.1", "1:1.1", "0:2.1");
-        let (name_a, welcome_a, _) = rooms.join("r", a, Some("al".into()));
-        let (name_b, welcome_b, join_b) = rooms.join("r", b, Some("al".into()));
-        let (name_c, _, _) = rooms.join("r", c, None);
+        let (name_a, welcome_a, _) = rooms.join("r", a, None, Some("al".into()));
+        let (name_b, welcome_b, join_b) = rooms.join("r", b, Some("3f2a9c1e"), Some("al".into()));
+        let (name_c, _, _) = rooms.join("r", c, None, None);
         assert_eq!((name_a.as_str(), name_b.as_str()), ("al", "al-2"));
         assert!(name_c.starts_with("guest-"), "{name_c}");
         assert_eq!(welcome_a["version"], 1);
         assert_eq!(welcome_b["version"], 2);
         assert_eq!(welcome_b["members"].as_array().map(Vec::len), Some(2));
         assert_eq!((join_b["type"].as_str(), join_b["count"].as_u64()), (Some("join"), Some(2)));
-        let leave = rooms.leave("r", a).expect("a was there");
+        assert_eq!((welcome_b["node"].as_str(), join_b["node"].as_str()), (Some("3f2a9c1e"), Some("3f2a9c1e")));
+        assert!(welcome_a.get("node").is_none(), "no node tag without a broker");
+        let leave = rooms.leave("r", a, None).expect("a was there");
         assert_eq!((leave["version"].as_u64(), leave["count"].as_u64()), (Some(4), Some(2)));
         assert_eq!(leave["member"]["name"], "al");
-        assert!(rooms.leave("r", a).is_none(), "a second leave is not an event");
+        assert!(rooms.leave("r", a, None).is_none(), "a second leave is not an event");
         let mut names = rooms.names("r");
         names.sort();
         assert_eq!(names, vec!["al-2".to_owned(), name_c]);
-        rooms.leave("r", b);
-        rooms.leave("r", c);
+        rooms.leave("r", b, None);
+        rooms.leave("r", c, None);
         assert!(rooms.with(|r| r.is_empty()), "an empty room is forgotten");
     }
 }

@@ -206,6 +206,16 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
             server.register_handler("*", move |request| ChatConn::new(&rooms, &chat, request))
         }
     };
+    if let Some(url) = &args.chat.broker {
+        if !matches!(args.mode, Mode::Chat) {
+            eprintln!("wsloop: --broker shares chat rooms between nodes: it needs --mode chat");
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = set_broker(&mut server, url) {
+            eprintln!("wsloop: --broker {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let started = Instant::now();
     let dashboard = (!args.no_dashboard).then(|| (args.dashboard_path.clone(), format!("{}/ws", args.dashboard_path)));
     if let Some((_, feed)) = &dashboard {
@@ -244,6 +254,9 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     if chat_pages {
         eprintln!("wsloop: chat rooms on http://{}/chat/ROOM", running.local_addr());
     }
+    if let (Some(url), Some(node)) = (&args.chat.broker, running.handle().broker_node()) {
+        eprintln!("wsloop: rooms shared through Redis at {url} (node {node:016x})");
+    }
     let handle = running.handle();
     let mut previous = handle.metrics();
     let mut meter = RateMeter::starting_at(previous, Instant::now());
@@ -260,6 +273,19 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     log::info!("stopping: closing connections with 1001");
     running.stop();
     ExitCode::SUCCESS
+}
+
+/// Shares the server's topics through the Redis at `url`.
+#[cfg(feature = "redis")]
+fn set_broker(server: &mut Server, url: &str) -> Result<(), String> {
+    let broker = wsloop::broker::redis::RedisBroker::new(url).map_err(|e| e.to_string())?;
+    server.set_broker(broker);
+    Ok(())
+}
+
+#[cfg(not(feature = "redis"))]
+fn set_broker(_server: &mut Server, _url: &str) -> Result<(), String> {
+    Err("this wsloop was built without the `redis` feature (cargo build --release --features redis)".into())
 }
 
 /// How often `--stats` prints.

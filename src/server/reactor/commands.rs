@@ -21,14 +21,16 @@ use super::{Command, Reactor};
 /// Per-reactor subscriptions: topic → slots subscribed to it.
 pub(super) type Topics = HashMap<Arc<str>, Vec<usize>>;
 
-/// Removes `slot` from `topic`, dropping the topic when nobody is left.
-pub(super) fn unsubscribe(topics: &mut Topics, topic: &Arc<str>, slot: usize) {
+/// Removes `slot` from `topic`, dropping the topic when nobody is left (and telling the broker, which
+/// counts reactors per topic: only this 1 → 0 step of a reactor's list reaches it).
+pub(super) fn unsubscribe(topics: &mut Topics, topic: &Arc<str>, slot: usize, handle: &Handle) {
     if let Some(slots) = topics.get_mut(topic) {
         if let Some(i) = slots.iter().position(|s| *s == slot) {
             slots.swap_remove(i);
         }
         if slots.is_empty() {
             topics.remove(topic);
+            handle.topic_closed(topic);
         }
     }
 }
@@ -89,7 +91,11 @@ impl Reactor {
                     Some((key, _)) => key.clone(),
                     None => Arc::from(topic.as_str()),
                 };
-                self.topics.entry(key.clone()).or_default().push(slot);
+                let slots = self.topics.entry(key.clone()).or_default();
+                slots.push(slot);
+                if slots.len() == 1 {
+                    handle.topic_opened(&key);
+                }
                 subscribed.push(key);
             }
             for topic in deferred.unsubscribe {
@@ -99,7 +105,7 @@ impl Reactor {
                 let subscribed = &mut extra.topics;
                 if let Some(i) = subscribed.iter().position(|t| **t == *topic) {
                     let key = subscribed.swap_remove(i);
-                    unsubscribe(&mut self.topics, &key, slot);
+                    unsubscribe(&mut self.topics, &key, slot, handle);
                 }
             }
         }
@@ -111,6 +117,7 @@ impl Reactor {
             let topic: Arc<str> = Arc::from(topic);
             self.publish_local(&topic, &frame, handle);
             handle.publish_except(self.index, &topic, &frame);
+            handle.publish_to_broker(&topic, &frame);
         }
     }
 

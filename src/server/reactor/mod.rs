@@ -482,7 +482,7 @@ impl Reactor {
             recorded = open.close_code;
             self.calls.cork.clear();
             for topic in open.info.extra.take().into_iter().flat_map(|e| e.topics) {
-                unsubscribe(&mut self.topics, &topic, slot);
+                unsubscribe(&mut self.topics, &topic, slot, handle);
             }
         }
         conn.release_buffers(&mut self.pool);

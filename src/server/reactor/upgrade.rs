@@ -220,7 +220,10 @@ fn answer_http(request: &HttpRequest, config: &Config, router: &Router, handle: 
     let get = request.method == "GET" || request.method == "HEAD";
     if get && config.metrics_path.as_deref() == Some(request.path.as_str()) {
         let report = MetricsReport::from_totals(handle.metrics());
-        let body = crate::metrics::prometheus_text(&report, "wsloop");
+        let mut body = crate::metrics::prometheus_text(&report, "wsloop");
+        if let Some(broker) = handle.broker_metrics() {
+            body.push_str(&broker.prometheus_text("wsloop"));
+        }
         return HttpResponse::with_body(200, "text/plain; version=0.0.4; charset=utf-8", body);
     }
     if get && config.health_path.as_deref() == Some(request.path.as_str()) {

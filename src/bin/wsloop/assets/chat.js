@@ -5,7 +5,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const ROOM = /^[A-Za-z0-9_.-]{1,64}$/;
-  const state = { ws: null, room: "", you: null, members: new Map(), base: -1, pending: [], welcomed: false };
+  const state = { ws: null, room: "", you: null, members: new Map(), base: -1, node: "", pending: [], welcomed: false };
 
   function roomFromPath() {
     const m = location.pathname.match(/^\/chat\/([^/]*)$/);
@@ -76,9 +76,10 @@
     $("member-count").dataset.value = String(state.members.size);
   }
 
-  // A join or leave: applied when it is newer than the welcome's snapshot.
+  // A join or leave: applied when it is newer than the welcome's snapshot. With a broker, events carry
+  // their node's tag and versions count per node: the welcome's covers the newcomer's node only.
   function presence(m, announce) {
-    if (m.version <= state.base) return;
+    if ((m.node || "") === state.node && m.version <= state.base) return;
     if (m.type === "join") state.members.set(m.member.id, m.member.name);
     else state.members.delete(m.member.id);
     if (announce && !(state.you && m.member.id === state.you.id)) {
@@ -91,6 +92,7 @@
       case "welcome":
         state.you = m.you;
         state.base = m.version;
+        state.node = m.node || "";
         state.members = new Map(m.members.map((x) => [x.id, x.name]));
         state.welcomed = true;
         for (const p of state.pending) presence(p, false);
