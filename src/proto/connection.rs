@@ -171,49 +171,10 @@ struct CurrentFrame {
     payload_len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked for uncompressed text).
     processed: usize,
-    /// The masking key (meaningful with [`CurrentFrame::MASKED`]).
-    key: [u8; 4],
+    mask: Option<[u8; 4]>,
     opcode: OpCode,
-    /// [`CurrentFrame::FIN`], [`CurrentFrame::MASKED`] and the header length (packed: every byte of
-    /// this struct is paid by every connection with a frame in flight, and `Option<Self>` by all).
-    flags: u8,
-}
-
-impl CurrentFrame {
-    const FIN: u8 = 0x01;
-    const MASKED: u8 = 0x02;
-    /// The header's length in bytes (2 to 14) lives in the upper four bits.
-    const HEADER_SHIFT: u8 = 4;
-
-    fn new(header: &FrameHeader, header_len: usize) -> Self {
-        let mut flags = (header_len as u8) << Self::HEADER_SHIFT;
-        if header.fin {
-            flags |= Self::FIN;
-        }
-        if header.mask.is_some() {
-            flags |= Self::MASKED;
-        }
-        Self {
-            // check_header bounded it by max_frame_size (or 125 for control frames).
-            payload_len: header.payload_len as usize,
-            processed: 0,
-            key: header.mask.unwrap_or_default(),
-            opcode: header.opcode,
-            flags,
-        }
-    }
-
-    fn fin(&self) -> bool {
-        self.flags & Self::FIN != 0
-    }
-
-    fn mask(&self) -> Option<[u8; 4]> {
-        (self.flags & Self::MASKED != 0).then_some(self.key)
-    }
-
-    fn header_len(&self) -> usize {
-        usize::from(self.flags >> Self::HEADER_SHIFT)
-    }
+    fin: bool,
+    header_len: u8,
 }
 
 /// The data message being received.
@@ -466,15 +427,15 @@ impl Connection {
                 },
             };
             let is_control = frame.opcode.is_control();
-            let payload_start = pos + frame.header_len();
+            let payload_start = pos + usize::from(frame.header_len);
             let available = buf.len() - pos;
-            if available < frame.header_len() + frame.payload_len {
+            if available < usize::from(frame.header_len) + frame.payload_len {
                 // Incomplete: unmask and check what we have of a data frame now, to fail fast.
-                let have = available - frame.header_len();
+                let have = available - usize::from(frame.header_len);
                 if !is_control && have > frame.processed {
                     let validate = self.message.is_some_and(|m| m.text && m.extension.is_none());
                     let part = &mut buf[payload_start + frame.processed..payload_start + have];
-                    self.process_data(part, frame.processed, frame.mask(), validate)?;
+                    self.process_data(part, frame.processed, frame.mask, validate)?;
                     if let Some(current) = self.current.as_mut() {
                         current.processed = have;
                     }
@@ -485,7 +446,7 @@ impl Connection {
             pos = payload_start + frame.payload_len;
             let range = payload_start..pos;
             if is_control {
-                if let Some(key) = frame.mask() {
+                if let Some(key) = frame.mask {
                     apply_mask(&mut buf[range.clone()], key, 0);
                 }
                 let deliver = self.control_frame(frame.opcode, &buf[range.clone()], range, out)?;
@@ -495,14 +456,14 @@ impl Connection {
             let Some(message) = self.message else {
                 return Err(ProtocolError::ContinuationWithoutMessage);
             };
-            let whole_in_one_frame = frame.fin() && !message.fragmented && frame.processed == 0;
+            let whole_in_one_frame = frame.fin && !message.fragmented && frame.processed == 0;
             if frame.payload_len > frame.processed {
                 // A text message that arrived whole in one frame is validated once, at delivery.
                 let validate = message.text && message.extension.is_none() && !whole_in_one_frame;
                 let part = &mut buf[payload_start + frame.processed..range.end];
-                self.process_data(part, frame.processed, frame.mask(), validate)?;
+                self.process_data(part, frame.processed, frame.mask, validate)?;
             }
-            if let Some(deliver) = self.finish_data_frame(frame.fin(), &buf[range.clone()], range)? {
+            if let Some(deliver) = self.finish_data_frame(frame.fin, &buf[range.clone()], range)? {
                 return Ok((pos, deliver));
             }
         }
@@ -516,7 +477,16 @@ impl Connection {
             Err(e) => return Err(e.into()),
         };
         self.check_header(&header)?;
-        let frame = CurrentFrame::new(&header, header_len);
+        let frame = CurrentFrame {
+            mask: header.mask,
+            opcode: header.opcode,
+            fin: header.fin,
+            // At most 14.
+            header_len: header_len as u8,
+            // check_header bounded it by max_frame_size (or 125 for control frames).
+            payload_len: header.payload_len as usize,
+            processed: 0,
+        };
         self.current = Some(frame);
         Ok(Some(frame))
     }

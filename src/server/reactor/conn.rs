@@ -148,6 +148,6 @@ mod tests {
             std::mem::size_of::<ConnInfo>(),
             std::mem::size_of::<Phase>()
         );
-        assert!(std::mem::size_of::<Connection>() <= 112, "Connection is {} bytes", std::mem::size_of::<Connection>());
+        assert!(std::mem::size_of::<Connection>() <= 120, "Connection is {} bytes", std::mem::size_of::<Connection>());
     }
 }
