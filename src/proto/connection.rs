@@ -615,18 +615,7 @@ impl Connection {
         };
         if let Some(index) = message.extension {
             let input: &[u8] = whole.as_deref().unwrap_or(payload);
-            let mut decoded = Vec::new();
-            let Some(extension) = self.extensions.as_mut().and_then(|all| all.get_mut(usize::from(index))) else {
-                // Unreachable: `check_header` names an extension only when one claims the frame's bits. The
-                // bits themselves are not kept past the header.
-                return Err(ProtocolError::ReservedBitsNotNegotiated { rsv: 0, negotiated: self.allowed_rsv });
-            };
-            let rsv = extension.rsv_bits();
-            extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
-            if decoded.len() > self.config.max_message_size {
-                return Err(ProtocolError::DecodedMessageTooLarge { limit: self.config.max_message_size as u64 });
-            }
-            return Ok(Some(if text { Deliver::OwnedText(decoded) } else { Deliver::OwnedBinary(decoded) }));
+            return self.decode_with_extension(index, input, text).map(Some);
         }
         Ok(Some(match (whole, text) {
             (Some(bytes), true) => Deliver::OwnedText(bytes),
@@ -636,7 +625,27 @@ impl Connection {
         }))
     }
 
+    /// Decodes a whole message with the extension that claimed its first frame (off the hot path: a
+    /// connection without extensions never comes here).
+    #[cold]
+    #[inline(never)]
+    fn decode_with_extension(&mut self, index: u8, input: &[u8], text: bool) -> Result<Deliver, ProtocolError> {
+        let mut decoded = Vec::new();
+        let Some(extension) = self.extensions.as_mut().and_then(|all| all.get_mut(usize::from(index))) else {
+            // Unreachable: `check_header` names an extension only when one claims the frame's bits. The
+            // bits themselves are not kept past the header.
+            return Err(ProtocolError::ReservedBitsNotNegotiated { rsv: 0, negotiated: self.allowed_rsv });
+        };
+        let rsv = extension.rsv_bits();
+        extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
+        if decoded.len() > self.config.max_message_size {
+            return Err(ProtocolError::DecodedMessageTooLarge { limit: self.config.max_message_size as u64 });
+        }
+        Ok(if text { Deliver::OwnedText(decoded) } else { Deliver::OwnedBinary(decoded) })
+    }
+
     /// Handles a complete, unmasked control frame.
+    #[inline(never)]
     fn control_frame(
         &mut self,
         opcode: OpCode,
@@ -671,6 +680,8 @@ impl Connection {
     }
 
     /// Fails the connection: writes a close frame with the error's code unless one was sent already.
+    #[cold]
+    #[inline(never)]
     fn fail(&mut self, err: ProtocolError, out: &mut Vec<u8>) {
         if self.close == CloseState::Open {
             self.write_close(out, err.close_code(), err.reason());
