@@ -1,0 +1,215 @@
+//! The server side: parsing and validating an upgrade request, the 101 answer, HTTP error answers, and
+//! [`ServerHandshake`].
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
+use super::super::negotiate;
+use super::headers::*;
+use super::{accept_key, HandshakeError, HandshakeLimits, UpgradeRequest, WEBSOCKET_VERSION};
+
+// ---------------------------------------------------------------------------------------------------
+// Server side
+
+/// Parses and validates a WebSocket upgrade request from the bytes received so far.
+///
+/// Returns `Ok(None)` while the head is incomplete (call again with more bytes), and
+/// `Ok(Some((request, n)))` once it is complete and valid: the head took `buf[..n]` and `buf[n..]`
+/// already belongs to the WebSocket connection. A head longer than `limits.max_head_bytes` fails with
+/// [`HandshakeError::HeadTooLarge`] as soon as more bytes than that have arrived without its end.
+///
+/// Checks, in order: HTTP syntax and limits (400 / 431); an `Upgrade` header listing `websocket`
+/// (otherwise [`HandshakeError::NotUpgrade`], 426: a plain HTTP request); method GET (405); HTTP/1.1
+/// (400); `Host` (400); `Connection` listing `upgrade` (400); `Sec-WebSocket-Version: 13` (426);
+/// `Sec-WebSocket-Key` decoding to 16 bytes (400); no request body (400); well-formed
+/// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` (400). Answer an error with
+/// [`error_response`].
+pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    let mut slots = HeaderSlots::new();
+    let mut req = httparse::Request::new(slots.get(limits.max_headers));
+    let n = match req.parse(head_window(buf, limits)).map_err(|e| malformed(e, limits))? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return incomplete(buf, limits),
+    };
+    let headers = owned_headers(req.headers);
+
+    if !lists_token(&headers, "Upgrade", "websocket") {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    // httparse fills method, path and version on a complete parse; be defensive anyway.
+    let method = req.method.unwrap_or_default();
+    if method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed { method: method.to_owned() });
+    }
+    let minor = req.version.unwrap_or(0);
+    if minor != 1 {
+        return Err(HandshakeError::UnsupportedHttpVersion { minor });
+    }
+    let target = req.path.unwrap_or_default();
+    let Some((path, query)) = split_target(target) else {
+        return Err(HandshakeError::InvalidTarget { target: target.to_owned() });
+    };
+    let host = single_header(&headers, "Host")?.ok_or(HandshakeError::MissingHost)?.to_owned();
+    if !lists_token(&headers, "Connection", "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade { connection: joined_lossy(&headers, "Connection") });
+    }
+    match single_header(&headers, "Sec-WebSocket-Version") {
+        Ok(Some(WEBSOCKET_VERSION)) => {}
+        Ok(other) => return Err(HandshakeError::UnsupportedVersion { version: other.map(str::to_owned) }),
+        Err(HandshakeError::InvalidHeaderValue { .. }) => {
+            return Err(HandshakeError::UnsupportedVersion { version: joined_lossy(&headers, "Sec-WebSocket-Version") })
+        }
+        Err(e) => return Err(e),
+    }
+    let key = single_header(&headers, "Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.to_owned();
+    if !BASE64.decode(&key).is_ok_and(|k| k.len() == 16) {
+        return Err(HandshakeError::InvalidKey { key });
+    }
+    let has_body = header_values(&headers, "Transfer-Encoding").next().is_some()
+        || header_values(&headers, "Content-Length").any(|v| v.trim_ascii() != b"0");
+    if has_body {
+        return Err(HandshakeError::UnexpectedBody);
+    }
+    let protocols = parse_protocol_headers(&headers)?;
+    let extensions = parse_extension_headers(&headers)?;
+    let origin = single_header(&headers, "Origin")?.map(str::to_owned);
+
+    Ok(Some((UpgradeRequest { path, query, host, key, protocols, extensions, origin, headers }, n)))
+}
+
+/// The reason phrase for the statuses this module writes.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        _ => "Error",
+    }
+}
+
+/// A complete, minimal HTTP/1.1 answer to a failed upgrade request: status line, `Connection:
+/// close`, `Content-Type`, `Content-Length` and a short fixed text body (nothing the peer sent is
+/// echoed). A 426 also carries `Upgrade: websocket` and `Sec-WebSocket-Version: 13`; a 405 carries
+/// `Allow: GET`. Write it, then close the connection.
+pub fn error_response(err: &HandshakeError) -> Vec<u8> {
+    let status = err.status();
+    let body = err.public_message();
+    let mut extra = "";
+    if status == 426 {
+        extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+    } else if status == 405 {
+        extra = "Allow: GET\r\n";
+    }
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; \
+         charset=utf-8\r\nContent-Length: {len}\r\n{extra}\r\n{body}",
+        reason = reason_phrase(status),
+        len = body.len(),
+    )
+    .into_bytes()
+}
+
+/// A minimal HTTP/1.1 response with a short text body and `Connection: close`, for refusals decided
+/// above the protocol (unknown path: 404, origin not allowed: 403, ...).
+pub fn plain_response(status: u16, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; \
+         charset=utf-8\r\nContent-Length: {len}\r\n\r\n{body}",
+        reason = reason_phrase(status),
+        len = body.len(),
+    )
+    .into_bytes()
+}
+
+/// Whether `value` can be written as a header value: HTAB, SP, visible ASCII and obs-text (no CR,
+/// LF, NUL or other controls).
+/// Appends the `101 Switching Protocols` response to `out`.
+///
+/// `key` is the client's `Sec-WebSocket-Key` ([`UpgradeRequest::key`]); the `Sec-WebSocket-Accept`
+/// value is derived from it. `protocol` is the chosen subprotocol (one the client offered, see
+/// [`negotiate::SubprotocolPolicy`]), `extensions` the formatted `Sec-WebSocket-Extensions` answer (see
+/// [`negotiate::format_extensions`]), and `extra_headers` anything else (e.g. `Set-Cookie`).
+///
+/// Fails, writing nothing, with [`HandshakeError::InvalidOutgoingHeader`] if `protocol` is not a
+/// token, if a value holds CR/LF or other control bytes, if an extra header name is not a token, or
+/// if an extra header is one the handshake writes itself (`Upgrade`, `Connection`,
+/// `Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`).
+pub fn write_response(
+    out: &mut Vec<u8>,
+    key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    extra_headers: &[(&str, &str)],
+) -> Result<(), HandshakeError> {
+    if protocol.is_some_and(|p| !negotiate::is_token(p)) {
+        return Err(HandshakeError::InvalidOutgoingHeader {
+            name: "Sec-WebSocket-Protocol".to_owned(),
+            reason: "subprotocol is not an HTTP token",
+        });
+    }
+    if extensions.is_some_and(|e| !is_header_value(e)) {
+        return Err(HandshakeError::InvalidOutgoingHeader {
+            name: "Sec-WebSocket-Extensions".to_owned(),
+            reason: "header value contains CR, LF or another control character",
+        });
+    }
+    check_extra_headers(
+        extra_headers,
+        &["Upgrade", "Connection", "Sec-WebSocket-Accept", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"],
+    )?;
+
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    push_header(out, "Upgrade", "websocket");
+    push_header(out, "Connection", "Upgrade");
+    push_header(out, "Sec-WebSocket-Accept", &accept_key(key.as_bytes()));
+    if let Some(p) = protocol {
+        push_header(out, "Sec-WebSocket-Protocol", p);
+    }
+    if let Some(e) = extensions {
+        push_header(out, "Sec-WebSocket-Extensions", e);
+    }
+    for (name, value) in extra_headers {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// The server side of the opening handshake: the limits a request is parsed within and the policy its
+/// answer follows. Sans-IO; the caller keeps the received bytes, because a connection may carry plain
+/// HTTP requests (keep-alive, pipelined) before its upgrade and those are parsed from the same buffer.
+#[derive(Debug, Clone, Default)]
+pub struct ServerHandshake {
+    /// Limits on the request head.
+    pub limits: HandshakeLimits,
+}
+
+impl ServerHandshake {
+    /// A server handshake within `limits`.
+    pub fn new(limits: HandshakeLimits) -> Self {
+        Self { limits }
+    }
+
+    /// Parses an upgrade request from the start of `buf`: `Ok(None)` while its head is incomplete,
+    /// `Ok(Some((request, n)))` once complete and valid (`buf[n..]` are the bytes that followed the head),
+    /// or why it is refused ([`HandshakeError::NotUpgrade`] for a plain HTTP request; answer others with
+    /// [`error_response`]).
+    pub fn parse(&self, buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+        parse_request(buf, &self.limits)
+    }
+
+    /// Writes the 101 answer to `request` into `out`, with the chosen subprotocol and extensions.
+    pub fn accept(
+        &self,
+        request: &UpgradeRequest,
+        protocol: Option<&str>,
+        extensions: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), HandshakeError> {
+        write_response(out, &request.key, protocol, extensions, &[])
+    }
+}
