@@ -731,3 +731,23 @@ fn a_frame_over_the_limit_reads_as_a_sentence_with_both_numbers() {
     assert_eq!(err.reason(), "frame larger than the maximum frame size");
     assert_eq!(err.to_string(), "the peer sent a frame of 101 bytes; the maximum frame size is 100 bytes");
 }
+
+#[test]
+fn a_client_masks_with_its_configured_source() {
+    let seeded = |seed| ConnectionConfig {
+        mask_source: Some(std::sync::Arc::new(crate::proto::SeededMasks::new(seed))),
+        ..ConnectionConfig::default()
+    };
+    let frames = |config: ConnectionConfig| {
+        let mut conn = Connection::new(Role::Client, config, std::time::Instant::now());
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            conn.send_text("same text", &mut out).unwrap();
+        }
+        out
+    };
+    assert_eq!(frames(seeded(7)), frames(seeded(7)), "the same seed gives the same bytes on the wire");
+    assert_ne!(frames(seeded(7)), frames(seeded(8)));
+    // The default draws fresh random keys: two runs differ (2^-128 chance of a false failure).
+    assert_ne!(frames(ConnectionConfig::default()), frames(ConnectionConfig::default()));
+}

@@ -818,3 +818,68 @@ fn parsers_never_panic_on_mutated_handshakes() {
     }
     QuickCheck::new().tests(2000).quickcheck(prop as fn(Vec<(u16, u8)>, u16) -> TestResult);
 }
+
+/// The key a `ClientHandshake` put in its request.
+fn key_of(request: &[u8]) -> String {
+    let text = std::str::from_utf8(request).unwrap();
+    let line = text.lines().find(|l| l.starts_with("Sec-WebSocket-Key: ")).unwrap();
+    line["Sec-WebSocket-Key: ".len()..].to_owned()
+}
+
+fn answer_for(key: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key.as_bytes())
+    )
+    .into_bytes()
+}
+
+#[test]
+fn client_handshake_takes_the_answer_in_any_pieces_and_says_where_the_frames_start() {
+    let frames = b"\x81\x02hi";
+    for split in [1usize, 2, 7, 40, 1000] {
+        let mut request = Vec::new();
+        let mut machine =
+            ClientHandshake::start(&ClientRequest::new("x", "/"), HandshakeLimits::default(), &mut request).unwrap();
+        let mut wire = answer_for(&key_of(&request));
+        let head_len = wire.len();
+        wire.extend_from_slice(frames);
+        let mut fed = 0;
+        let mut done = None;
+        for piece in wire.chunks(split) {
+            match machine.feed(piece).unwrap() {
+                None => fed += piece.len(),
+                Some((response, used)) => {
+                    assert_eq!(fed + used, head_len, "split {split}: the head ends where it ends");
+                    done = Some((response, piece[used..].to_vec()));
+                    break;
+                }
+            }
+        }
+        let (response, rest) = done.unwrap_or_else(|| panic!("split {split}: never completed"));
+        assert_eq!(response.protocol, None);
+        // What followed the head in the completing piece is the start of the frames.
+        assert!(frames.starts_with(&rest), "split {split}: {rest:?}");
+    }
+}
+
+#[test]
+fn client_handshake_rejects_a_wrong_accept_and_an_endless_head() {
+    let mut request = Vec::new();
+    let mut machine =
+        ClientHandshake::start(&ClientRequest::new("x", "/"), HandshakeLimits::default(), &mut request).unwrap();
+    let wrong = answer_for("dGhlIHNhbXBsZSBub25jZQ==");
+    assert!(matches!(machine.feed(&wrong), Err(HandshakeError::AcceptMismatch { .. })));
+
+    let limits = HandshakeLimits { max_head_bytes: 64, max_headers: 64 };
+    let mut machine = ClientHandshake::start(&ClientRequest::new("x", "/"), limits, &mut Vec::new()).unwrap();
+    let mut result = machine.feed(b"HTTP/1.1 101 Switching Protocols\r\n");
+    assert_eq!(result, Ok(None));
+    for _ in 0..20 {
+        result = machine.feed(b"X-Filler: aaaaaaaaaa\r\n");
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result.unwrap_err(), HandshakeError::HeadTooLarge { limit: 64 });
+}
