@@ -2,7 +2,8 @@
 # wsloop side by side with other WebSocket echo servers (benches/peers/), every server single-threaded.
 #
 #   scripts/bench-peers.sh [--quick] [--rounds N] [--duration SECS] [--scenarios LIST] [--servers LIST]
-#                          [--idle-conns N] [--idle-window W] [--crosscheck] [--no-build] [--docs | --no-docs]
+#                          [--idle-conns N] [--idle-window W] [--crosscheck] [--server-quota PCT]
+#                          [--no-build] [--docs | --no-docs]
 #
 # Builds wsloop (cargo build --release) and the peers (benches/peers: tokio-tungstenite, fastwebsockets,
 # ws-rs, node ws, Bun, Go gorilla/websocket), then for each scenario runs every server in turn, round after round
@@ -33,6 +34,13 @@
 #                    (no wsloop code in it), right after the `wsloop bench` run: rows "NAME [loadgen]", and
 #                    a table of wsloop bench ÷ loadgen per server, to show the bench measures what an
 #                    independent load generator measures
+#   --server-quota PCT  also measure every pinned scenario (i, ii, iii, iv) with each server held to PCT % of
+#                    core 0 (../shared/bench/cpu-quota PCT: a CPU cgroup, 10 ms period; needs root and a
+#                    writable cpu controller) while the load generator runs free on core 1, so that msgs/s
+#                    measures the server and not the load generator. The quota runs are scenarios of their
+#                    own (ids i-qPCT, ii-qPCT, ...; tables and chart bars of their own) and are interleaved
+#                    with the unlimited ones: each round runs every server unlimited, then every server at
+#                    the quota. CPU_QUOTA=PATH overrides the script's location.
 #   --no-build       use what is built; servers that are not built are skipped
 #   --docs/--no-docs rewrite docs/benchmarks.md and docs/img/peers.svg (default: yes, except with --quick)
 #
@@ -49,6 +57,7 @@ IDLE_PROBE=$PEERS/target/release/idle-probe
 LOADGEN=$PEERS/target/release/loadgen
 
 ROUNDS=3 DURATION=10 SCENARIOS=i,ii,iii,iv,v IDLE_CONNS=10000 IDLE_WINDOW=8 BUILD=1 DOCS='' QUICK=0 CROSSCHECK=0
+QUOTA='' CPU_QUOTA=${CPU_QUOTA:-$ROOT/../shared/bench/cpu-quota}
 SERVERS=wsloop,tungstenite,fastws,ws-rs,node-ws,bun,gorilla
 BUN=$PEERS/bun/node_modules/@oven/bun-linux-x64/bin/bun   # npm @oven/bun-linux-x64, pinned in bun/package.json
 ROUNDS_SET='' DURATION_SET='' SCENARIOS_SET='' IDLE_SET=''
@@ -68,6 +77,7 @@ while [ $# -gt 0 ]; do
         --idle-conns) IDLE_CONNS=${2:?}; IDLE_SET=1; shift ;;
         --idle-window) IDLE_WINDOW=${2:?}; shift ;;
         --crosscheck) CROSSCHECK=1 ;;
+        --server-quota) QUOTA=${2:?}; shift ;;
         --no-build) BUILD=0 ;;
         --docs) DOCS=1 ;;
         --no-docs) DOCS=0 ;;
@@ -92,6 +102,11 @@ IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SCENARIO_LIST[@]}"; do
     case $s in i|ii|iii|iv|v) ;; *) die "unknown scenario '$s'" ;; esac
 done
+if [ -n "$QUOTA" ]; then
+    [[ "$QUOTA" =~ ^[1-9][0-9]?$|^100$ ]] || die "--server-quota wants a percentage of one core, 1-100"
+    [ -x "$CPU_QUOTA" ] || die "--server-quota needs $CPU_QUOTA (or CPU_QUOTA=PATH)"
+    "$CPU_QUOTA" "$QUOTA" true || die "--server-quota: $CPU_QUOTA $QUOTA cannot run a command here"
+fi
 command -v python3 >/dev/null || die "python3 is needed"
 command -v taskset >/dev/null || die "taskset is needed (util-linux)"
 [ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 cores: pinning server and client to cores 0 and 1 will fail"
@@ -211,12 +226,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_server NAME PORT PIN LOG: starts it (pinned to core 0 if PIN=1), waits until it echoes; sets SERVER_PID.
+# start_server NAME PORT PIN LOG [QUOTA]: starts it (pinned to core 0 if PIN=1; held to QUOTA % of a core if
+# given), waits until it echoes; sets SERVER_PID.
 start_server() {
-    local name=$1 port=$2 pin=$3 logf=$4
+    local name=$1 port=$2 pin=$3 logf=$4 quota=${5:-}
     server_argv "$name" "$port"
     if [ "$pin" = 1 ]; then ARGV=(taskset -c 0 "${ARGV[@]}"); fi
-    # taskset and env exec the server: $! is the server's own PID.
+    if [ -n "$quota" ]; then ARGV=("$CPU_QUOTA" "$quota" "${ARGV[@]}"); fi
+    # cpu-quota, taskset and env exec the server: $! is the server's own PID.
     "${ARGV[@]}" >"$logf" 2>&1 </dev/null &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -312,8 +329,12 @@ with open(out, "a") as f:
 PY
 }
 
+# A quota scenario's id is its base scenario's with -qPCT: base_of i-q50 = i, quota_of i-q50 = 50.
+base_of() { echo "${1%%-q*}"; }
+quota_of() { case $1 in *-q*) echo "${1##*-q}" ;; *) echo '' ;; esac; }
+
 scenario_args() {   # bench flags of a throughput scenario
-    case $1 in
+    case $(base_of "$1") in
         i|v) echo "-c 100 -s 16 -p 16 --binary" ;;
         ii) echo "-c 1000 -s 512 -p 1 --text" ;;
         iii) echo "-c 10 -s 65536 -p 1 --binary" ;;
@@ -321,7 +342,8 @@ scenario_args() {   # bench flags of a throughput scenario
 }
 
 run_throughput() {   # SCENARIO SERVER ROUND [TOOL: bench (default) or loadgen]
-    local sc=$1 name=$2 round=$3 tool=${4:-bench} pin=1 port base ok=true err='' t0 t1 w0 w1 rc row=$2
+    local sc=$1 name=$2 round=$3 tool=${4:-bench} pin=1 port base ok=true err='' t0 t1 w0 w1 rc row=$2 quota
+    quota=$(quota_of "$sc")
     [ "$sc" = v ] && pin=0
     [ "$tool" = loadgen ] && row="$name [loadgen]"
     base=$RAW/$sc-$name-r$round
@@ -329,7 +351,7 @@ run_throughput() {   # SCENARIO SERVER ROUND [TOOL: bench (default) or loadgen]
     port=$(free_port)
     # shellcheck disable=SC2207
     local args=($(scenario_args "$sc"))
-    if ! start_server "$name" "$port" "$pin" "$base.server.log"; then
+    if ! start_server "$name" "$port" "$pin" "$base.server.log" "$quota"; then
         log "  $sc $name round $round: server did not start or echo (see $base.server.log)"
         record kind=throughput scenario="$sc" server="$row" round="$round" ok=false error="server did not start or echo"
         return
@@ -359,17 +381,18 @@ run_throughput() {   # SCENARIO SERVER ROUND [TOOL: bench (default) or loadgen]
     local extra=()
     [ -n "$err" ] && extra=(error="$err")
     record kind=throughput scenario="$sc" server="$row" round="$round" ok="$ok" "${extra[@]}" pinned="$pin" \
-        load_generator="$tool" server_cpu_seconds="$cpu" wall_seconds="$wall" loadavg="$load" @bench="$base.bench.json"
+        load_generator="$tool" server_quota_percent="${quota:-100}" server_cpu_seconds="$cpu" wall_seconds="$wall" loadavg="$load" @bench="$base.bench.json"
     log "  $sc $row round $round: $(tail -n 1 "$RUNS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(("%.0f msgs/s, server CPU %.2f s" % (r["messages_per_second"], r["server_cpu_seconds"])) if r["ok"] else "FAILED: " + r["error"])')"
 }
 
-run_idle() {   # SERVER ROUND
-    local name=$1 round=$2 port base rc=0 load
-    base=$RAW/iv-$name-r$round
+run_idle() {   # SERVER ROUND [SCENARIO: iv (default) or iv-qPCT]
+    local name=$1 round=$2 sc=${3:-iv} port base rc=0 load quota
+    quota=$(quota_of "$sc")
+    base=$RAW/$sc-$name-r$round
     port=$(free_port)
-    if ! start_server "$name" "$port" 1 "$base.server.log"; then
-        log "  iv $name round $round: server did not start or echo (see $base.server.log)"
-        record kind=idle scenario=iv server="$name" round="$round" ok=false error="server did not start or echo"
+    if ! start_server "$name" "$port" 1 "$base.server.log" "$quota"; then
+        log "  $sc $name round $round: server did not start or echo (see $base.server.log)"
+        record kind=idle scenario="$sc" server="$name" round="$round" ok=false error="server did not start or echo"
         return
     fi
     load=$(loadavg)
@@ -383,8 +406,8 @@ run_idle() {   # SERVER ROUND
     stop_server
     local extra=()
     [ "$rc" != 0 ] && extra=(ok=false error="probe exited $rc: $(tail -c 300 "$base.probe.err" | tr '\n' ' ')")
-    record kind=idle scenario=iv server="$name" round="$round" ok=true loadavg="$load" "${extra[@]}" @probe="$base.probe.json"
-    log "  iv $name round $round: $(tail -n 1 "$RUNS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(("%s B/conn, %s handshakes/s" % (r["bytes_per_connection"], r["handshakes_per_second"])) if r["ok"] else "FAILED: " + r["error"])')"
+    record kind=idle scenario="$sc" server="$name" round="$round" ok=true server_quota_percent="${quota:-100}" loadavg="$load" "${extra[@]}" @probe="$base.probe.json"
+    log "  $sc $name round $round: $(tail -n 1 "$RUNS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(("%s B/conn, %s handshakes/s" % (r["bytes_per_connection"], r["handshakes_per_second"])) if r["ok"] else "FAILED: " + r["error"])')"
 }
 
 # Cross-check for wsloop: its own example measures the same thing with sequential blocking handshakes.
@@ -411,19 +434,26 @@ PY
 
 log "servers: ${ACTIVE[*]}; scenarios: ${SCENARIO_LIST[*]}; $ROUNDS round(s), ${DURATION} s runs; raw output in $RAW"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-for sc in "${SCENARIO_LIST[@]}"; do
-    log "scenario $sc"
+# Every scenario's runs, plus (--server-quota) its quota twin's, interleaved round by round.
+ALL_SCENARIOS=()
+for base in "${SCENARIO_LIST[@]}"; do
+    variants=("$base")
+    [ -n "$QUOTA" ] && [ "$base" != v ] && variants+=("$base-q$QUOTA")
+    ALL_SCENARIOS+=("${variants[@]}")
+    log "scenario ${variants[*]}"
     for round in $(seq "$ROUNDS"); do
-        for name in "${ACTIVE[@]}"; do
-            if [ "$sc" = iv ]; then
-                run_idle "$name" "$round"
-            else
-                run_throughput "$sc" "$name" "$round"
-                if [ "$CROSSCHECK" = 1 ] && [ "$sc" != v ]; then sleep 0.5; run_throughput "$sc" "$name" "$round" loadgen; fi
-            fi
-            sleep 0.5
+        for sc in "${variants[@]}"; do
+            for name in "${ACTIVE[@]}"; do
+                if [ "$base" = iv ]; then
+                    run_idle "$name" "$round" "$sc"
+                else
+                    run_throughput "$sc" "$name" "$round"
+                    if [ "$CROSSCHECK" = 1 ] && [ "$sc" != v ]; then sleep 0.5; run_throughput "$sc" "$name" "$round" loadgen; fi
+                fi
+                sleep 0.5
+            done
         done
-        if [ "$sc" = iv ] && [[ " ${ACTIVE[*]} " == *" wsloop "* ]]; then run_idle_memory_example "$round"; fi
+        if [ "$base" = iv ] && [[ " ${ACTIVE[*]} " == *" wsloop "* ]]; then run_idle_memory_example "$round"; fi
     done
 done
 
@@ -466,12 +496,17 @@ titles = {
 args = {"i": "-c 100 -s 16 -p 16 --binary", "ii": "-c 1000 -s 512 -p 1 --text",
         "iii": "-c 10 -s 65536 -p 1 --binary", "v": "-c 100 -s 16 -p 16 --binary"}
 scenarios = []
-for sc in "${SCENARIO_LIST[*]}".split():
-    kind, title, short, pinned = titles[sc]
+for sc in "${ALL_SCENARIOS[*]}".split():
+    base, _, quota = sc.partition("-q")
+    kind, title, short, pinned = titles[base]
+    if quota:
+        title += f"; every server held to {quota} % of one core"
+        short += f" @{quota}%"
     s = {"id": sc, "kind": kind, "title": title, "short": short, "pinned": pinned,
+         "server_quota_percent": int(quota) if quota else None,
          "runs": [r for r in runs if r.get("scenario") == sc]}
     if kind == "throughput":
-        s["bench_args"] = f"URL {args[sc]} -d ${DURATION}s -t 1 --json"
+        s["bench_args"] = f"URL {args[base]} -d ${DURATION}s -t 1 --json"
     else:
         s["connections"] = $IDLE_CONNS
         s["method"] = ("Server on core 0; \`idle-probe\` (benches/peers) on core 1 opens the connections "
@@ -480,6 +515,9 @@ for sc in "${SCENARIO_LIST[*]}".split():
                        "connections ÷ the server's utime + stime over the handshakes. The "
                        "\`wsloop (examples/idle_memory)\` row is wsloop's own example (sequential blocking "
                        "handshakes, unpinned), as a cross-check of the probe.")
+        if quota:
+            s["method"] += (f" Here every server is held to {quota} % of core 0 (a CPU cgroup with a 10 ms period, "
+                            "\`../shared/bench/cpu-quota\`), so handshakes/s measures the server.")
     scenarios.append(s)
 doc = {
     "schema": "wsloop-bench-peers/1",

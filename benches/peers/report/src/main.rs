@@ -211,11 +211,14 @@ impl<'a> Report<'a> {
             let _ =
                 writeln!(out, "\n### ({}) {}\n", sc["id"].as_str().unwrap_or("?"), sc["title"].as_str().unwrap_or(""));
             if let Some(a) = sc["bench_args"].as_str() {
-                let _ = writeln!(
-                    out,
-                    "`wsloop bench {a}`{}\n",
-                    if sc["pinned"] == true { "; server on core 0, client on core 1" } else { "; no pinning" }
-                );
+                let placement = match (sc["pinned"] == true, sc["server_quota_percent"].as_u64()) {
+                    (true, Some(q)) => format!(
+                        "; server on core 0 held to {q} % of it (a CPU cgroup, 10 ms period), client free on core 1"
+                    ),
+                    (true, None) => "; server on core 0, client on core 1".to_owned(),
+                    (false, _) => "; no pinning".to_owned(),
+                };
+                let _ = writeln!(out, "`wsloop bench {a}`{placement}\n");
             }
             out.push_str(
                 "| server | msgs/s median (min-max) | vs wsloop | p50 µs | p99 µs | msgs per server CPU-s | vs wsloop \
