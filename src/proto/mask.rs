@@ -8,15 +8,19 @@
 /// that arrives in pieces: pass the number of payload bytes already processed.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let key = rotate_key(key, offset);
-    let word = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    // The key as seen from `offset` bytes into the payload: byte i of this little-endian word is
+    // key[(offset + i) % 4]. An integer rotation, not `<[u8; 4]>::rotate_left` (an out-of-line call
+    // per frame).
+    let k = u32::from_le_bytes(key).rotate_right(((offset & 3) * 8) as u32);
+    let word = u64::from(k) | (u64::from(k) << 32);
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut raw = [0u8; 8];
         raw.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(raw) ^ word).to_ne_bytes());
+        chunk.copy_from_slice(&(u64::from_le_bytes(raw) ^ word).to_le_bytes());
     }
     // Chunks are a multiple of 4 bytes long, so the tail starts at key phase 0.
+    let key = k.to_le_bytes();
     for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
@@ -27,14 +31,6 @@ pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in buf.iter_mut().enumerate() {
         *byte ^= key[(offset.wrapping_add(i)) & 3];
     }
-}
-
-/// The key as seen from `offset` bytes into the payload.
-#[inline]
-fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let mut k = key;
-    k.rotate_left(offset & 3);
-    k
 }
 
 #[cfg(test)]
