@@ -251,9 +251,31 @@ impl FrameHeader {
 ///
 /// A server frame is unmasked, so it can be encoded once and sent to many connections.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
-    let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
-    out.reserve(header.encoded_len() + payload.len());
-    header.encode(out);
+    // The header is built here in one pass (no `FrameHeader`, no length re-derived for `reserve`), and
+    // `out` grows at most once: this is on the path of every message a server sends.
+    let len = payload.len();
+    let mut head = [0u8; MAX_HEADER_LEN];
+    head[0] = opcode.as_u8() | (rsv & (RSV1 | RSV2 | RSV3)) | if fin { 0x80 } else { 0 };
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut n = 2;
+    if len < 126 {
+        head[1] = mask_bit | len as u8;
+    } else if len <= 0xffff {
+        head[1] = mask_bit | 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        n = 4;
+    } else {
+        // A slice is at most isize::MAX bytes long: the top bit of the 64-bit length is clear.
+        head[1] = mask_bit | 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        n = 10;
+    }
+    if let Some(key) = mask {
+        head[n..n + 4].copy_from_slice(&key);
+        n += 4;
+    }
+    out.reserve(n + len);
+    out.extend_from_slice(&head[..n]);
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(key) = mask {
@@ -358,7 +380,37 @@ mod tests {
         }
     }
 
+    /// `encode_frame` builds its header by itself: it must agree with `FrameHeader::encode` followed by the
+    /// payload (masked with the key when there is one), for every header field and at every length
+    /// boundary of the three length encodings.
+    fn encode_frame_agrees(h: &FrameHeader, payload: &[u8]) -> bool {
+        let mut fast = vec![0xee];
+        encode_frame(&mut fast, h.opcode, h.fin, h.rsv, h.mask, payload);
+        let mut slow = vec![0xee];
+        FrameHeader { payload_len: payload.len() as u64, ..*h }.encode(&mut slow);
+        let start = slow.len();
+        slow.extend_from_slice(payload);
+        if let Some(key) = h.mask {
+            super::super::mask::apply_mask_bytewise(&mut slow[start..], key, 0);
+        }
+        fast == slow
+    }
+
+    #[test]
+    fn encode_frame_agrees_at_length_boundaries() {
+        let h = FrameHeader { fin: true, rsv: RSV1, opcode: OpCode::Text, mask: Some([9, 8, 7, 6]), payload_len: 0 };
+        for len in [0, 1, 125, 126, 127, 0xffff, 0x1_0000, 0x1_0001] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert!(encode_frame_agrees(&h, &payload), "masked, {len} bytes");
+            assert!(encode_frame_agrees(&FrameHeader { mask: None, ..h }, &payload), "unmasked, {len} bytes");
+        }
+    }
+
     quickcheck! {
+        fn encode_frame_agrees_with_header_encode(h: AnyHeader, payload: Vec<u8>) -> bool {
+            encode_frame_agrees(&h.0, &payload)
+        }
+
         fn encode_then_parse_round_trips(h: AnyHeader) -> bool {
             let mut out = Vec::new();
             h.0.encode(&mut out);
