@@ -214,6 +214,16 @@ pub struct Connection {
     allowed_rsv: u8,
 }
 
+/// A frame [`Connection::small_frame`] recognised: complete, in the buffer, delivered without the general
+/// path.
+#[derive(Debug, Clone, Copy)]
+struct SmallFrame {
+    header_len: usize,
+    len: usize,
+    mask: Option<[u8; 4]>,
+    text: bool,
+}
+
 /// What [`Connection::advance`] found: positions into the read buffer, or an owned message.
 #[derive(Debug)]
 enum Deliver {
@@ -374,6 +384,78 @@ impl Connection {
     /// error is returned: send `out`, then close the transport. After the peer's close frame or a failure,
     /// further bytes are consumed and ignored.
     pub fn read<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if let Some(frame) = self.small_frame(buf) {
+            return self.read_small_frame(buf, frame, out);
+        }
+        self.read_general(buf, out)
+    }
+
+    /// The common case, recognised from the first two header bytes: a complete, final text or binary
+    /// frame with a 7-bit length within the limits, masked as the role requires, without RSV bits,
+    /// arriving while the connection is open and no frame or message is in progress. Every rule
+    /// [`Connection::read_general`] would apply to such a frame holds by construction (a frame without
+    /// RSV bits never goes through an extension), so it skips the header parse, the per-frame state and
+    /// the message bookkeeping. `None`: take the general path, which applies every rule.
+    #[inline]
+    fn small_frame(&self, buf: &[u8]) -> Option<SmallFrame> {
+        let [b0, b1, ..] = *buf else { return None };
+        // FIN set, RSV clear, opcode text (1) or binary (2).
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        let len = usize::from(b1 & 0x7f);
+        let masked = b1 & 0x80 != 0;
+        let header_len = if masked { 6 } else { 2 };
+        // (The peer's close frame moves the close state off `Open`, so `close_received` needs no check.)
+        if len >= 126
+            || masked != (self.role == Role::Server)
+            || buf.len() < header_len + len
+            || self.close != CloseState::Open
+            || self.current.is_some()
+            || self.message.is_some()
+            || len > self.config.max_frame_size
+            || len > self.config.max_message_size
+        {
+            return None;
+        }
+        let mask = masked.then(|| [buf[2], buf[3], buf[4], buf[5]]);
+        Some(SmallFrame { header_len, len, mask, text })
+    }
+
+    /// Delivers the frame [`Connection::small_frame`] recognised: unmasked in place, text validated.
+    #[inline]
+    fn read_small_frame<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        frame: SmallFrame,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        let end = frame.header_len + frame.len;
+        let payload = &mut buf[frame.header_len..end];
+        if let Some(key) = frame.mask {
+            apply_mask(payload, key, 0);
+        }
+        let payload: &'a [u8] = payload;
+        if !frame.text {
+            return Ok((end, Some(Event::Binary(Cow::Borrowed(payload)))));
+        }
+        match utf8::validate(payload) {
+            Ok(text) => Ok((end, Some(Event::Text(Cow::Borrowed(text))))),
+            Err(_) => {
+                self.fail(ProtocolError::InvalidUtf8Text, out);
+                Err(ProtocolError::InvalidUtf8Text)
+            }
+        }
+    }
+
+    /// [`Connection::read`] for any input: every frame kind, partial frames, fragments, extensions.
+    fn read_general<'a>(
         &mut self,
         buf: &'a mut [u8],
         out: &mut Vec<u8>,
