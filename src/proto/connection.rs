@@ -785,31 +785,52 @@ impl Connection {
         self.write_frame(out, OpCode::Close, true, 0, &payload[..2 + reason.len()]);
     }
 
+    #[inline]
     fn write_frame(&mut self, out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) {
         let mask = match self.role {
             Role::Server => None,
-            Role::Client => Some(match &self.config.mask_source {
-                Some(source) => source.next_key(),
-                None => rand::random::<[u8; 4]>(),
-            }),
+            Role::Client => Some(self.next_mask_key()),
         };
         encode_frame(out, opcode, fin, rsv, mask, payload);
     }
 
+    /// A client frame's masking key (out of line: a server, the common sender, never needs one).
+    #[inline(never)]
+    fn next_mask_key(&self) -> [u8; 4] {
+        match &self.config.mask_source {
+            Some(source) => source.next_key(),
+            None => rand::random::<[u8; 4]>(),
+        }
+    }
+
     /// Appends a text message as one frame to `out` (through the negotiated extension, if any).
+    #[inline]
     pub fn send_text(&mut self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
         self.send_message(OpCode::Text, text.as_bytes(), out)
     }
 
     /// Appends a binary message as one frame to `out` (through the negotiated extension, if any).
+    #[inline]
     pub fn send_binary(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         self.send_message(OpCode::Binary, data, out)
     }
 
+    #[inline]
     fn send_message(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
+        if self.extensions.is_some() {
+            return self.send_with_extension(opcode, payload, out);
+        }
+        self.write_frame(out, opcode, true, 0, payload);
+        Ok(())
+    }
+
+    /// [`Connection::send_message`] on a connection with extensions (out of line: the frame path of a
+    /// connection without any carries none of this).
+    #[inline(never)]
+    fn send_with_extension(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         if let Some(extension) = self.extensions.as_mut().and_then(|all| all.first_mut()) {
             let mut encoded = Vec::new();
             if let Some(rsv) = extension.encode_message(opcode, payload, &mut encoded).map_err(SendError::Extension)? {
