@@ -254,8 +254,16 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, mask:
     // The header is built here in one pass (no `FrameHeader`, no length re-derived for `reserve`), and
     // `out` grows at most once: this is on the path of every message a server sends.
     let len = payload.len();
+    let b0 = opcode.as_u8() | (rsv & (RSV1 | RSV2 | RSV3)) | if fin { 0x80 } else { 0 };
+    if len < 126 && mask.is_none() {
+        // A small server frame: a two-byte header of constant size (two stores, no copy call).
+        out.reserve(2 + len);
+        out.extend_from_slice(&[b0, len as u8]);
+        out.extend_from_slice(payload);
+        return;
+    }
     let mut head = [0u8; MAX_HEADER_LEN];
-    head[0] = opcode.as_u8() | (rsv & (RSV1 | RSV2 | RSV3)) | if fin { 0x80 } else { 0 };
+    head[0] = b0;
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     let mut n = 2;
     if len < 126 {
