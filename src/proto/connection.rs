@@ -424,7 +424,12 @@ impl Connection {
         {
             return None;
         }
-        let mask = masked.then(|| [buf[2], buf[3], buf[4], buf[5]]);
+        let mask = if masked {
+            let key: [u8; 4] = buf.get(2..6)?.try_into().ok()?;
+            Some(key)
+        } else {
+            None
+        };
         Some(SmallFrame { header_len, len, mask, text })
     }
 
@@ -454,7 +459,9 @@ impl Connection {
         }
     }
 
-    /// [`Connection::read`] for any input: every frame kind, partial frames, fragments, extensions.
+    /// [`Connection::read`] for any input: every frame kind, partial frames, fragments, extensions. Out
+    /// of line, so that `read` itself stays small for the fast path.
+    #[inline(never)]
     fn read_general<'a>(
         &mut self,
         buf: &'a mut [u8],
