@@ -212,6 +212,9 @@ pub struct Connection {
     #[allow(clippy::box_collection)]
     extensions: Option<Box<Vec<Box<dyn Extension>>>>,
     allowed_rsv: u8,
+    /// The longest payload [`Connection::small_frame`] takes: 125 (the 7-bit length's largest), or less
+    /// when a configured limit is lower. Derived from the config once (it never changes).
+    small_max: u8,
 }
 
 /// A frame [`Connection::small_frame`] recognised: complete, in the buffer, delivered without the general
@@ -242,9 +245,12 @@ impl Connection {
     /// A connection in the open state (the opening handshake completed at `now`). Pass an
     /// `Arc<ConnectionConfig>` to share one config between many connections without a copy each.
     pub fn new(role: Role, config: impl Into<Arc<ConnectionConfig>>, now: Instant) -> Self {
+        let config = config.into();
+        // At most 125, so it fits.
+        let small_max = 125.min(config.max_frame_size).min(config.max_message_size) as u8;
         Self {
             role,
-            config: config.into(),
+            config,
             clock: Clock::new(now),
             wait: Wait::Traffic,
             close: CloseState::Open,
@@ -255,6 +261,7 @@ impl Connection {
             utf8: Utf8Validator::new(),
             extensions: None,
             allowed_rsv: 0,
+            small_max,
         }
     }
 
@@ -409,18 +416,18 @@ impl Connection {
             0x82 => false,
             _ => return None,
         };
-        let len = usize::from(b1 & 0x7f);
+        let len7 = b1 & 0x7f;
+        let len = usize::from(len7);
         let masked = b1 & 0x80 != 0;
         let header_len = if masked { 6 } else { 2 };
-        // (The peer's close frame moves the close state off `Open`, so `close_received` needs no check.)
-        if len >= 126
+        // `small_max` is at most 125 and within both size limits. (The peer's close frame moves the close
+        // state off `Open`, so `close_received` needs no check.)
+        if len7 > self.small_max
             || masked != (self.role == Role::Server)
             || buf.len() < header_len + len
             || self.close != CloseState::Open
             || self.current.is_some()
             || self.message.is_some()
-            || len > self.config.max_frame_size
-            || len > self.config.max_message_size
         {
             return None;
         }
