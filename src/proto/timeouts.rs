@@ -6,6 +6,7 @@
 //! [`Connection::close`](super::Connection::close), [`Connection::handle_timeout`](super::Connection::handle_timeout))
 //! and asks [`Connection::poll_timeout`](super::Connection::poll_timeout) when to come back.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What [`Connection::handle_timeout`](super::Connection::handle_timeout) found due and did.
@@ -54,13 +55,45 @@ pub(super) struct Limits {
 }
 
 /// The clock state of one connection: when bytes last arrived and since when it waits for what its
-/// [`Wait`] (kept by the caller, to pack it with other small fields) says.
+/// [`Wait`] (kept by the caller, to pack it with other small fields) says. 16 bytes: the two instants
+/// are kept as [`Stamp`]s (an `Instant` is 16 bytes on Linux, and every open connection has a clock).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Clock {
     /// The last time bytes arrived (or the connection opened).
-    last_rx: Instant,
+    last_rx: Stamp,
     /// When the current wait began (meaningful unless the wait is `Traffic` or `Done`).
-    since: Instant,
+    since: Stamp,
+}
+
+/// The process-wide reference instant of [`Stamp`]s: the first instant any caller passed in (nothing
+/// here reads a clock).
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// An [`Instant`] in 8 bytes: signed nanoseconds from [`EPOCH`]. Exact both ways for every instant within
+/// ±292 years of the epoch (further ones saturate, which no caller's `now` reaches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(i64);
+
+impl Stamp {
+    fn of(t: Instant) -> Self {
+        let epoch = *EPOCH.get_or_init(|| t);
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match t.checked_duration_since(epoch) {
+            Some(d) => Self(nanos(d)),
+            None => Self(-nanos(epoch.duration_since(t))),
+        }
+    }
+
+    fn instant(self) -> Instant {
+        // Set by the `of` that made this stamp.
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let d = Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            epoch + d
+        } else {
+            epoch - d
+        }
+    }
 }
 
 /// `at + after`, or `None` (never) when the clock cannot represent it.
@@ -78,17 +111,18 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 impl Clock {
     pub(super) fn new(now: Instant) -> Self {
+        let now = Stamp::of(now);
         Self { last_rx: now, since: now }
     }
 
     /// The last time bytes arrived.
     pub(super) fn last_rx(&self) -> Instant {
-        self.last_rx
+        self.last_rx.instant()
     }
 
     /// Bytes arrived at `now`: the idle and keepalive clocks restart, a pong wait ends.
     pub(super) fn received(&mut self, wait: &mut Wait, now: Instant) {
-        self.last_rx = now;
+        self.last_rx = Stamp::of(now);
         if *wait == Wait::Pong {
             *wait = Wait::Traffic;
         }
@@ -98,34 +132,35 @@ impl Clock {
     /// still sit behind that backlog, so a pong wait counts from now.
     pub(super) fn sent_backlog(&mut self, wait: Wait, now: Instant) {
         if wait == Wait::Pong {
-            self.since = self.since.max(now);
+            self.since = self.since.max(Stamp::of(now));
         }
     }
 
     /// Starts waiting for `wait` at `now`.
     pub(super) fn begin(&mut self, wait: &mut Wait, new: Wait, now: Instant) {
         *wait = new;
-        self.since = now;
+        self.since = Stamp::of(now);
     }
 
     /// The close handshake ended or the connection failed, as bytes that arrived last were read: the
     /// linger bound starts then (unless a deadline already passed).
     pub(super) fn closing_done(&mut self, wait: &mut Wait) {
         if !matches!(*wait, Wait::Linger | Wait::Done) {
-            self.begin(wait, Wait::Linger, self.last_rx);
+            *wait = Wait::Linger;
+            self.since = self.last_rx;
         }
     }
 
     fn idle_due(&self, limits: &Limits) -> Option<Instant> {
-        limits.idle_timeout.and_then(|idle| after(self.last_rx, idle))
+        limits.idle_timeout.and_then(|idle| after(self.last_rx.instant(), idle))
     }
 
     /// The next deadline, if any.
     pub(super) fn next(&self, wait: Wait, limits: &Limits) -> Option<Instant> {
         match wait {
-            Wait::Traffic => earliest(self.idle_due(limits), limits.ping_interval.and_then(|i| after(self.last_rx, i))),
-            Wait::Pong => earliest(self.idle_due(limits), after(self.since, limits.pong_timeout)),
-            Wait::CloseReply | Wait::Linger => after(self.since, limits.close_timeout),
+            Wait::Traffic => earliest(self.idle_due(limits), limits.ping_interval.and_then(|i| after(self.last_rx.instant(), i))),
+            Wait::Pong => earliest(self.idle_due(limits), after(self.since.instant(), limits.pong_timeout)),
+            Wait::CloseReply | Wait::Linger => after(self.since.instant(), limits.close_timeout),
             Wait::Done => None,
         }
     }
@@ -135,18 +170,18 @@ impl Clock {
         let passed = |deadline: Option<Instant>| deadline.is_some_and(|d| now >= d);
         match wait {
             Wait::Traffic | Wait::Pong => {
-                if wait == Wait::Pong && passed(after(self.since, limits.pong_timeout)) {
+                if wait == Wait::Pong && passed(after(self.since.instant(), limits.pong_timeout)) {
                     Some(Timeout::Pong)
                 } else if passed(self.idle_due(limits)) {
                     Some(Timeout::Idle)
-                } else if wait == Wait::Traffic && passed(limits.ping_interval.and_then(|i| after(self.last_rx, i))) {
+                } else if wait == Wait::Traffic && passed(limits.ping_interval.and_then(|i| after(self.last_rx.instant(), i))) {
                     Some(Timeout::Ping)
                 } else {
                     None
                 }
             }
-            Wait::CloseReply => passed(after(self.since, limits.close_timeout)).then_some(Timeout::Close),
-            Wait::Linger => passed(after(self.since, limits.close_timeout)).then_some(Timeout::Linger),
+            Wait::CloseReply => passed(after(self.since.instant(), limits.close_timeout)).then_some(Timeout::Close),
+            Wait::Linger => passed(after(self.since.instant(), limits.close_timeout)).then_some(Timeout::Linger),
             Wait::Done => None,
         }
     }
@@ -223,6 +258,24 @@ mod tests {
         let huge = Limits { ping_interval: Some(Duration::MAX), idle_timeout: Some(Duration::MAX), ..limits() };
         assert_eq!(clock.next(Wait::Traffic, &huge), None);
         assert_eq!(clock.due(Wait::Traffic, &huge, t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn stamps_round_trip_exactly_before_and_after_the_epoch() {
+        let t0 = Instant::now();
+        let _ = Stamp::of(t0);
+        for t in [t0, t0 + MS, t0 + Duration::from_nanos(1), t0 + Duration::from_secs(86_400 * 365)] {
+            assert_eq!(Stamp::of(t).instant(), t);
+        }
+        let epoch = *EPOCH.get().unwrap();
+        for back in [Duration::from_nanos(1), MS, Duration::from_secs(5)] {
+            if let Some(t) = epoch.checked_sub(back) {
+                assert_eq!(Stamp::of(t).instant(), t, "{back:?} before the epoch");
+                assert!(Stamp::of(t) < Stamp::of(epoch));
+            }
+        }
+        assert!(Stamp::of(t0 + MS) > Stamp::of(t0), "order is the instants' order");
+        assert_eq!(std::mem::size_of::<Clock>(), 16);
     }
 
     #[test]
