@@ -78,9 +78,11 @@ pub(super) struct Conn {
     pub(super) outbound: Option<Box<OutboundQueue>>,
     pub(super) timer: Option<TimerKey>,
     pub(super) generation: u32,
-    /// Before the upgrade: accept (or connect) time, then the last time bytes arrived (ms since the
-    /// reactor epoch). An open connection's protocol core keeps its own clock.
-    pub(super) last_read: u64,
+    /// Before the upgrade: accept (or connect) time, then the last time bytes arrived, in ms since the
+    /// reactor epoch modulo 2^32 (read it with [`Conn::last_read_ms`]): a connection is this old for at
+    /// most its handshake or connect timeout, far below the 49 days a `u32` of ms wraps at. An open
+    /// connection's protocol core keeps its own clock. Four bytes, beside `generation`.
+    pub(super) last_read: u32,
     /// Close the socket as soon as the outbound queue is empty.
     pub(super) close_when_flushed: bool,
     /// The phase this connection is counted under in `tcp_connections` (and, for open and closing,
@@ -98,7 +100,17 @@ pub(super) fn count_as(counted: &mut TcpPhase, to: TcpPhase, counters: &Counters
     }
 }
 
+/// A time in ms since the reactor epoch as [`Conn::last_read`] stores it.
+pub(super) fn stamp_ms(ms: u64) -> u32 {
+    ms as u32
+}
+
 impl Conn {
+    /// [`Conn::last_read`] in ms since the reactor epoch, given the time now (not earlier than it).
+    pub(super) fn last_read_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(u64::from(stamp_ms(now_ms).wrapping_sub(self.last_read)))
+    }
+
     /// Bytes queued and not yet taken by the socket.
     pub(super) fn queued(&self) -> usize {
         self.outbound.as_ref().map_or(0, |q| q.len_bytes())
@@ -132,6 +144,15 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_read_survives_the_wrap_of_its_u32() {
+        for (at, now) in [(0u64, 0u64), (5, 10_005), ((1 << 32) - 3, (1 << 32) + 7), (7 << 32, (7 << 32) + 1)] {
+            let wrapped = stamp_ms(at);
+            let elapsed = u64::from(stamp_ms(now).wrapping_sub(wrapped));
+            assert_eq!(now - elapsed, at, "stored at {at}, read at {now}");
+        }
+    }
 
     /// The memory budget: an idle open connection is one slab entry (no buffer, no other allocation for
     /// a zero-sized handler and an interned path). In release builds mio's `TcpStream` is 4 bytes; debug

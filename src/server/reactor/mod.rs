@@ -381,7 +381,7 @@ impl Reactor {
     ) -> Result<usize, (io::Error, Phase)> {
         let mut transport = Transport::Tcp(stream);
         let _ = transport.set_nodelay(true);
-        let last_read = self.now_ms();
+        let last_read = conn::stamp_ms(self.now_ms());
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) =

@@ -72,7 +72,7 @@ impl Reactor {
                 Ok(Some((n, from_scratch))) => {
                     match &mut conn.phase {
                         Phase::Open(open) => open.proto.received_at(self.now),
-                        _ => conn.last_read = super::ms_since(self.epoch, self.now),
+                        _ => conn.last_read = super::conn::stamp_ms(super::ms_since(self.epoch, self.now)),
                     }
                     // Unless the peer also closed (or errored), a short read means the socket is drained:
                     // the next arrival raises a new edge, so no extra read for WouldBlock.

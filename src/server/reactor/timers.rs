@@ -20,7 +20,8 @@ use super::{millis, Reactor};
 impl Reactor {
     /// The next deadline this connection cares about.
     fn deadline(&self, conn: &Conn) -> Option<Instant> {
-        let since = |ms: u64| self.instant(conn.last_read.saturating_add(ms));
+        let last_read = conn.last_read_ms(self.now_ms());
+        let since = |ms: u64| self.instant(last_read.saturating_add(ms));
         match &conn.phase {
             Phase::Handshake | Phase::Rejected => Some(since(millis(self.config.handshake_timeout))),
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => Some(since(p.timeout_ms)),
@@ -71,16 +72,17 @@ impl Reactor {
         let now = self.now;
         let now_ms = self.now_ms();
         let conn = &mut self.conns[slot];
+        let last_read = conn.last_read_ms(now_ms);
         match &mut conn.phase {
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => {
-                if now_ms >= conn.last_read.saturating_add(p.timeout_ms) {
+                if now_ms >= last_read.saturating_add(p.timeout_ms) {
                     self.counters.record_handshake_failure(HandshakeFailure::Timeout);
                     self.fail_client(slot, ConnectError::Timeout);
                     return;
                 }
             }
             Phase::Handshake | Phase::Rejected => {
-                if now_ms >= conn.last_read.saturating_add(millis(self.config.handshake_timeout)) {
+                if now_ms >= last_read.saturating_add(millis(self.config.handshake_timeout)) {
                     self.counters.record_handshake_failure(HandshakeFailure::Timeout);
                     log::debug!("reactor {}: handshake timeout on slot {slot}", self.index);
                     self.remove(slot, handle, CloseCode::ABNORMAL, "handshake timeout");
