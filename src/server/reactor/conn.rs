@@ -105,10 +105,16 @@ pub(super) fn stamp_ms(ms: u64) -> u32 {
     ms as u32
 }
 
+/// The time in ms since the reactor epoch that `stamp` (from [`stamp_ms`]) stands for, given the time
+/// `now_ms`, which is not earlier and less than 2^32 ms later.
+fn unstamp_ms(stamp: u32, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(u64::from(stamp_ms(now_ms).wrapping_sub(stamp)))
+}
+
 impl Conn {
     /// [`Conn::last_read`] in ms since the reactor epoch, given the time now (not earlier than it).
     pub(super) fn last_read_ms(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(u64::from(stamp_ms(now_ms).wrapping_sub(self.last_read)))
+        unstamp_ms(self.last_read, now_ms)
     }
 
     /// Bytes queued and not yet taken by the socket.
@@ -148,9 +154,7 @@ mod tests {
     #[test]
     fn last_read_survives_the_wrap_of_its_u32() {
         for (at, now) in [(0u64, 0u64), (5, 10_005), ((1 << 32) - 3, (1 << 32) + 7), (7 << 32, (7 << 32) + 1)] {
-            let wrapped = stamp_ms(at);
-            let elapsed = u64::from(stamp_ms(now).wrapping_sub(wrapped));
-            assert_eq!(now - elapsed, at, "stored at {at}, read at {now}");
+            assert_eq!(unstamp_ms(stamp_ms(at), now), at, "stored at {at}, read at {now}");
         }
     }
 
