@@ -171,7 +171,9 @@ struct CurrentFrame {
     payload_len: usize,
     /// Payload bytes already unmasked (and UTF-8 checked for uncompressed text).
     processed: usize,
-    mask: Option<[u8; 4]>,
+    /// The masking key; present exactly when the role is the server's (`check_header` enforces it), so
+    /// the key is kept without an `Option` ([`Connection::mask_of`]): 24 bytes instead of 32.
+    key: [u8; 4],
     opcode: OpCode,
     fin: bool,
     header_len: u8,
@@ -531,7 +533,7 @@ impl Connection {
                 if !is_control && have > frame.processed {
                     let validate = self.message.is_some_and(|m| m.text && m.extension.is_none());
                     let part = &mut buf[payload_start + frame.processed..payload_start + have];
-                    self.process_data(part, frame.processed, frame.mask, validate)?;
+                    self.process_data(part, frame.processed, self.mask_of(&frame), validate)?;
                     if let Some(current) = self.current.as_mut() {
                         current.processed = have;
                     }
@@ -542,7 +544,7 @@ impl Connection {
             pos = payload_start + frame.payload_len;
             let range = payload_start..pos;
             if is_control {
-                if let Some(key) = frame.mask {
+                if let Some(key) = self.mask_of(&frame) {
                     apply_mask(&mut buf[range.clone()], key, 0);
                 }
                 let deliver = self.control_frame(frame.opcode, &buf[range.clone()], range, out)?;
@@ -557,12 +559,18 @@ impl Connection {
                 // A text message that arrived whole in one frame is validated once, at delivery.
                 let validate = message.text && message.extension.is_none() && !whole_in_one_frame;
                 let part = &mut buf[payload_start + frame.processed..range.end];
-                self.process_data(part, frame.processed, frame.mask, validate)?;
+                self.process_data(part, frame.processed, self.mask_of(&frame), validate)?;
             }
             if let Some(deliver) = self.finish_data_frame(frame.fin, &buf[range.clone()], range)? {
                 return Ok((pos, deliver));
             }
         }
+    }
+
+    /// The key `frame` is masked with: client frames (read by a server) are masked, server frames not.
+    #[inline]
+    fn mask_of(&self, frame: &CurrentFrame) -> Option<[u8; 4]> {
+        (self.role == Role::Server).then_some(frame.key)
     }
 
     /// Parses and checks the next frame header; `None` when it is incomplete.
@@ -574,7 +582,7 @@ impl Connection {
         };
         self.check_header(&header)?;
         let frame = CurrentFrame {
-            mask: header.mask,
+            key: header.mask.unwrap_or_default(),
             opcode: header.opcode,
             fin: header.fin,
             // At most 14.
