@@ -189,6 +189,9 @@ struct OpenMessage {
     fragmented: bool,
     /// Bytes received so far over all frames.
     len: usize,
+    /// The text validator of this message (4 bytes, in what was padding: the validator lives only while
+    /// its message does, and `Connection` is 8 bytes smaller for it).
+    utf8: Utf8Validator,
 }
 
 /// The RFC 6455 state machine of one connection.
@@ -209,7 +212,6 @@ pub struct Connection {
     // pay for every word here.
     #[allow(clippy::box_collection)]
     assembly: Option<Box<Vec<u8>>>,
-    utf8: Utf8Validator,
     /// Negotiated extensions, allocated only when there are some (one word while there are none).
     #[allow(clippy::box_collection)]
     extensions: Option<Box<Vec<Box<dyn Extension>>>>,
@@ -260,7 +262,6 @@ impl Connection {
             current: None,
             message: None,
             assembly: None,
-            utf8: Utf8Validator::new(),
             extensions: None,
             allowed_rsv: 0,
             small_max,
@@ -662,10 +663,7 @@ impl Connection {
                         .map(|i| i as u8)
                 };
                 let text = opcode == OpCode::Text;
-                if text {
-                    self.utf8.reset();
-                }
-                self.message = Some(OpenMessage { text, extension, fragmented: false, len });
+                self.message = Some(OpenMessage { text, extension, fragmented: false, len, utf8: Utf8Validator::new() });
             }
         }
         Ok(())
@@ -683,7 +681,10 @@ impl Connection {
             apply_mask(part, key, offset);
         }
         if validate {
-            self.utf8.feed(part).map_err(|_| ProtocolError::InvalidUtf8Text)?;
+            // `validate` is only set while a text message is open.
+            if let Some(message) = self.message.as_mut() {
+                message.utf8.feed(part).map_err(|_| ProtocolError::InvalidUtf8Text)?;
+            }
         }
         Ok(())
     }
@@ -704,11 +705,11 @@ impl Connection {
             self.assembly.get_or_insert_with(Default::default).extend_from_slice(payload);
             return Ok(None);
         }
-        let message = *message;
+        let mut message = *message;
         self.message = None;
         let text = message.text;
-        if message.extension.is_none() && message.text && (message.fragmented || self.utf8.is_mid_code_point()) {
-            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8Text)?;
+        if message.extension.is_none() && message.text && (message.fragmented || message.utf8.is_mid_code_point()) {
+            message.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8Text)?;
         }
         let whole = if message.fragmented {
             let mut whole = self.assembly.take().map_or_else(Vec::new, |b| *b);

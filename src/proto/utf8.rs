@@ -20,17 +20,17 @@ impl std::error::Error for Utf8Error {}
 
 /// Streaming validator: feed pieces with [`Utf8Validator::feed`], end the message with
 /// [`Utf8Validator::finish`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Utf8Validator {
-    /// Bytes of a code point started in an earlier piece (at most 3).
-    pending: [u8; 4],
+    /// Bytes of a code point started in an earlier piece (at most 3: a fourth would complete it).
+    pending: [u8; 3],
     pending_len: u8,
 }
 
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub const fn new() -> Self {
-        Self { pending: [0; 4], pending_len: 0 }
+        Self { pending: [0; 3], pending_len: 0 }
     }
 
     /// Whether a code point is still incomplete.
@@ -44,15 +44,17 @@ impl Utf8Validator {
             let have = usize::from(self.pending_len);
             let width = sequence_width(self.pending[0]);
             let take = (width - have).min(data.len());
-            let mut tmp = self.pending;
+            let mut tmp = [0u8; 4];
+            tmp[..have].copy_from_slice(&self.pending[..have]);
             tmp[have..have + take].copy_from_slice(&data[..take]);
             let candidate = &tmp[..have + take];
             match from_utf8(candidate) {
                 Ok(_) => self.pending_len = 0,
                 Err(e) if e.error_len().is_none() => {
-                    // Still a valid prefix of a code point: wait for more.
-                    self.pending = tmp;
-                    self.pending_len = candidate.len() as u8;
+                    // Still a valid prefix of a code point (so at most 3 bytes): wait for more.
+                    let len = candidate.len();
+                    self.pending[..len].copy_from_slice(&tmp[..len]);
+                    self.pending_len = len as u8;
                     return Ok(());
                 }
                 Err(_) => return Err(Utf8Error),
@@ -109,6 +111,23 @@ pub fn validate(data: &[u8]) -> Result<&str, Utf8Error> {
 mod tests {
     use super::*;
     use quickcheck::quickcheck;
+
+    #[test]
+    fn the_validator_is_four_bytes_and_keeps_a_three_byte_prefix_across_pieces() {
+        assert_eq!(std::mem::size_of::<Utf8Validator>(), 4);
+        // U+1F600 (four bytes) split after three: the three are kept, the fourth completes them.
+        let mut v = Utf8Validator::new();
+        assert_eq!(v.feed(&[0xf0, 0x9f, 0x98]), Ok(()));
+        assert!(v.is_mid_code_point());
+        assert_eq!(v.feed(&[0x80]), Ok(()));
+        assert_eq!(v.finish(), Ok(()));
+        // One byte at a time, the same.
+        let mut v = Utf8Validator::new();
+        for b in [0xf0, 0x9f, 0x98, 0x80, b'a'] {
+            assert_eq!(v.feed(&[b]), Ok(()));
+        }
+        assert_eq!(v.finish(), Ok(()));
+    }
 
     fn feed_pieces(pieces: &[&[u8]]) -> Result<(), Utf8Error> {
         let mut v = Utf8Validator::new();

@@ -160,11 +160,14 @@ mod tests {
 
     /// The memory budget: an idle open connection is one slab entry (no buffer, no other allocation for
     /// a zero-sized handler and an interned path). In release builds mio's `TcpStream` is 4 bytes; debug
-    /// builds add a selector id, hence the margin.
+    /// builds add a selector id, hence the margin. Release builds at 2026-12-01 (issue 18): `Conn` 168
+    /// bytes, `Connection` 88, which with the 32-byte keepalive timer entry is the measured 200 B per idle
+    /// connection (docs/benchmarks.md). The bounds leave room for a boxed TLS variant of `Transport`
+    /// (+16 in `Conn`) and one more pointer in `Connection` (an extension): measure again when they land.
     #[test]
     fn an_open_connection_fits_the_idle_memory_budget() {
         let entry = std::mem::size_of::<Conn>();
-        eprintln!("CONNSIZE {entry} phase {}", std::mem::size_of::<Phase>());
+        eprintln!("CONNSIZE {entry} phase {} open {} proto {} info {}", std::mem::size_of::<Phase>(), std::mem::size_of::<OpenConn>(), std::mem::size_of::<Connection>(), std::mem::size_of::<ConnInfo>());
         assert!(
             entry <= 256,
             "Conn is {entry} bytes (OpenConn {}, Connection {}, ConnInfo {}, Phase {})",
@@ -173,6 +176,9 @@ mod tests {
             std::mem::size_of::<ConnInfo>(),
             std::mem::size_of::<Phase>()
         );
-        assert!(std::mem::size_of::<Connection>() <= 120, "Connection is {} bytes", std::mem::size_of::<Connection>());
+        assert!(std::mem::size_of::<Connection>() <= 96, "Connection is {} bytes", std::mem::size_of::<Connection>());
+        if !cfg!(debug_assertions) {
+            assert!(entry <= 184, "Conn is {entry} bytes in a release build");
+        }
     }
 }
