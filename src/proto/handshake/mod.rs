@@ -121,10 +121,20 @@ impl UpgradeResponse {
 /// assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 /// ```
 pub fn accept_key(key: &[u8]) -> String {
+    accept_key_into(key, &mut [0; ACCEPT_LEN]).to_owned()
+}
+
+/// The length of a `Sec-WebSocket-Accept` value: base64 of a 20-byte SHA-1 digest.
+pub(crate) const ACCEPT_LEN: usize = 28;
+
+/// [`accept_key`] written into `out` (no allocation: the server writes one per handshake).
+pub(crate) fn accept_key_into<'a>(key: &[u8], out: &'a mut [u8; ACCEPT_LEN]) -> &'a str {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(WEBSOCKET_GUID.as_bytes());
-    BASE64.encode(sha.finalize())
+    // 20 bytes encode to exactly 28 base64 characters, all ASCII.
+    let n = BASE64.encode_slice(sha.finalize(), out).unwrap_or(0);
+    std::str::from_utf8(&out[..n]).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use base64::Engine as _;
 
 use super::super::negotiate;
 use super::headers::*;
-use super::{accept_key, HandshakeError, HandshakeLimits, UpgradeRequest, WEBSOCKET_VERSION};
+use super::{accept_key_into, HandshakeError, HandshakeLimits, UpgradeRequest, ACCEPT_LEN, WEBSOCKET_VERSION};
 
 // ---------------------------------------------------------------------------------------------------
 // Server side
@@ -62,7 +62,8 @@ pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(Upg
         Err(e) => return Err(e),
     }
     let key = single_header(&headers, "Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.to_owned();
-    if !BASE64.decode(&key).is_ok_and(|k| k.len() == 16) {
+    // Base64 of 16 bytes is 24 characters; a longer key decodes to more. Decoded on the stack.
+    if key.len() > 24 || BASE64.decode_slice(&key, &mut [0u8; 18]) != Ok(16) {
         return Err(HandshakeError::InvalidKey { key });
     }
     let has_body = header_values(&headers, "Transfer-Encoding").next().is_some()
@@ -165,7 +166,7 @@ pub fn write_response(
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
     push_header(out, "Upgrade", "websocket");
     push_header(out, "Connection", "Upgrade");
-    push_header(out, "Sec-WebSocket-Accept", &accept_key(key.as_bytes()));
+    push_header(out, "Sec-WebSocket-Accept", accept_key_into(key.as_bytes(), &mut [0; ACCEPT_LEN]));
     if let Some(p) = protocol {
         push_header(out, "Sec-WebSocket-Protocol", p);
     }

@@ -98,6 +98,7 @@ fn client_err(buf: &[u8], protocols: &[&str], extensions: &[&str]) -> HandshakeE
 #[test]
 fn accept_key_matches_rfc_6455_example() {
     assert_eq!(accept_key(KEY.as_bytes()), ACCEPT);
+    assert_eq!(super::accept_key_into(KEY.as_bytes(), &mut [0; super::ACCEPT_LEN]), ACCEPT);
 }
 
 // --- request parsing: success, incompleteness, trailing bytes ---------------------------------
@@ -322,6 +323,8 @@ fn rejects_key_that_is_not_16_base64_bytes_with_400() {
         "AAAAAAAAAAAAAAAAAAAAAAA=", // 17 bytes
         "",
         "dGhlIHNhbXBsZSBub25jZQ", // missing padding
+        "AAAAAAAAAAAAAAAAAAAAAAAA", // 18 bytes in 24 characters
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", // 24 bytes: longer than the stack buffer
     ] {
         let line = format!("Sec-WebSocket-Key: {key}");
         let err = server_err(&base_with("Sec-WebSocket-Key", Some(&line)));
