@@ -27,7 +27,9 @@
 #   --scenarios L    e.g. i,iv (default i,ii,iii,iv,v)
 #   --servers L      e.g. wsloop,gorilla (default wsloop,tungstenite,fastws,ws-rs,node-ws,bun,gorilla); also
 #                    bun-deflate and node-ws-deflate (the same servers offering permessage-deflate: only a
-#                    client that asks for it gets it, and `wsloop bench` does not ask)
+#                    client that asks for it gets it, and `wsloop bench` does not ask), and wsloop-base
+#                    (WSLOOP_BASE=PATH: another wsloop build, e.g. the start of a change, measured as a
+#                    server beside this one; the load generator is always $WSLOOP)
 #   --idle-conns N   scenario iv connections (default 10000; needs N + ~20 open files per process)
 #   --idle-window W  handshakes in flight at once in scenario iv (idle-probe threads, default 8)
 #   --crosscheck     measure every throughput run a second time with benches/peers' independent `loadgen`
@@ -166,6 +168,7 @@ fi
 server_argv() {
     case $1 in
         wsloop) ARGV=("$WSLOOP" serve --addr "127.0.0.1:$2" --threads 1) ;;
+        wsloop-base) ARGV=("${WSLOOP_BASE:-}" serve --addr "127.0.0.1:$2" --threads 1) ;;
         tungstenite) ARGV=("$PEERS/target/release/tungstenite-echo" "$2") ;;
         fastws) ARGV=("$PEERS/target/release/fastws-echo" "$2") ;;
         ws-rs) ARGV=("$PEERS/target/release/wsrs-echo" "$2") ;;
@@ -182,6 +185,7 @@ server_argv() {
 built() {
     case $1 in
         wsloop) [ -x "$WSLOOP" ] ;;
+        wsloop-base) [ -n "${WSLOOP_BASE:-}" ] && [ -x "$WSLOOP_BASE" ] ;;
         tungstenite) [ -x "$PEERS/target/release/tungstenite-echo" ] ;;
         fastws) [ -x "$PEERS/target/release/fastws-echo" ] ;;
         ws-rs) [ -x "$PEERS/target/release/wsrs-echo" ] ;;
