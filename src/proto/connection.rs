@@ -663,7 +663,8 @@ impl Connection {
                         .map(|i| i as u8)
                 };
                 let text = opcode == OpCode::Text;
-                self.message = Some(OpenMessage { text, extension, fragmented: false, len, utf8: Utf8Validator::new() });
+                self.message =
+                    Some(OpenMessage { text, extension, fragmented: false, len, utf8: Utf8Validator::new() });
             }
         }
         Ok(())

@@ -769,7 +769,8 @@ impl Arbitrary for RawFrame {
     fn arbitrary(g: &mut Gen) -> Self {
         const FIRST: [u8; 12] = [0x81, 0x82, 0x81, 0x82, 0x01, 0x02, 0x80, 0x00, 0x88, 0x89, 0x8a, 0xc1];
         let b0 = if u8::arbitrary(g) % 8 == 0 { u8::arbitrary(g) } else { *g.choose(&FIRST).unwrap_or(&0x82) };
-        let len = if bool::arbitrary(g) { usize::from(u8::arbitrary(g)) % 8 } else { usize::from(u8::arbitrary(g)) % 131 };
+        let len =
+            if bool::arbitrary(g) { usize::from(u8::arbitrary(g)) % 8 } else { usize::from(u8::arbitrary(g)) % 131 };
         let payload = if bool::arbitrary(g) {
             (0..len).map(|i| b'a' + (i % 26) as u8).collect()
         } else {
@@ -842,9 +843,7 @@ fn feed_with(
 /// (a final frame inside a fragmented message, data after the peer's close) need a few frames in a row.
 #[test]
 fn small_frame_path_agrees_with_the_general_path() {
-    quickcheck::QuickCheck::new()
-        .tests(3000)
-        .quickcheck(agrees as fn(Vec<RawFrame>, Vec<usize>, bool, u8) -> bool);
+    quickcheck::QuickCheck::new().tests(3000).quickcheck(agrees as fn(Vec<RawFrame>, Vec<usize>, bool, u8) -> bool);
     fn agrees(frames: Vec<RawFrame>, cuts: Vec<usize>, client: bool, limit: u8) -> bool {
         let mut wire = Vec::new();
         for f in &frames {

@@ -158,7 +158,9 @@ impl Clock {
     /// The next deadline, if any.
     pub(super) fn next(&self, wait: Wait, limits: &Limits) -> Option<Instant> {
         match wait {
-            Wait::Traffic => earliest(self.idle_due(limits), limits.ping_interval.and_then(|i| after(self.last_rx.instant(), i))),
+            Wait::Traffic => {
+                earliest(self.idle_due(limits), limits.ping_interval.and_then(|i| after(self.last_rx.instant(), i)))
+            }
             Wait::Pong => earliest(self.idle_due(limits), after(self.since.instant(), limits.pong_timeout)),
             Wait::CloseReply | Wait::Linger => after(self.since.instant(), limits.close_timeout),
             Wait::Done => None,
@@ -174,7 +176,9 @@ impl Clock {
                     Some(Timeout::Pong)
                 } else if passed(self.idle_due(limits)) {
                     Some(Timeout::Idle)
-                } else if wait == Wait::Traffic && passed(limits.ping_interval.and_then(|i| after(self.last_rx.instant(), i))) {
+                } else if wait == Wait::Traffic
+                    && passed(limits.ping_interval.and_then(|i| after(self.last_rx.instant(), i)))
+                {
                     Some(Timeout::Ping)
                 } else {
                     None

@@ -322,8 +322,8 @@ fn rejects_key_that_is_not_16_base64_bytes_with_400() {
         "AAAAAAAAAAAAAAAAAAAA",     // 15 bytes
         "AAAAAAAAAAAAAAAAAAAAAAA=", // 17 bytes
         "",
-        "dGhlIHNhbXBsZSBub25jZQ", // missing padding
-        "AAAAAAAAAAAAAAAAAAAAAAAA", // 18 bytes in 24 characters
+        "dGhlIHNhbXBsZSBub25jZQ",           // missing padding
+        "AAAAAAAAAAAAAAAAAAAAAAAA",         // 18 bytes in 24 characters
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", // 24 bytes: longer than the stack buffer
     ] {
         let line = format!("Sec-WebSocket-Key: {key}");

@@ -167,7 +167,13 @@ mod tests {
     #[test]
     fn an_open_connection_fits_the_idle_memory_budget() {
         let entry = std::mem::size_of::<Conn>();
-        eprintln!("CONNSIZE {entry} phase {} open {} proto {} info {}", std::mem::size_of::<Phase>(), std::mem::size_of::<OpenConn>(), std::mem::size_of::<Connection>(), std::mem::size_of::<ConnInfo>());
+        eprintln!(
+            "CONNSIZE {entry} phase {} open {} proto {} info {}",
+            std::mem::size_of::<Phase>(),
+            std::mem::size_of::<OpenConn>(),
+            std::mem::size_of::<Connection>(),
+            std::mem::size_of::<ConnInfo>()
+        );
         assert!(
             entry <= 256,
             "Conn is {entry} bytes (OpenConn {}, Connection {}, ConnInfo {}, Phase {})",
