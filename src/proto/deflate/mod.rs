@@ -106,5 +106,26 @@ impl DeflateConfig {
     }
 }
 
+/// A client's whole deflate step for a handshake: the `Sec-WebSocket-Extensions` value to offer
+/// (`None` when off), formatted.
+pub fn client_offer_header(config: &DeflateConfig) -> Option<String> {
+    client_offer(config).map(|offer| super::negotiate::format_extensions(&[offer]))
+}
+
+/// A client's check of the server's accepted `extensions` (see [`check_response`]), giving the
+/// extension to add to the connection, if deflate was agreed; a bad answer fails the handshake with
+/// [`HandshakeError::InvalidDeflateResponse`](super::handshake::HandshakeError::InvalidDeflateResponse).
+pub fn client_extension(
+    config: &DeflateConfig,
+    extensions: &[super::negotiate::ExtensionOffer],
+) -> Result<Option<Box<dyn super::Extension>>, super::handshake::HandshakeError> {
+    if !config.enabled() {
+        return Ok(None);
+    }
+    let agreed =
+        check_response(config, extensions).map_err(super::handshake::HandshakeError::InvalidDeflateResponse)?;
+    Ok(agreed.map(|agreed| PerMessageDeflate::boxed(super::Role::Client, &agreed, config)))
+}
+
 #[cfg(test)]
 mod tests;

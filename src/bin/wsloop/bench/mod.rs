@@ -254,6 +254,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         protocols: args.protocols.clone(),
         headers: args.headers.clone(),
         local_addr: None,
+        ..ConnectOptions::default()
     };
     let host = url.host_header();
     let total = args.messages;
