@@ -408,6 +408,64 @@ impl Drop for Inflater {
     }
 }
 
+// ---- a counting allocator, for measurements ------------------------------------------------------
+
+/// A global allocator over [`std::alloc::System`] that counts the bytes live, for examples and tests
+/// that measure what a piece of code allocates:
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOC: wsloop::sys::CountingAllocator = wsloop::sys::CountingAllocator::new();
+/// ```
+#[derive(Debug)]
+pub struct CountingAllocator {
+    live: AtomicUsize,
+}
+
+impl CountingAllocator {
+    /// A counter at zero.
+    pub const fn new() -> Self {
+        Self { live: AtomicUsize::new(0) }
+    }
+
+    /// Bytes allocated through this allocator and not freed.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for CountingAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees (alignment, size, ownership) hold; the counter is only arithmetic on the side.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.live.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which is `System`'s.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        self.live.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with this `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`; `new_size` is the caller's, checked by its contract.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            self.live.fetch_add(new_size, Ordering::Relaxed);
+            self.live.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,5 +599,26 @@ mod tests {
         assert_eq!(Deflater::new(6, 15, 0).unwrap_err(), ZlibError::InvalidParameter);
         assert_eq!(Inflater::new(7).unwrap_err(), ZlibError::InvalidParameter);
         assert!(Inflater::new(8).is_ok());
+    }
+
+    #[test]
+    fn the_counting_allocator_counts_live_bytes_through_alloc_realloc_and_dealloc() {
+        use std::alloc::{GlobalAlloc, Layout};
+        let a = CountingAllocator::new();
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: a non-zero layout; the pointer is checked, written within its size, grown with
+        // `realloc` under the same layout and freed once with the grown layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            p.write_bytes(7, 100);
+            assert_eq!(a.live(), 100);
+            let q = a.realloc(p, layout, 300);
+            assert!(!q.is_null());
+            assert_eq!(*q.add(99), 7, "realloc kept the bytes");
+            assert_eq!(a.live(), 300);
+            a.dealloc(q, Layout::from_size_align(300, 8).unwrap());
+        }
+        assert_eq!(a.live(), 0);
     }
 }

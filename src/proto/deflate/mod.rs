@@ -62,7 +62,8 @@ pub struct DeflateConfig {
     pub peer_window_bits: u8,
     /// zlib's memLevel for our compressors (1-9, default 8): the hash table is `2^(memLevel + 9)` bytes.
     pub mem_level: u8,
-    /// zlib's compression level (0-9, default 6; -1 is zlib's default, 6).
+    /// zlib's compression level (0-9, or -1 for zlib's own default, 6). Default 1: about five times
+    /// faster than 6 for about 15 % more bytes (docs/benchmarks.md#permessage-deflate).
     pub level: i8,
     /// Messages shorter than this many bytes go out uncompressed (default 64).
     pub threshold: usize,
@@ -70,7 +71,7 @@ pub struct DeflateConfig {
 
 impl Default for DeflateConfig {
     fn default() -> Self {
-        Self { mode: DeflateMode::Off, window_bits: 15, peer_window_bits: 15, mem_level: 8, level: 6, threshold: 64 }
+        Self { mode: DeflateMode::Off, window_bits: 15, peer_window_bits: 15, mem_level: 8, level: 1, threshold: 64 }
     }
 }
 
