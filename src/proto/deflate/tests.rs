@@ -357,3 +357,9 @@ fn the_size_limit_applies_to_the_inflated_message_with_1009() {
     client.send_binary(&[0u8; 10_000], &mut wire).unwrap();
     assert_eq!(deliver(&mut server, wire).unwrap().len(), 10_000, "exactly the limit passes");
 }
+
+#[test]
+fn a_connection_pays_a_small_fixed_struct_for_the_extension() {
+    // Settings and two empty Options; the zlib streams live elsewhere (shared) or come on first use.
+    assert!(std::mem::size_of::<PerMessageDeflate>() <= 32, "{}", std::mem::size_of::<PerMessageDeflate>());
+}
