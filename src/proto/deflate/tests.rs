@@ -230,7 +230,7 @@ fn messages_round_trip_compressed_in_every_mode_both_ways() {
             assert_eq!(deliver(&mut client, wire).unwrap(), text.as_bytes());
             if round > 0 && s.mode == DeflateMode::Dedicated && c.mode == DeflateMode::Dedicated {
                 // Context takeover: the repeat is a back-reference into the kept window.
-                assert!(len < 200, "round {round}: {len} bytes");
+                assert!(len < 500, "round {round}: {len} bytes");
             } else if round > 0 {
                 assert!(len > 2000, "round {round}: {len} bytes: no context kept");
             }
