@@ -64,7 +64,14 @@ fn compressed_frame() -> Vec<u8> {
     wsloop::sys::Deflater::new(1, 9, 1).unwrap().compress_sync(text.as_bytes(), &mut packed).unwrap();
     packed.truncate(packed.len() - 4);
     let mut frame = Vec::new();
-    wsloop::proto::encode_frame(&mut frame, wsloop::proto::OpCode::Text, true, wsloop::proto::RSV1, Some([1, 2, 3, 4]), &packed);
+    wsloop::proto::encode_frame(
+        &mut frame,
+        wsloop::proto::OpCode::Text,
+        true,
+        wsloop::proto::RSV1,
+        Some([1, 2, 3, 4]),
+        &packed,
+    );
     frame
 }
 
