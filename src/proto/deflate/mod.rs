@@ -125,7 +125,12 @@ pub fn client_extension(
     }
     let agreed =
         check_response(config, extensions).map_err(super::handshake::HandshakeError::InvalidDeflateResponse)?;
-    Ok(agreed.map(|agreed| PerMessageDeflate::boxed(super::Role::Client, &agreed, config)))
+    Ok(agreed.map(|mut agreed| {
+        // We offered client_no_context_takeover in shared mode: we keep to it even if the answer
+        // leaves it out (RFC 7692 §7.1.1.2 lets the server omit it).
+        agreed.client_no_context_takeover |= config.mode == DeflateMode::Shared;
+        PerMessageDeflate::boxed(super::Role::Client, &agreed, config)
+    }))
 }
 
 #[cfg(test)]

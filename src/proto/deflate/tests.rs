@@ -363,3 +363,12 @@ fn a_connection_pays_a_small_fixed_struct_for_the_extension() {
     // Settings and two empty Options; the zlib streams live elsewhere (shared) or come on first use.
     assert!(std::mem::size_of::<PerMessageDeflate>() <= 32, "{}", std::mem::size_of::<PerMessageDeflate>());
 }
+
+#[test]
+fn a_shared_client_keeps_no_context_even_when_the_answer_omits_client_no_context_takeover() {
+    let answer = offers("permessage-deflate; server_no_context_takeover");
+    let ext = client_extension(&shared(), &answer).unwrap().unwrap();
+    assert!(ext.shared_encoding().is_some(), "no per-connection compressor in shared mode");
+    let ext = client_extension(&dedicated(), &offers("permessage-deflate")).unwrap().unwrap();
+    assert_eq!(ext.shared_encoding(), None, "dedicated keeps its context");
+}
