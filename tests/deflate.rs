@@ -238,3 +238,46 @@ fn idle_shared_deflate_connections_own_no_zlib_state() {
     drop(idle);
     server.stop();
 }
+
+#[test]
+fn send_uncompressed_overrides_the_threshold_per_message() {
+    struct Both;
+    impl Handler for Both {
+        fn on_message(&mut self, ctx: &mut Ctx<'_>, message: server::Message<'_>) {
+            let _ = ctx.send_uncompressed(message);
+            let _ = ctx.send_text(&"abcdefgh".repeat(1000));
+        }
+    }
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        deflate: DeflateConfig::with_mode(DeflateMode::Shared),
+        ..Config::default()
+    };
+    let mut server = Server::new(config);
+    server.register_handler("/", |_| Both);
+    let server = server.start().unwrap();
+    let mut c = TestClient::connect_with(
+        server.local_addr(),
+        "/",
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        ConnectionConfig::default(),
+    );
+    let text = "abcdefgh".repeat(1000);
+    let mut frame = Vec::new();
+    c.conn.send_text(&text, &mut frame).unwrap();
+    c.send_raw(&frame);
+    // First the uncompressed echo: FIN, no RSV1, text, 8000 bytes (16-bit length).
+    let mut head = [0u8; 4];
+    c.stream.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x81, "no RSV1 on the uncompressed send");
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), 8000);
+    let mut payload = vec![0u8; 8000];
+    c.stream.read_exact(&mut payload).unwrap();
+    assert_eq!(payload, text.as_bytes());
+    // Then the same text through send_text: compressed.
+    let mut head = [0u8; 2];
+    c.stream.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x80 | RSV1 | 0x1);
+    server.stop();
+}
