@@ -59,7 +59,7 @@ fn handshake(addr: SocketAddr, offer: Option<&str>) -> std::io::Result<TcpStream
 
 /// A masked text frame carrying a compressed 4 KiB message (no context: valid for any agreement).
 fn compressed_frame() -> Vec<u8> {
-    let text: String = (0..400).map(|i| format!("item {i:04} ")).collect::<String>()[..4096].to_owned();
+    let text: String = (0..500).map(|i| format!("item {i:04} ")).collect::<String>()[..4096].to_owned();
     let mut packed = Vec::new();
     wsloop::sys::Deflater::new(1, 9, 1).unwrap().compress_sync(text.as_bytes(), &mut packed).unwrap();
     packed.truncate(packed.len() - 4);
