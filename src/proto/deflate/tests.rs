@@ -372,3 +372,32 @@ fn a_shared_client_keeps_no_context_even_when_the_answer_omits_client_no_context
     let ext = client_extension(&dedicated(), &offers("permessage-deflate")).unwrap().unwrap();
     assert_eq!(ext.shared_encoding(), None, "dedicated keeps its context");
 }
+
+#[test]
+fn the_servers_frames_inflate_with_exactly_the_window_it_announced() {
+    // A 2 KiB random block sent twice: a 15-bit window would reach back 2 KiB, a 9-bit one cannot.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let block: Vec<u8> = (0..2048)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect();
+    let message = [block.clone(), block].concat();
+    let config = DeflateConfig { window_bits: 9, ..dedicated() };
+    let (agreed, answer) = accept_offers(&config, &offers("permessage-deflate")).unwrap();
+    assert_eq!(format_extensions(&[answer]), "permessage-deflate; server_max_window_bits=9");
+    let mut ext = PerMessageDeflate::new(Role::Server, &agreed, &config);
+    let mut packed = Vec::new();
+    use crate::proto::Extension;
+    assert_eq!(ext.encode_message(crate::proto::OpCode::Text, &message, &mut packed).unwrap(), Some(RSV1));
+    // zlib's inflate does not police the window for bytes still in its output, so check the compressor
+    // itself: within 512 bytes it cannot point back at the first copy (a 15-bit window makes ~1,300 bytes).
+    assert!(packed.len() > 2000, "{} bytes: the second copy was a back-reference past 512 bytes", packed.len());
+    packed.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::new();
+    crate::sys::Inflater::new(9).unwrap().inflate(&packed, &mut out, 1 << 20).unwrap();
+    assert_eq!(out, message);
+}
