@@ -20,6 +20,8 @@
 #                  repository); its run-client-suite.sh is used when present
 #   WSTEST         wstest to use (passed on to the kit; without the kit, the
 #                  default is `wstest` from PATH)
+#   AUTOBAHN_REPORTS_DIR  where the reports go (default autobahn-reports/client/); two runs at
+#                  once need two directories
 #   SKIP_BUILD=1   do not run cargo build (use the existing binary)
 #   CLIENT_TIMEOUT kill the client after this many seconds (default: no limit)
 #   AUTOBAHN_VERBOSE, AUTOBAHN_PREFIX: see the kit's README
@@ -46,7 +48,7 @@ AGENT=wsloop
 CLIENT_CMD='target/release/wsloop autobahn-client "$AUTOBAHN_URL" --agent wsloop'
 
 cd "$ROOT"
-REPORTS_DIR=$ROOT/autobahn-reports/client
+REPORTS_DIR=${AUTOBAHN_REPORTS_DIR:-$ROOT/autobahn-reports/client}
 mkdir -p "$REPORTS_DIR"
 
 # --- helpers (free_port, json_list, summarize_index, ...) ---------------------------

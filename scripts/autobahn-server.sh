@@ -21,6 +21,8 @@
 #                  repository); its run-server-suite.sh is used when present
 #   WSTEST         wstest to use (passed on to the kit; without the kit, the
 #                  default is `wstest` from PATH)
+#   AUTOBAHN_REPORTS_DIR  where the reports go (default autobahn-reports/server/); two runs at
+#                  once need two directories
 #   SKIP_BUILD=1   do not run cargo build (use the existing binary)
 #   WSLOOP_LOG     RUST_LOG for the server (default: warn)
 #   DEFLATE        the server's --deflate mode: shared (default), dedicated or off
@@ -45,7 +47,7 @@ EXCLUDE=${2-}
 AGENT=wsloop
 
 cd "$ROOT"
-REPORTS_DIR=$ROOT/autobahn-reports/server
+REPORTS_DIR=${AUTOBAHN_REPORTS_DIR:-$ROOT/autobahn-reports/server}
 mkdir -p "$REPORTS_DIR"
 
 # --- helpers (free_port, json_list, summarize_index, ...) ---------------------------
