@@ -28,6 +28,10 @@ mod handler;
 mod handler_timers;
 mod reactor;
 mod router;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_session;
 mod transport;
 
 use std::io;
@@ -42,6 +46,12 @@ use bytes::Bytes;
 
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
+#[cfg(feature = "tls")]
+pub(crate) use tls::{
+    certificates_from_pem as tls_certificates_from_pem, provider as tls_provider, read_file as tls_read_file,
+};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigBuilder, TlsError};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
 use crate::http::HttpHandler;

@@ -15,6 +15,7 @@ use crate::proto::handshake::{ClientHandshake, ClientRequest};
 use crate::proto::CloseCode;
 
 use super::super::handler::{ConnectError, Handler};
+use super::super::transport::Transport;
 use super::super::Handle;
 use super::conn::{PendingClient, Phase};
 use super::{millis, ClientStart, Reactor};
@@ -70,7 +71,7 @@ impl Reactor {
         let pending =
             PendingClient { handler, request, handshake, path_and_query, timeout_ms: millis(options.timeout) };
         if let Err((e, Phase::Connecting(mut pending))) =
-            self.insert_conn(stream, Phase::Connecting(Box::new(pending)), None)
+            self.insert_conn(Transport::Tcp(stream), Phase::Connecting(Box::new(pending)), None)
         {
             fail(&mut pending.handler, ConnectError::Io(e));
         }

@@ -98,6 +98,12 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("reactor {}: read error on slot {slot}: {e}", self.index);
+                    #[cfg(feature = "tls")]
+                    if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
+                        if failure.during_handshake {
+                            self.counters.record_handshake_failure(failure.reason());
+                        }
+                    }
                     self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
                     return;
                 }
