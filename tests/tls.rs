@@ -142,6 +142,69 @@ fn echo_over_wss_and_metrics_over_https() {
     server.stop();
 }
 
+/// Sends one 60,000-byte binary message as soon as the connection opens.
+struct Greeter;
+
+impl Handler for Greeter {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx.send_binary(&[7u8; 60_000]);
+    }
+}
+
+#[test]
+fn records_the_session_holds_while_the_socket_is_full_go_out_when_it_drains() {
+    // One message small enough to be encrypted at once, to a peer with a tiny receive buffer that
+    // reads late: the socket blocks with records inside the TLS session and nothing in the queue.
+    // They must go out on the next writable event (fails if the reactor only flushes queues).
+    let ca = Ca::new("held CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let mut config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        tls: Some(TlsConfig::builder().certificate_pem(cert.as_bytes(), key.as_bytes()).unwrap().build().unwrap()),
+        ..Config::default()
+    };
+    config.close_timeout = Duration::from_millis(300);
+    let mut server = Server::new(config);
+    server.register_handler("/greet", |_| Greeter);
+    let server = server.start().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    // A small MSS keeps the server's send buffer small too (Linux sizes it by segments).
+    socket.set_tcp_mss(536).unwrap();
+    socket.connect(&server.local_addr().into()).unwrap();
+    let sock: TcpStream = socket.into();
+    sock.set_read_timeout(Some(5 * SEC)).unwrap();
+    let conn =
+        rustls::ClientConnection::new(ca.client_tls().rustls().clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(
+        b"GET /greet HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_and_frame = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= end + 4 + 4 + 60_000 {
+                break end + 4;
+            }
+        }
+        match tls.read(&mut chunk) {
+            Ok(0) => panic!("closed after {} bytes", got.len()),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("stalled after {} bytes: {e}", got.len()),
+        }
+    };
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(&got[head_and_frame..head_and_frame + 4], &[0x82, 126, 0xea, 0x60]);
+    assert!(got[head_and_frame + 4..].iter().all(|&b| b == 7));
+    server.stop();
+}
+
 #[test]
 fn a_16_mib_message_goes_both_ways() {
     let ca = Ca::new("big CA");
