@@ -462,3 +462,77 @@ fn pem_files_load_and_bad_pem_is_a_clear_error() {
     assert!(missing.to_string().contains("missing.pem"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An in-loop client that sends one text on open and records what it hears.
+struct Probe {
+    tx: std::sync::mpsc::Sender<Result<String, String>>,
+}
+
+impl Handler for Probe {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx.send_text("in-loop over TLS");
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, message: wsloop::server::Message<'_>) {
+        if let wsloop::server::Message::Text(t) = message {
+            let _ = self.tx.send(Ok(t.to_owned()));
+        }
+        let _ = ctx.close(wsloop::proto::CloseCode::NORMAL, "");
+    }
+
+    fn on_connect_error(&mut self, error: &wsloop::server::ConnectError) {
+        let verdict = match error {
+            wsloop::server::ConnectError::Tls { failure: TlsFailure::UnknownIssuer, .. } => "unknown issuer".into(),
+            other => format!("other: {other}"),
+        };
+        let _ = self.tx.send(Err(verdict));
+    }
+}
+
+#[test]
+fn in_loop_clients_speak_wss_and_report_an_unknown_ca_by_type() {
+    let ca = Ca::new("in-loop CA");
+    let server = localhost_server(&ca);
+    let engine = Server::new(Config { threads: 1, ..Config::default() }).start_without_listeners().unwrap();
+    let host = format!("localhost:{}", server.local_addr().port());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let trusted = wsloop::server::ConnectOptions { tls: Some(ca.client_tls()), ..Default::default() };
+    engine.handle().connect(server.local_addr(), &host, "/echo", trusted, Probe { tx: tx.clone() });
+    assert_eq!(rx.recv_timeout(5 * SEC).unwrap(), Ok("in-loop over TLS".to_owned()));
+    let untrusted = wsloop::server::ConnectOptions { tls: Some(ClientTls::default()), ..Default::default() };
+    engine.handle().connect(server.local_addr(), &host, "/echo", untrusted, Probe { tx });
+    assert_eq!(rx.recv_timeout(5 * SEC).unwrap(), Err("unknown issuer".to_owned()));
+    engine.stop();
+    server.stop();
+}
+
+#[test]
+fn the_pool_and_the_reconnecting_client_speak_wss() {
+    let ca = Ca::new("pool CA");
+    let server = localhost_server(&ca);
+    let target = url(server.local_addr());
+    let mut pool_options = wsloop::client::PoolOptions::default();
+    pool_options.client = options(ca.client_tls());
+    let pool = wsloop::client::Pool::new(pool_options);
+    {
+        let mut conn = pool.acquire(&target, Some(5 * SEC)).unwrap();
+        conn.send_text("pooled").unwrap();
+        assert_eq!(conn.read_message(Some(5 * SEC)).unwrap(), Message::Text("pooled".into()));
+    }
+    // Returned to the pool and lent again: the same TLS connection.
+    let mut again = pool.acquire(&target, Some(5 * SEC)).unwrap();
+    again.send_text("again").unwrap();
+    assert_eq!(again.read_message(Some(5 * SEC)).unwrap(), Message::Text("again".into()));
+    assert_eq!(server.handle().metrics().connections_accepted, 1);
+
+    let mut rc = wsloop::client::ReconnectingClient::connect(
+        &target,
+        options(ca.client_tls()),
+        wsloop::client::ReconnectPolicy::default(),
+        (),
+    )
+    .unwrap();
+    rc.send_text("reconnecting").unwrap();
+    assert_eq!(rc.read_message(Some(5 * SEC)).unwrap(), Message::Text("reconnecting".into()));
+    server.stop();
+}

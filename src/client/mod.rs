@@ -46,6 +46,8 @@ pub use error::{Error, Operation};
 pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
 #[cfg(feature = "tls")]
+pub(crate) use tls::classify as tls_classify;
+#[cfg(feature = "tls")]
 pub use tls::ClientTls;
 pub use tls::TlsFailure;
 pub use url::{Host, Scheme, UrlError, WsUrl};

@@ -112,6 +112,15 @@ mod with_tls {
             Self::build(roots_from_pem(ca_pem)?, Some((chain, key)))
         }
 
+        /// The same trust, with session resumption off: every connection makes a full handshake (to
+        /// measure one, or for servers that mishandle resumption).
+        #[must_use]
+        pub fn without_resumption(&self) -> Self {
+            let mut config = (*self.inner).clone();
+            config.resumption = rustls::client::Resumption::disabled();
+            Self { inner: Arc::new(config) }
+        }
+
         /// Settings made with rustls directly.
         pub fn from_rustls(config: Arc<ClientConfig>) -> Self {
             Self { inner: config }

@@ -221,11 +221,22 @@ pub struct ConnectOptions {
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
     /// ports). Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
+    /// TLS (wss://) for this connection (feature `tls`): the server name sent (SNI) and verified is the
+    /// host given to [`Handle::connect`] without its port. Default `None`: plain TCP (ws://).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), protocols: Vec::new(), headers: Vec::new(), local_addr: None }
+        Self {
+            timeout: Duration::from_secs(10),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            local_addr: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
     }
 }
 

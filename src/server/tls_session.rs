@@ -1,15 +1,16 @@
-//! One server connection's TLS session (feature `tls`): records in from the socket, plaintext out to the
+//! One reactor connection's TLS session (feature `tls`; the server side of an accepted connection, or
+//! the client side of an in-loop client): records in from the socket, plaintext out to the
 //! reactor's buffer; plaintext in from the write path, records out; driven by the same readiness events
 //! as plain TCP, on the reactor thread.
 //!
-//! Owns: the `rustls::ServerConnection` and its socket, the handshake (advanced by reads, its flights
+//! Owns: the `rustls::Connection` and its socket, the handshake (advanced by reads, its flights
 //! written at once or when the socket is writable again), what a failure is counted as. Never touches:
 //! WebSocket frames, the reactor's buffers.
 
 use std::io::{self, Read};
 
 use mio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::Connection;
 
 use crate::metrics::HandshakeFailure;
 
@@ -62,11 +63,11 @@ impl TlsFailure {
 #[derive(Debug)]
 pub(crate) struct TlsStream {
     pub(crate) stream: TcpStream,
-    session: ServerConnection,
+    session: Connection,
 }
 
 impl TlsStream {
-    pub(crate) fn new(stream: TcpStream, session: ServerConnection) -> Self {
+    pub(crate) fn new(stream: TcpStream, session: Connection) -> Self {
         Self { stream, session }
     }
 

@@ -303,6 +303,14 @@ impl ClientOptions {
         self
     }
 
+    /// Sets [`ClientOptions::tls`] (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::client::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Sets [`ClientOptions::nodelay`].
     #[must_use]
     pub fn nodelay(mut self, on: bool) -> Self {

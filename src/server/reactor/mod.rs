@@ -342,7 +342,9 @@ impl Reactor {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
             return match rustls::ServerConnection::new(tls.rustls().clone()) {
-                Ok(session) => Some(Transport::Tls(Box::new(super::tls_session::TlsStream::new(stream, session)))),
+                Ok(session) => {
+                    Some(Transport::Tls(Box::new(super::tls_session::TlsStream::new(stream, session.into()))))
+                }
                 Err(e) => {
                     log::warn!("reactor {}: cannot start a TLS session: {e}", self.index);
                     None
