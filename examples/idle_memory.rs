@@ -12,10 +12,18 @@
 //! WebSocket connections with raw blocking sockets (handshake only, then idle), reads the RSS again once
 //! they are all upgraded and idle, and prints the growth per connection. Needs CONNECTIONS + ~20 open
 //! files in this process (the limit here is 20,000).
+//!
+//! With `--tls` (or `--tls-full`) as the first SERVER_FLAGS, the example makes a CA and a certificate
+//! for localhost (rcgen), starts the server with `--tls-cert`/`--tls-key`, and opens the connections
+//! over TLS (rustls, ring); `--tls` lets connections after the warm-up one resume its session (so the
+//! handshake rate is that of resumed handshakes), `--tls-full` turns resumption off (full handshakes).
+//! The rate is measured from one client thread doing each handshake in turn, so it includes the
+//! client's own TLS work.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -27,8 +35,55 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS line")
 }
 
-fn handshake(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr)?;
+/// What a connection is: a plain socket, or a TLS session over one (kept open, idle).
+enum Conn {
+    Plain(#[allow(dead_code)] TcpStream),
+    Tls(#[allow(dead_code)] Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+fn handshake(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<Conn> {
+    let stream = TcpStream::connect(addr)?;
+    match tls {
+        None => upgrade(stream).map(Conn::Plain),
+        Some(config) => {
+            let session = rustls::ClientConnection::new(config.clone(), "localhost".try_into().expect("a name"))
+                .map_err(std::io::Error::other)?;
+            let tls = rustls::StreamOwned::new(session, stream);
+            upgrade(tls).map(|s| Conn::Tls(Box::new(s)))
+        }
+    }
+}
+
+/// Makes a CA and a certificate for localhost in `dir`; returns the client settings trusting the CA
+/// (resumption off with `full`) and the server's flags.
+fn make_tls(dir: &std::path::Path, full: bool) -> (Arc<rustls::ClientConfig>, Vec<String>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).expect("temp dir");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "idle_memory CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("params").signed_by(&key, &issuer).expect("leaf");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, leaf.pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    let mut client = wsloop::client::ClientTls::with_ca_pem(ca_cert.pem().as_bytes()).expect("CA");
+    if full {
+        client = client.without_resumption();
+    }
+    let flags = vec![
+        "--tls-cert".to_owned(),
+        cert_path.to_string_lossy().into_owned(),
+        "--tls-key".to_owned(),
+        key_path.to_string_lossy().into_owned(),
+    ];
+    (client.rustls().clone(), flags)
+}
+
+fn upgrade<S: Read + Write>(mut stream: S) -> std::io::Result<S> {
     stream.write_all(
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -52,7 +107,15 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(10_000, |a| a.parse().expect("CONNECTIONS"));
     let binary = args.next().unwrap_or_else(|| "target/release/wsloop".to_owned());
-    let flags: Vec<String> = args.collect();
+    let mut flags: Vec<String> = args.collect();
+    let tls_mode = flags.first().filter(|f| *f == "--tls" || *f == "--tls-full").cloned();
+    let tls_dir = std::env::temp_dir().join(format!("wsloop-idle-memory-{}", std::process::id()));
+    let tls = tls_mode.as_ref().map(|mode| {
+        flags.remove(0);
+        let (client, server_flags) = make_tls(&tls_dir, mode == "--tls-full");
+        flags.extend(server_flags);
+        client
+    });
     let mut server = Command::new(&binary)
         .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1"])
         .args(&flags)
@@ -62,19 +125,19 @@ fn main() {
     let mut line = String::new();
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("server banner");
     let addr: SocketAddr = line
-        .split("ws://")
+        .split("://")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("cannot find the address in {line:?}"));
     // Warm up: one connection, so lazily allocated reactor state is not counted per connection.
-    drop(handshake(addr).expect("warm-up connection"));
+    drop(handshake(addr, tls.as_ref()).expect("warm-up connection"));
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_kib(server.id());
     let start = Instant::now();
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        match handshake(addr) {
+        match handshake(addr, tls.as_ref()) {
             Ok(s) => conns.push(s),
             Err(e) => panic!("connection {i} failed: {e}"),
         }
@@ -84,11 +147,12 @@ fn main() {
     let after = rss_kib(server.id());
     let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     println!(
-        "flags={flags:?} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
+        "tls={tls_mode:?} flags={flags:?} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
          handshakes_per_second={:.0}",
         n as f64 / elapsed.as_secs_f64()
     );
     drop(conns);
     let _ = server.kill();
     let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&tls_dir);
 }
