@@ -38,7 +38,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// What a connection is: a plain socket, or a TLS session over one (kept open, idle).
 enum Conn {
     Plain(#[allow(dead_code)] TcpStream),
-    Tls(#[allow(dead_code)] Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 fn handshake(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<Conn> {
@@ -66,7 +66,8 @@ fn make_tls(dir: &std::path::Path, full: bool) -> (Arc<rustls::ClientConfig>, Ve
     let ca_cert = ca.self_signed(&ca_key).expect("CA");
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("params").signed_by(&key, &issuer).expect("leaf");
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned()]).expect("params").signed_by(&key, &issuer).expect("leaf");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, leaf.pem()).expect("write cert");
     std::fs::write(&key_path, key.serialize_pem()).expect("write key");
@@ -143,12 +144,16 @@ fn main() {
         }
     }
     let elapsed = start.elapsed();
+    let resumed = conns
+        .iter()
+        .filter(|c| matches!(c, Conn::Tls(t) if t.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)))
+        .count();
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kib(server.id());
     let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     println!(
         "tls={tls_mode:?} flags={flags:?} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
-         handshakes_per_second={:.0}",
+         handshakes_per_second={:.0} resumed={resumed}",
         n as f64 / elapsed.as_secs_f64()
     );
     drop(conns);

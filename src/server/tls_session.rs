@@ -59,6 +59,21 @@ impl TlsFailure {
     }
 }
 
+/// The most ciphertext one `recv` takes (the reactor's scratch buffer is at least this large).
+const CIPHER_READ: usize = 256 * 1024;
+
+thread_local! {
+    /// Ciphertext just read, before the session takes it: one buffer per reactor thread (grown to at
+    /// most [`CIPHER_READ`] on first use), never one per connection.
+    static CIPHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How far a read filled the caller's buffer, and whether it is over.
+struct Filled {
+    len: usize,
+    end: Option<usize>,
+}
+
 /// A TLS session over a non-blocking socket.
 #[derive(Debug)]
 pub(crate) struct TlsStream {
@@ -93,38 +108,75 @@ impl TlsStream {
     /// Reads plaintext into `buf` until it is full or the socket would block, so that a short read still
     /// means the socket is drained (the reactor relies on that with edge-triggered readiness). `Ok(0)`:
     /// the peer closed (with or without `close_notify`). Handshake flights are written as they arise.
+    ///
+    /// Ciphertext is read with one `recv` of up to the room left in `buf` (at most [`CIPHER_READ`])
+    /// into this thread's ciphertext buffer, then fed to the session from memory: rustls reading the
+    /// socket itself would take 4 KiB per call. Since a record's plaintext is never longer than its
+    /// ciphertext, everything decrypted from one `recv` fits in `buf`, so nothing is left over.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        loop {
-            match self.session.reader().read(&mut buf[filled..]) {
-                Ok(0) if filled < buf.len() => return Ok(filled),
-                Ok(n) => {
-                    filled += n;
-                    if filled == buf.len() {
-                        return Ok(filled);
-                    }
-                    continue;
+        let mut filled = self.take_plaintext(buf, 0)?;
+        if let Some(n) = filled.end {
+            return Ok(n);
+        }
+        CIPHER.with(|cipher| {
+            let mut cipher = cipher.borrow_mut();
+            loop {
+                let room = (buf.len() - filled.len).min(CIPHER_READ);
+                if room == 0 {
+                    return Ok(filled.len);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The socket ended without close_notify: an end like any other for the reactor.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
-                Err(e) => return Err(e),
-            }
-            match self.session.read_tls(&mut self.stream) {
-                Ok(0) => {
-                    // End of the socket: whatever was decrypted is returned, then `Ok(0)`.
+                if cipher.len() < room {
+                    cipher.resize(room, 0);
+                }
+                let n = match self.stream.read(&mut cipher[..room]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.flush()?;
+                        return if filled.len > 0 { Ok(filled.len) } else { Err(e) };
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut arrived = &cipher[..n];
+                loop {
+                    // `Ok(0)` from an empty slice tells the session the socket ended; from a non-empty
+                    // one, that the session takes nothing more (after `close_notify`): the rest is dropped.
+                    let took = self.session.read_tls(&mut arrived)?;
                     self.process()?;
-                    if filled > 0 {
-                        return Ok(filled);
+                    filled = self.take_plaintext(buf, filled.len)?;
+                    if arrived.is_empty() || took == 0 {
+                        break;
                     }
-                    continue;
                 }
-                Ok(_) => self.process()?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.flush()?;
-                    return if filled > 0 { Ok(filled) } else { Err(e) };
+                if let Some(n) = filled.end {
+                    return Ok(n);
                 }
+                if n == 0 {
+                    return Ok(filled.len);
+                }
+                if n < room {
+                    // The socket had no more: drained (with nothing decrypted, e.g. a handshake flight:
+                    // would block, never `Ok(0)`, which means the peer closed).
+                    return if filled.len > 0 { Ok(filled.len) } else { Err(io::ErrorKind::WouldBlock.into()) };
+                }
+            }
+        })
+    }
+
+    /// Moves decrypted plaintext into `buf[from..]`. `end` is set when the read is over: `buf` is full,
+    /// or the peer closed (then `len` is what was filled, possibly 0).
+    fn take_plaintext(&mut self, buf: &mut [u8], from: usize) -> io::Result<Filled> {
+        let mut len = from;
+        loop {
+            if len == buf.len() {
+                return Ok(Filled { len, end: Some(len) });
+            }
+            match self.session.reader().read(&mut buf[len..]) {
+                Ok(0) => return Ok(Filled { len, end: Some(len) }),
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled { len, end: None }),
+                // The socket ended without close_notify: an end like any other for the reactor.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Filled { len, end: Some(len) }),
                 Err(e) => return Err(e),
             }
         }
