@@ -59,6 +59,11 @@ impl TlsFailure {
     }
 }
 
+/// The most plaintext encrypted ahead of the socket (its records wait inside the session while the
+/// socket is blocked; the rest of what the write path offers stays in the connection's queue). Above
+/// 64 KiB, so that a 64 KiB message and its header become one run of records and one `writev`.
+const RECORDS_AHEAD: usize = 128 * 1024;
+
 /// The most ciphertext one `recv` takes (the reactor's scratch buffer is at least this large).
 const CIPHER_READ: usize = 256 * 1024;
 
@@ -82,7 +87,8 @@ pub(crate) struct TlsStream {
 }
 
 impl TlsStream {
-    pub(crate) fn new(stream: TcpStream, session: Connection) -> Self {
+    pub(crate) fn new(stream: TcpStream, mut session: Connection) -> Self {
+        session.set_buffer_limit(Some(RECORDS_AHEAD));
         Self { stream, session }
     }
 
@@ -200,7 +206,7 @@ impl TlsStream {
     }
 
     /// Encrypts what `src` offers and writes the records until `src` is empty or the socket would
-    /// block. Returns the plaintext bytes taken. At most the session's buffer limit (64 KiB of
+    /// block. Returns the plaintext bytes taken. At most [`RECORDS_AHEAD`] of plaintext (as
     /// records) stays inside the session while the socket is blocked; the rest stays in `src`.
     pub(crate) fn write_until_blocked(&mut self, src: &mut impl Outgoing) -> io::Result<usize> {
         let mut taken = 0;
