@@ -28,8 +28,10 @@ printf 'subjectAltName=DNS:localhost\n' >"$dir/ext.cnf"
 openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 30 \
     -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# The servers' pids, one a line (the start functions run in command substitutions: a file, not an array).
+pidfile=$dir/pids
+: >"$pidfile"
+cleanup() { while read -r p; do kill "$p" 2>/dev/null || true; done <"$pidfile"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -39,7 +41,7 @@ start_wsloop() {
     local log
     log=$(mktemp)
     "$bin" serve --addr 127.0.0.1:0 --threads 1 --ping-interval 0 --no-dashboard "$@" >"$log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$pidfile"
     for _ in $(seq 50); do
         if grep -q 'serving on' "$log"; then break; fi
         sleep 0.1
@@ -51,7 +53,7 @@ start_bun() {
     local port
     port=$(free_port)
     "$bun" benches/peers/bun/echo.js "$port" "$@" >/dev/null 2>&1 &
-    pids+=($!)
+    echo $! >>"$pidfile"
     sleep 1
     echo "$port"
 }

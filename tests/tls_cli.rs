@@ -2,17 +2,21 @@
 //! with a CA and a certificate made in the test (rcgen) and written to a temporary folder.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use base64::Engine as _;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PublicKeyData};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
 
 /// A folder with ca.pem, cert.pem (for localhost) and key.pem; removed when dropped.
 struct Pems {
     dir: PathBuf,
+    /// The leaf's SubjectPublicKeyInfo, DER (what Chromium's SPKI pin is a hash of).
+    spki: Vec<u8>,
 }
 
 impl Pems {
@@ -29,7 +33,7 @@ impl Pems {
         let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
         std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-        Self { dir }
+        Self { dir, spki: key.subject_public_key_info() }
     }
 
     fn path(&self, name: &str) -> String {
@@ -112,4 +116,56 @@ fn client_and_bench_reach_a_tls_serve_with_the_ca_and_fail_clearly_without() {
     assert!(out.contains("\"received\":20"), "{out}");
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// SHA-256 with the TLS provider's own hash (no hash crate of our own).
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    suite.tls13().expect("a TLS 1.3 suite").common.hash_provider.hash(bytes).as_ref().to_vec()
+}
+
+#[test]
+fn headless_chromium_loads_the_dashboard_over_https_and_its_feed_over_wss() {
+    let chromium = std::env::var("WSLOOP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install chromium (.ci/run does this when it is missing)"
+    );
+    let pems = Pems::new("chromium");
+    let (mut server, url) = serve(&pems);
+    let page = url.replace("wss://", "https://") + "dashboard";
+    // Trust exactly this certificate's key (Chromium's SPKI pin), not every certificate.
+    let pin = base64::engine::general_purpose::STANDARD.encode(sha256(&pems.spki));
+    let profile = pems.dir.join("profile");
+    let mut browser = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--ignore-certificate-errors-spki-list={pin}"))
+        .args(["--virtual-time-budget=5000", "--dump-dom", &page])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut stdout = browser.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    // A page that never loads (a refused certificate) keeps Chromium waiting: 30 s at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while browser.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = wsloop::sys::kill_process_group(browser.id());
+    let _ = browser.wait();
+    let out = reader.join().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let dom = String::from_utf8_lossy(&out);
+    // The feed's first message fills the header line: it came over wss:// from the TLS listener.
+    assert!(dom.contains("echo mode"), "the dashboard's feed did not arrive: {dom}");
+    assert!(dom.contains("wss://"), "the dashboard should show the wss:// address: {dom}");
 }
