@@ -536,3 +536,51 @@ fn the_pool_and_the_reconnecting_client_speak_wss() {
     assert_eq!(rc.read_message(Some(5 * SEC)).unwrap(), Message::Text("reconnecting".into()));
     server.stop();
 }
+
+/// Python's `websockets` (a venv made by .ci/run: `target/tls-venv`, or `WSLOOP_PYTHON`), with the test
+/// CA as its only trust anchor and host name checking on.
+#[test]
+fn python_websockets_echoes_over_wss_with_the_ca_trusted() {
+    let python = std::env::var("WSLOOP_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/tls-venv/bin/python").to_owned());
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: python3 -m venv target/tls-venv && target/tls-venv/bin/pip install websockets \
+         (.ci/run does this)"
+    );
+    let ca = Ca::new("python CA");
+    let server = localhost_server(&ca);
+    let dir = std::env::temp_dir().join(format!("wsloop-tls-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let script = r#"
+import asyncio, ssl, sys
+from websockets.asyncio.client import connect
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    async with connect(sys.argv[1], ssl=ctx) as ws:
+        await ws.send("hello from python")
+        print(await ws.recv())
+        await ws.send(bytes(range(256)) * 1024)
+        reply = await ws.recv()
+        print(len(reply), reply == bytes(range(256)) * 1024)
+asyncio.run(main())
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &url(server.local_addr()), &ca_path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "python failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "hello from python\n262144 True\n");
+    // The same client without the CA: refused by its own verification.
+    let out = std::process::Command::new(&python)
+        .args(["-c", &script.replace("cafile=sys.argv[2]", ""), &url(server.local_addr()), ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CERTIFICATE_VERIFY_FAILED"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    server.stop();
+}
