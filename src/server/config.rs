@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::negotiate::SubprotocolPolicy;
 use crate::proto::ConnectionConfig;
 
@@ -79,6 +80,10 @@ pub struct Config {
     /// `handshake_timeout`, like the upgrade request after it.
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsConfig>,
+    /// permessage-deflate (RFC 7692): accepted from clients and offered by in-loop clients when its mode
+    /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
+    /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for Config {
@@ -110,6 +115,7 @@ impl Default for Config {
             keep_request_headers: false,
             #[cfg(feature = "tls")]
             tls: None,
+            deflate: DeflateConfig::default(),
         }
     }
 }

@@ -135,6 +135,7 @@ impl Server {
 
     fn spawn(self, listeners: Vec<Option<mio::net::TcpListener>>, addr: SocketAddr) -> io::Result<RunningServer> {
         let threads = listeners.len();
+        self.config.deflate.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
         let mut reactors = Vec::with_capacity(threads);
@@ -225,6 +226,9 @@ pub struct ConnectOptions {
     /// host given to [`Handle::connect`] without its port. Default `None`: plain TCP (ws://).
     #[cfg(feature = "tls")]
     pub tls: Option<crate::client::ClientTls>,
+    /// permessage-deflate to offer (default off); a bad answer fails the connect with
+    /// `HandshakeError::InvalidDeflateResponse`.
+    pub deflate: crate::proto::deflate::DeflateConfig,
 }
 
 impl Default for ConnectOptions {
@@ -236,6 +240,7 @@ impl Default for ConnectOptions {
             local_addr: None,
             #[cfg(feature = "tls")]
             tls: None,
+            deflate: crate::proto::deflate::DeflateConfig::default(),
         }
     }
 }

@@ -66,6 +66,8 @@ pub(crate) struct ClientArgs {
     /// Report the connection, the chosen subprotocol and the close on stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// Exit status for "no connection was made".
@@ -157,6 +159,13 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
                 eprintln!("wsloop: --ca: {e}");
                 return ExitCode::from(EXIT_CONNECT);
             }
+        }
+    }
+    match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
+        Ok(deflate) => options = options.deflate(deflate),
+        Err(e) => {
+            eprintln!("wsloop client: {e}");
+            return ExitCode::from(2);
         }
     }
     if let Some(interval) = args.ping_interval {

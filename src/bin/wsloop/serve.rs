@@ -126,6 +126,8 @@ pub(crate) struct ServeArgs {
     tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     chat: ChatArgs,
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// A dashboard path: starts with `/`; a trailing `/` is dropped (`/` puts the page at the root).
@@ -207,6 +209,13 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     }
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let http_scheme = if config.tls.is_some() { "https" } else { "http" };
+    config.deflate = match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
+        Ok(deflate) => deflate,
+        Err(e) => {
+            eprintln!("wsloop serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if !args.protocols.is_empty() {
         config.subprotocols = wsloop::proto::negotiate::SubprotocolPolicy::Preferred(args.protocols);
     }
