@@ -162,10 +162,10 @@ mod tests {
 
     /// The memory budget: an idle open connection is one slab entry (no buffer, no other allocation for
     /// a zero-sized handler and an interned path). In release builds mio's `TcpStream` is 4 bytes; debug
-    /// builds add a selector id, hence the margin. Release builds at 2026-12-01 (issue 18): `Conn` 168
-    /// bytes, `Connection` 88, which with the 32-byte keepalive timer entry is the measured 200 B per idle
-    /// connection (docs/benchmarks.md). The bounds leave room for a boxed TLS variant of `Transport`
-    /// (+16 in `Conn`) and one more pointer in `Connection` (an extension): measure again when they land.
+    /// builds add a selector id, hence the margin. Release builds at 2026-12-01 (issue 18): `Conn` 184
+    /// bytes with the `tls` feature (168 without: the TLS variant makes `Transport` 16 bytes), `Connection`
+    /// 88; with the 32-byte keepalive timer entry that is the measured 216.7 B per idle connection (200
+    /// without the TLS variant; docs/benchmarks.md).
     #[test]
     fn an_open_connection_fits_the_idle_memory_budget() {
         let entry = std::mem::size_of::<Conn>();
