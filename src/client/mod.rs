@@ -33,6 +33,7 @@ mod blocking;
 mod breaker;
 mod error;
 mod pool;
+mod proxy;
 mod reconnect;
 mod url;
 
@@ -43,5 +44,6 @@ pub use blocking::{
 pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};
 pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
+pub use proxy::{Proxy, ProxyAddr, ProxyAuth, ProxyError, ProxyUrlError, DEFAULT_PROXY_PORT};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
 pub use url::{Host, Scheme, UrlError, WsUrl};

@@ -13,6 +13,7 @@ use crate::proto::handshake::{ClientHandshake, ClientRequest, UpgradeResponse};
 use crate::proto::{Connection, ConnectionConfig, Role};
 
 use super::super::error::{Error, Operation};
+use super::super::proxy::{open_tunnel, Proxy};
 use super::super::url::{Host, WsUrl};
 use super::link::{Link, LinkState};
 use super::options::ClientOptions;
@@ -29,8 +30,12 @@ pub(super) struct Opened {
 /// The addresses of `url`'s host: IP literals as they are; a name through the system resolver, given at most
 /// `timeout` (the resolver itself has none).
 pub(super) fn resolve(url: &WsUrl, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
-    let port = url.port();
-    match url.host() {
+    resolve_host(url.host(), url.port(), timeout)
+}
+
+/// The addresses of `host` at `port` (see [`resolve`]); never empty.
+pub(crate) fn resolve_host(host: &Host, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
+    match host {
         Host::Ipv4(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Ipv6(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Domain(name) => {
@@ -95,6 +100,16 @@ pub(super) fn tcp_connect(url: &WsUrl, timeout: Duration) -> Result<TcpStream, E
     }
 }
 
+/// A connected TCP stream to `url`'s host and port, directly or through `proxy`: the one place a client
+/// gets its stream (a TLS layer wraps what this returns). Direct: `timeout` per address tried; through a
+/// proxy: `timeout` for everything up to the open tunnel.
+pub(crate) fn connect_stream(url: &WsUrl, timeout: Duration, proxy: Option<&Proxy>) -> Result<TcpStream, Error> {
+    match proxy {
+        None => tcp_connect(url, timeout),
+        Some(proxy) => open_tunnel(proxy, url.host(), url.port(), timeout),
+    }
+}
+
 pub(super) fn handshake_io(e: io::Error) -> Error {
     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
         Error::Timeout(Operation::Handshake)
@@ -150,7 +165,7 @@ pub(super) fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> 
     if parsed.is_secure() {
         return Err(Error::TlsUnsupported);
     }
-    let stream = tcp_connect(&parsed, options.connect_timeout)?;
+    let stream = connect_stream(&parsed, options.connect_timeout, options.proxy.as_ref())?;
     stream.set_nodelay(options.nodelay)?;
     let (response, leftover) = handshake(&stream, &parsed, options)?;
     let config = ConnectionConfig {

@@ -22,6 +22,8 @@ mod options;
 mod pull;
 mod reader;
 
+pub(super) use connect::resolve_host;
+
 pub use callback::{connect_with_callback, CallbackClient, ClientSender};
 pub use options::{ClientOptions, CloseInfo, ExtensionFactory, Message, MessageCallback};
 pub use pull::{connect, with_connection, Client};

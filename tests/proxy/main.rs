@@ -1,0 +1,180 @@
+//! Clients through proxies: a real HTTP proxy (Debian's `tinyproxy`, with and without basic auth) and a
+//! real SOCKS5 server (Debian's `danted`, no authentication, local and remote DNS), an in-test SOCKS5
+//! relay for username/password (danted takes those from system accounts, which a test cannot make), and
+//! fake proxies for the failures: refusal, garbage, silence, nothing listening. Every client style goes
+//! through them: pull, callback, pool, reconnecting.
+//!
+//! Needs `/usr/bin/tinyproxy` and `/usr/sbin/danted` (or `WSLOOP_TINYPROXY`, `WSLOOP_DANTED`); `.ci/run`
+//! installs them when missing.
+
+mod peers;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use peers::{echo_server, eventually, fake_proxy, ProxyProcess, Socks5Relay, WAIT};
+use wsloop::client::{
+    connect, connect_with_callback, ClientOptions, Error, Message, Pool, PoolOptions, Proxy, ProxyError,
+    ReconnectPolicy, ReconnectingClient,
+};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn through(proxy: &str) -> ClientOptions {
+    ClientOptions::default().connect_timeout(5 * SEC).proxy(Proxy::parse(proxy).unwrap())
+}
+
+/// Connects to `url` with `options`, sends one text and expects it echoed.
+fn echo(url: &str, options: ClientOptions) -> Result<(), Error> {
+    let mut client = connect(url, options)?;
+    client.send_text("through the tunnel")?;
+    assert_eq!(client.read_message(Some(5 * SEC))?, Message::Text("through the tunnel".into()));
+    client.close_and_wait(wsloop::proto::CloseCode::NORMAL, "", Some(5 * SEC)).map(drop)
+}
+
+fn proxy_error(result: Result<(), Error>) -> (String, ProxyError) {
+    match result {
+        Err(Error::Proxy { proxy, kind }) => (proxy, kind),
+        other => panic!("expected Error::Proxy, got {other:?}"),
+    }
+}
+
+#[test]
+fn tinyproxy_tunnels_the_pull_and_callback_clients_and_logs_the_connect() {
+    let server = echo_server();
+    let proxy = ProxyProcess::tinyproxy(None);
+    let port = server.local_addr().port();
+    let url = format!("ws://127.0.0.1:{port}/x");
+    echo(&url, through(&proxy.url("http"))).unwrap();
+    // The proxy resolves names: the CONNECT carries `localhost`, not an address.
+    echo(&format!("ws://localhost:{port}/"), through(&proxy.url("http"))).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let options = through(&proxy.url("http")).on_message(move |_, m| {
+        let _ = tx.send(m);
+    });
+    let client = connect_with_callback(&url, options).unwrap();
+    client.send_text("callback").unwrap();
+    assert_eq!(rx.recv_timeout(5 * SEC).unwrap(), Message::Text("callback".into()));
+    drop(client);
+    assert!(
+        eventually(WAIT, || proxy.log().contains(&format!("CONNECT 127.0.0.1:{port} "))
+            && proxy.log().contains(&format!("CONNECT localhost:{port} "))),
+        "tinyproxy's log shows no CONNECT to the server: {}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn tinyproxy_basic_auth_lets_the_right_credentials_through_and_refuses_others() {
+    let server = echo_server();
+    let proxy = ProxyProcess::tinyproxy(Some(("alice", "s3cret")));
+    let url = format!("ws://127.0.0.1:{}/", server.local_addr().port());
+    echo(&url, through(&format!("http://alice:s3cret@127.0.0.1:{}", proxy.port))).unwrap();
+    let (named, kind) = proxy_error(echo(&url, through(&format!("http://alice:wrong@127.0.0.1:{}", proxy.port))));
+    assert_eq!(named, proxy.url("http"), "the error names the proxy, without the credentials");
+    // tinyproxy answers wrong credentials with 401, missing ones with 407.
+    assert!(matches!(kind, ProxyError::Rejected { status: 401, .. }), "{kind:?}");
+    assert!(kind.to_string().contains("wants authentication"), "{kind}");
+    let (_, kind) = proxy_error(echo(&url, through(&proxy.url("http"))));
+    assert!(matches!(kind, ProxyError::Rejected { status: 407, .. }), "{kind:?}");
+}
+
+#[test]
+fn tinyproxy_that_cannot_reach_the_server_is_a_refusal() {
+    let proxy = ProxyProcess::tinyproxy(None);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_, kind) = proxy_error(echo(&format!("ws://{closed}/"), through(&proxy.url("http"))));
+    assert!(matches!(kind, ProxyError::Rejected { status, .. } if status >= 500), "{kind:?}");
+}
+
+#[test]
+fn dante_tunnels_with_local_and_remote_dns() {
+    let server = echo_server();
+    let proxy = ProxyProcess::dante();
+    let port = server.local_addr().port();
+    echo(&format!("ws://127.0.0.1:{port}/"), through(&proxy.url("socks5"))).unwrap();
+    echo(&format!("ws://localhost:{port}/"), through(&proxy.url("socks5h"))).unwrap();
+    assert!(
+        eventually(WAIT, || proxy.log().matches(&format!("127.0.0.1.{port}")).count() >= 2),
+        "danted's log shows no two connects to the server: {}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn socks5_user_password_against_a_relay_that_checks_them_and_remote_dns_sends_the_name() {
+    let server = echo_server();
+    let relay = Socks5Relay::start("bob", "pa:ss");
+    let port = server.local_addr().port();
+    echo(&format!("ws://localhost:{port}/"), through(&relay.url("socks5h", "bob", "pa%3Ass"))).unwrap();
+    echo(&format!("ws://localhost:{port}/"), through(&relay.url("socks5", "bob", "pa%3Ass"))).unwrap();
+    let seen = relay.requests.lock().unwrap().clone();
+    assert_eq!(seen[0].atyp, 3, "socks5h sends the name: {seen:?}");
+    assert_eq!(seen[0].target, format!("localhost:{port}"));
+    assert!(matches!(seen[1].atyp, 1 | 4), "socks5 sends an address the client resolved: {seen:?}");
+    let (_, kind) = proxy_error(echo(&format!("ws://localhost:{port}/"), through(&relay.url("socks5h", "bob", "no"))));
+    assert!(matches!(kind, ProxyError::AuthFailed), "{kind:?}");
+    let without = format!("socks5h://{}", relay.addr);
+    let (_, kind) = proxy_error(echo(&format!("ws://localhost:{port}/"), through(&without)));
+    assert!(matches!(kind, ProxyError::NoAcceptableAuth), "{kind:?}");
+}
+
+#[test]
+fn refusals_garbage_silence_and_a_dead_proxy_are_typed_errors_naming_the_proxy() {
+    let url = "ws://127.0.0.1:9/";
+    let http_refuses = fake_proxy(Some(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"));
+    let (named, kind) = proxy_error(echo(url, through(&format!("http://{http_refuses}"))));
+    assert_eq!(named, format!("http://{http_refuses}"));
+    assert!(matches!(kind, ProxyError::Rejected { status: 403, .. }), "{kind:?}");
+
+    let socks_refuses = fake_proxy(Some(&[5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0]));
+    let (_, kind) = proxy_error(echo(url, through(&format!("socks5://{socks_refuses}"))));
+    assert!(matches!(kind, ProxyError::Socks5Failure { code: 2 }), "{kind:?}");
+
+    let garbage = fake_proxy(Some(b"SSH-2.0-OpenSSH_9.2p1\r\n"));
+    let (_, kind) = proxy_error(echo(url, through(&format!("http://{garbage}"))));
+    assert!(matches!(kind, ProxyError::Malformed(_)), "{kind:?}");
+    let (_, kind) = proxy_error(echo(url, through(&format!("socks5://{garbage}"))));
+    assert!(matches!(kind, ProxyError::Malformed(_)), "{kind:?}");
+
+    let hangs_up = fake_proxy(Some(b""));
+    let (_, kind) = proxy_error(echo(url, through(&format!("http://{hangs_up}"))));
+    assert!(matches!(kind, ProxyError::Closed), "{kind:?}");
+
+    let silent = fake_proxy(None);
+    let started = Instant::now();
+    let options = through(&format!("socks5h://{silent}")).connect_timeout(Duration::from_millis(300));
+    let (_, kind) = proxy_error(echo(url, options));
+    assert!(matches!(kind, ProxyError::Timeout), "{kind:?}");
+    assert!(started.elapsed() < 3 * SEC, "the connect timeout bounds the proxy's handshake: {:?}", started.elapsed());
+
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_, kind) = proxy_error(echo(url, through(&format!("http://{nobody}"))));
+    assert!(matches!(kind, ProxyError::Connect(_)), "{kind:?}");
+    let message = proxy_error(echo(url, through(&format!("http://{nobody}")))).1.to_string();
+    assert!(message.contains("cannot connect to the proxy"), "{message}");
+}
+
+#[test]
+fn the_pool_and_the_reconnecting_client_go_through_the_proxy() {
+    let server = echo_server();
+    let proxy = ProxyProcess::dante();
+    let port = server.local_addr().port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let pool = Pool::new(PoolOptions::default().client(through(&proxy.url("socks5"))));
+    let mut lease = pool.acquire(&url, Some(5 * SEC)).unwrap();
+    lease.send_text("pooled").unwrap();
+    assert_eq!(lease.read_message(Some(5 * SEC)).unwrap(), Message::Text("pooled".into()));
+    drop(lease);
+    pool.close_pool();
+
+    let mut client =
+        ReconnectingClient::connect(&url, through(&proxy.url("socks5")), ReconnectPolicy::default(), ()).unwrap();
+    client.send_text("again").unwrap();
+    assert_eq!(client.read_message(Some(5 * SEC)).unwrap(), Message::Text("again".into()));
+    assert!(
+        eventually(WAIT, || proxy.log().matches(&format!("127.0.0.1.{port}")).count() >= 2),
+        "danted's log shows the pool's and the reconnecting client's connects: {}",
+        proxy.log()
+    );
+}
