@@ -32,15 +32,20 @@
 mod blocking;
 mod breaker;
 mod error;
+mod inloop;
 mod pool;
 mod proxy;
 mod reconnect;
 mod url;
 
+pub(crate) use blocking::connect_stream;
 pub use blocking::{
     connect, connect_with_callback, with_connection, CallbackClient, Client, ClientOptions, ClientSender, CloseInfo,
     ExtensionFactory, Message, MessageCallback,
 };
+pub use inloop::connect_async;
+pub(crate) use proxy::open_tunnel;
+
 pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};
 pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};

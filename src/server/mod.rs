@@ -24,6 +24,7 @@
 //! ```
 
 mod config;
+mod dial;
 mod handler;
 mod handler_timers;
 mod reactor;
@@ -44,6 +45,7 @@ pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
+use crate::client::Proxy;
 use crate::http::HttpHandler;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::proto::handshake::UpgradeRequest;
@@ -209,13 +211,23 @@ pub struct ConnectOptions {
     /// Extra request headers (name, value).
     pub headers: Vec<(String, String)>,
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
-    /// ports). Default: chosen by the kernel.
+    /// ports), for [`Handle::connect`] without a proxy. Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
+    /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`. The tunnel is
+    /// opened by a helper thread (blocking, within `timeout`), then the reactor takes the stream over;
+    /// a proxy's failure is [`ConnectError::Client`] with [`client::Error::Proxy`](crate::client::Error::Proxy).
+    pub proxy: Option<Proxy>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), protocols: Vec::new(), headers: Vec::new(), local_addr: None }
+        Self {
+            timeout: Duration::from_secs(10),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            local_addr: None,
+            proxy: None,
+        }
     }
 }
 
@@ -404,8 +416,12 @@ impl Handle {
     ) {
         let reactors = self.shared.links.len().max(1);
         let reactor = self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
+        if let Some(proxy) = options.proxy.clone() {
+            return dial::through_proxy(self.clone(), proxy, addr, host, path_and_query, options, Box::new(handler));
+        }
         let request = Box::new(reactor::ClientStart {
             addr,
+            stream: None,
             host: host.to_owned(),
             path_and_query: path_and_query.to_owned(),
             options,

@@ -2,7 +2,8 @@
 //! real SOCKS5 server (Debian's `danted`, no authentication, local and remote DNS), an in-test SOCKS5
 //! relay for username/password (danted takes those from system accounts, which a test cannot make), and
 //! fake proxies for the failures: refusal, garbage, silence, nothing listening. Every client style goes
-//! through them: pull, callback, pool, reconnecting.
+//! through them: pull, callback, pool, reconnecting, and the in-loop clients (`Handle::connect`,
+//! `Handle::connect_url`, `client::connect_async`).
 //!
 //! Needs `/usr/bin/tinyproxy` and `/usr/sbin/danted` (or `WSLOOP_TINYPROXY`, `WSLOOP_DANTED`); `.ci/run`
 //! installs them when missing.
@@ -14,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use peers::{echo_server, eventually, fake_proxy, ProxyProcess, Socks5Relay, WAIT};
 use wsloop::client::{
-    connect, connect_with_callback, ClientOptions, Error, Message, Pool, PoolOptions, Proxy, ProxyError,
+    connect, connect_async, connect_with_callback, ClientOptions, Error, Message, Pool, PoolOptions, Proxy, ProxyError,
     ReconnectPolicy, ReconnectingClient,
 };
+use wsloop::server::{self, ConnectError, ConnectOptions, Ctx, Handler, Server};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -177,4 +179,79 @@ fn the_pool_and_the_reconnecting_client_go_through_the_proxy() {
         "danted's log shows the pool's and the reconnecting client's connects: {}",
         proxy.log()
     );
+}
+
+/// An in-loop client handler: sends "in-loop" on open, reports the echo or the failure.
+struct InLoop(mpsc::Sender<Result<String, String>>);
+
+impl Handler for InLoop {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx.send_text("in-loop");
+    }
+
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, message: server::Message<'_>) {
+        if let server::Message::Text(t) = message {
+            let _ = self.0.send(Ok(t.to_owned()));
+        }
+    }
+
+    fn on_connect_error(&mut self, error: &ConnectError) {
+        let what = match error {
+            ConnectError::Client(Error::Proxy { proxy, kind: ProxyError::Timeout }) => format!("{proxy} timeout"),
+            ConnectError::Client(Error::Proxy { proxy, kind: ProxyError::Rejected { status, .. } }) => {
+                format!("{proxy} {status}")
+            }
+            other => format!("other {other:?}"),
+        };
+        let _ = self.0.send(Err(what));
+    }
+}
+
+fn in_loop() -> (InLoop, mpsc::Receiver<Result<String, String>>) {
+    let (tx, rx) = mpsc::channel();
+    (InLoop(tx), rx)
+}
+
+fn via(proxy: &str, timeout: Duration) -> ConnectOptions {
+    ConnectOptions { timeout, proxy: Some(Proxy::parse(proxy).unwrap()), ..ConnectOptions::default() }
+}
+
+#[test]
+fn in_loop_clients_go_through_the_proxies_and_report_their_failures() {
+    let server = echo_server();
+    let port = server.local_addr().port();
+    let engine =
+        Server::new(server::Config { threads: 1, ..server::Config::default() }).start_without_listeners().unwrap();
+    let handle = engine.handle();
+
+    // Handle::connect to an address, through tinyproxy.
+    let tinyproxy = ProxyProcess::tinyproxy(None);
+    let (handler, seen) = in_loop();
+    handle.connect(server.local_addr(), "127.0.0.1", "/", via(&tinyproxy.url("http"), 5 * SEC), handler);
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Ok("in-loop".into()));
+    assert!(
+        eventually(WAIT, || tinyproxy.log().contains(&format!("CONNECT 127.0.0.1:{port} "))),
+        "{}",
+        tinyproxy.log()
+    );
+
+    // connect_async by name through a SOCKS5 relay with credentials: the name goes to the proxy.
+    let relay = Socks5Relay::start("carol", "pw");
+    let (handler, seen) = in_loop();
+    let url = format!("ws://localhost:{port}/");
+    connect_async(&url, via(&relay.url("socks5h", "carol", "pw"), 5 * SEC), handler);
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Ok("in-loop".into()));
+    assert_eq!(relay.requests.lock().unwrap()[0].target, format!("localhost:{port}"));
+
+    // A proxy that refuses, and one that says nothing: typed errors naming it, within the timeout.
+    let refuses = fake_proxy(Some(b"HTTP/1.1 403 Forbidden\r\n\r\n"));
+    let (handler, seen) = in_loop();
+    handle.connect_url(&url, via(&format!("http://{refuses}"), 5 * SEC), handler);
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(format!("http://{refuses} 403")));
+    let silent = fake_proxy(None);
+    let (handler, seen) = in_loop();
+    let started = Instant::now();
+    handle.connect_url(&url, via(&format!("socks5h://{silent}"), Duration::from_millis(300)), handler);
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(format!("socks5h://{silent} timeout")));
+    assert!(started.elapsed() < 3 * SEC, "{:?}", started.elapsed());
 }

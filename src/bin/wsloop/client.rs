@@ -14,7 +14,7 @@ use clap::Args;
 use wsloop::client::{self, ClientOptions, ClientSender, Error as ClientError, Message};
 use wsloop::proto::CloseCode;
 
-use crate::util::{duration, header};
+use crate::util::{duration, header, ProxyArgs};
 
 const AFTER_HELP: &str = "\
 Output: text messages are printed as they are, one per line; binary messages as lowercase hex, one \
@@ -62,6 +62,8 @@ pub(crate) struct ClientArgs {
     /// Report the connection, the chosen subprotocol and the close on stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 /// Exit status for "no connection was made".
@@ -161,6 +163,19 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
                 eprintln!("wsloop client: -H {e}");
                 return ExitCode::from(EXIT_CONNECT);
             }
+        }
+    }
+    match args.proxy.proxy_for(&args.url) {
+        Ok(Some(proxy)) => {
+            if args.verbose {
+                eprintln!("wsloop client: through proxy {proxy}");
+            }
+            options = options.proxy(proxy);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("wsloop client: {e}");
+            return ExitCode::from(EXIT_CONNECT);
         }
     }
     let client = match client::connect_with_callback(&args.url, options) {

@@ -22,7 +22,7 @@ mod options;
 mod pull;
 mod reader;
 
-pub(super) use connect::resolve_host;
+pub(crate) use connect::{connect_stream, resolve_host};
 
 pub use callback::{connect_with_callback, CallbackClient, ClientSender};
 pub use options::{ClientOptions, CloseInfo, ExtensionFactory, Message, MessageCallback};

@@ -1,6 +1,7 @@
 //! In-loop clients: outgoing connections the reactor opens and drives with the same `Handler` trait.
 //!
-//! Owns: the non-blocking connect, writing the upgrade request once TCP connects, and reporting a
+//! Owns: the non-blocking connect (or taking over a stream connected off the reactor: see
+//! `server::dial`), writing the upgrade request once TCP connects, and reporting a
 //! failure before the upgrade (`on_connect_error`). The 101 itself is checked by the upgrade room through
 //! [`ClientHandshake`]. Never touches: frames after the upgrade.
 
@@ -40,7 +41,7 @@ fn connect_nonblocking(addr: SocketAddr, local: Option<SocketAddr>) -> io::Resul
 impl Reactor {
     /// Starts an in-loop client connection: non-blocking TCP connect, request written once connected.
     pub(super) fn start_client(&mut self, start: ClientStart) {
-        let ClientStart { addr, host, path_and_query, options, handler } = start;
+        let ClientStart { addr, stream, host, path_and_query, options, handler } = start;
         let mut handler: Box<dyn Handler> = handler;
         let counters = self.counters.clone();
         let fail = |handler: &mut Box<dyn Handler>, error: ConnectError| {
@@ -63,7 +64,12 @@ impl Reactor {
             Ok(handshake) => handshake,
             Err(e) => return fail(&mut handler, ConnectError::Handshake(e)),
         };
-        let stream = match connect_nonblocking(addr, options.local_addr) {
+        let connected = match stream {
+            // Registered like a connecting socket: its first writable event sends the request.
+            Some(stream) => stream.set_nonblocking(true).map(|()| TcpStream::from_std(stream)),
+            None => connect_nonblocking(addr, options.local_addr),
+        };
+        let stream = match connected {
             Ok(stream) => stream,
             Err(e) => return fail(&mut handler, ConnectError::Io(e)),
         };

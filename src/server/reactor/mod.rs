@@ -86,6 +86,9 @@ pub(crate) enum Command {
 /// An in-loop client connection to open.
 pub(crate) struct ClientStart {
     pub(crate) addr: SocketAddr,
+    /// A stream already connected (through a proxy, or by a helper thread that resolved the host); `None`:
+    /// the reactor connects to `addr` itself.
+    pub(crate) stream: Option<std::net::TcpStream>,
     pub(crate) host: String,
     pub(crate) path_and_query: String,
     pub(crate) options: super::ConnectOptions,

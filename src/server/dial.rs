@@ -1,0 +1,122 @@
+//! In-loop clients whose socket is set up off the reactor: by URL (the host's name resolved within the
+//! timeout) and through a proxy. A helper thread gets the connected stream, exactly as the blocking client
+//! does (`client::connect_stream`), then hands it to a reactor, which writes the upgrade request.
+//!
+//! Owns: [`Handle::connect_url`] and the proxy branch of [`Handle::connect`]. Never touches: the reactor's
+//! state (the stream goes over the command channel like any other connect).
+
+use std::net::{SocketAddr, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::client::{Error, Proxy, WsUrl};
+
+use super::handler::{ConnectError, Handler};
+use super::reactor::{ClientStart, Command};
+use super::{ConnectOptions, Handle};
+
+impl Handle {
+    /// Opens an in-loop client connection to a `ws://` URL on one of the reactors and returns at once.
+    /// A helper thread resolves the host (IP literals as they are), connects (each address in turn, or
+    /// through [`ConnectOptions::proxy`]) within [`ConnectOptions::timeout`], and hands the stream to a
+    /// reactor, which completes the handshake within what is left of the timeout. Success is reported
+    /// through `handler.on_open`; failure through `handler.on_connect_error`, with
+    /// [`ConnectError::Client`] holding the blocking client's error for everything before the handshake.
+    pub fn connect_url<H: Handler + Send>(&self, url: &str, options: ConnectOptions, handler: H) {
+        let mut handler: Box<dyn Handler + Send> = Box::new(handler);
+        let parsed = match WsUrl::parse(url) {
+            Ok(parsed) if parsed.is_secure() => return report(&mut handler, Error::TlsUnsupported),
+            Ok(parsed) => parsed,
+            Err(reason) => return report(&mut handler, Error::InvalidUrl { url: url.to_owned(), reason }),
+        };
+        let handle = self.clone();
+        let started = Instant::now();
+        spawn(handler, move |handler| {
+            let stream = crate::client::connect_stream(&parsed, options.timeout, options.proxy.as_ref());
+            handle.hand_over(
+                stream,
+                started,
+                parsed.host_header(),
+                parsed.path_and_query().to_owned(),
+                options,
+                handler,
+            )
+        });
+    }
+
+    /// Gives a stream connected elsewhere (or the error that prevented it) to a reactor.
+    fn hand_over(
+        &self,
+        stream: Result<TcpStream, Error>,
+        started: Instant,
+        host: String,
+        path_and_query: String,
+        mut options: ConnectOptions,
+        mut handler: Box<dyn Handler + Send>,
+    ) {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => return report(&mut handler, e),
+        };
+        let addr = match stream.peer_addr() {
+            Ok(addr) => addr,
+            Err(e) => return report(&mut handler, Error::Io(e)),
+        };
+        // The reactor's timer bounds the handshake with what is left.
+        options.timeout = options.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        let reactors = self.shared.links.len().max(1);
+        let reactor = self.shared.next_client_reactor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % reactors;
+        let start = ClientStart { addr, stream: Some(stream), host, path_and_query, options, handler };
+        self.send(reactor, Command::Connect(Box::new(start)));
+    }
+}
+
+/// [`Handle::connect`] with a proxy: the tunnel to `addr` is opened on a helper thread.
+pub(super) fn through_proxy(
+    handle: Handle,
+    proxy: Proxy,
+    addr: SocketAddr,
+    host: &str,
+    path_and_query: &str,
+    options: ConnectOptions,
+    handler: Box<dyn Handler + Send>,
+) {
+    let (host, path_and_query) = (host.to_owned(), path_and_query.to_owned());
+    let started = Instant::now();
+    spawn(handler, move |handler| {
+        let target = match addr {
+            SocketAddr::V4(a) => crate::client::Host::Ipv4(*a.ip()),
+            SocketAddr::V6(a) => crate::client::Host::Ipv6(*a.ip()),
+        };
+        let stream = crate::client::open_tunnel(&proxy, &target, addr.port(), options.timeout);
+        handle.hand_over(stream, started, host, path_and_query, options, handler);
+    });
+}
+
+/// Runs `work` on a helper thread of its own; when no thread can be made, reports that to the handler.
+fn spawn(handler: Box<dyn Handler + Send>, work: impl FnOnce(Box<dyn Handler + Send>) + Send + 'static) {
+    // The handler moves into the thread only if it starts; `spawn` gives the closure back on failure
+    // only by dropping it, so keep the handler in a slot the error path can still reach.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(handler)));
+    let inner = slot.clone();
+    let spawned = std::thread::Builder::new().name("wsloop-connect".into()).spawn(move || {
+        let handler = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handler) = handler {
+            work(handler);
+        }
+    });
+    if let Err(e) = spawned {
+        let handler = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(mut handler) = handler {
+            report(&mut handler, Error::Io(e));
+        }
+    }
+}
+
+/// Calls `on_connect_error` with the client's error (a panic in it is caught and logged).
+fn report(handler: &mut Box<dyn Handler + Send>, error: Error) {
+    let error = ConnectError::Client(error);
+    if catch_unwind(AssertUnwindSafe(|| handler.on_connect_error(&error))).is_err() {
+        log::error!("a handler panicked in on_connect_error ({error})");
+    }
+}
