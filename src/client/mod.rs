@@ -48,7 +48,7 @@ pub(crate) use proxy::open_tunnel;
 
 pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};
-pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
+pub use pool::{AcquireOptions, Pool, PoolOptions, PoolStats, PooledConnection};
 pub use proxy::{Proxy, ProxyAddr, ProxyAuth, ProxyError, ProxyUrlError, DEFAULT_PROXY_PORT};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
 pub use url::{Host, Scheme, UrlError, WsUrl};
