@@ -200,7 +200,8 @@ impl RunningServer {
     }
 }
 
-/// Settings of one in-loop client connection ([`Handle::connect`]). Frame and message limits, ping
+/// Settings of one in-loop client connection ([`Handle::connect`], [`Handle::connect_url`],
+/// [`client::connect_async`](crate::client::connect_async)). Frame and message limits, ping
 /// interval and timeouts other than these two come from the engine's [`Config`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -405,7 +406,9 @@ impl Handle {
     /// Opens an in-loop client connection to `addr` on one of the reactors (round robin) and returns at
     /// once. Success is reported through `handler.on_open`, failure through `handler.on_connect_error`;
     /// afterwards the handler is driven exactly like a server-side one. `host` is the `Host` header value
-    /// and `path_and_query` the request target (e.g. `/chat?room=1`).
+    /// and `path_and_query` the request target (e.g. `/chat?room=1`). With [`ConnectOptions::proxy`], a
+    /// helper thread opens the tunnel to `addr` first (see [`Handle::connect_url`]); to reach a URL by
+    /// name, use [`Handle::connect_url`].
     pub fn connect<H: Handler + Send>(
         &self,
         addr: SocketAddr,
