@@ -48,8 +48,9 @@ fn tinyproxy_tunnels_the_pull_and_callback_clients_and_logs_the_connect() {
     let port = server.local_addr().port();
     let url = format!("ws://127.0.0.1:{port}/x");
     echo(&url, through(&proxy.url("http"))).unwrap();
-    // The proxy resolves names: the CONNECT carries `localhost`, not an address.
-    echo(&format!("ws://localhost:{port}/"), through(&proxy.url("http"))).unwrap();
+    // The proxy resolves names: the CONNECT carries `localhost`, not an address. The proxy's own name is
+    // resolved by the client (each of its addresses tried in turn).
+    echo(&format!("ws://localhost:{port}/"), through(&format!("http://localhost:{}", proxy.port))).unwrap();
     let (tx, rx) = mpsc::channel();
     let options = through(&proxy.url("http")).on_message(move |_, m| {
         let _ = tx.send(m);
@@ -149,6 +150,11 @@ fn refusals_garbage_silence_and_a_dead_proxy_are_typed_errors_naming_the_proxy()
     let (_, kind) = proxy_error(echo(url, options));
     assert!(matches!(kind, ProxyError::Timeout), "{kind:?}");
     assert!(started.elapsed() < 3 * SEC, "the connect timeout bounds the proxy's handshake: {:?}", started.elapsed());
+
+    let (named, kind) = proxy_error(echo(url, through("socks5h://no-such-proxy.invalid:1080")));
+    assert_eq!(named, "socks5h://no-such-proxy.invalid:1080");
+    // Without a reachable DNS server the lookup may instead run out of time.
+    assert!(matches!(kind, ProxyError::Resolve(_) | ProxyError::Timeout), "{kind:?}");
 
     let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (_, kind) = proxy_error(echo(url, through(&format!("http://{nobody}"))));
