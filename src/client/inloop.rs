@@ -17,7 +17,8 @@ static ENGINE: Mutex<Option<Handle>> = Mutex::new(None);
 /// of your own, call [`Handle::connect_url`] on it instead, which this is.
 ///
 /// The host is resolved on a helper thread within [`ConnectOptions::timeout`], which also bounds the
-/// TCP connect (or the proxy's tunnel, [`ConnectOptions::proxy`]) and the handshake. Success is
+/// TCP connect (or the proxy's tunnel, [`ConnectOptions::proxy`]; run by the reactor itself when the
+/// proxy is given by address and nothing needs resolving) and the handshake. Success is
 /// `handler.on_open`, then the handler is driven like a server-side one; failure is
 /// `handler.on_connect_error`, with [`ConnectError::Client`] carrying the blocking client's error
 /// ([`Error::Resolve`], [`Error::Connect`], [`Error::Timeout`], [`Error::Proxy`], ...) for everything

@@ -48,7 +48,7 @@ pub use blocking::{
     ExtensionFactory, Message, MessageCallback,
 };
 pub use inloop::connect_async;
-pub(crate) use proxy::open_tunnel;
+pub(crate) use proxy::{open_tunnel, Progress, Target, Tunnel};
 
 pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};

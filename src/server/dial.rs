@@ -1,15 +1,18 @@
-//! In-loop clients whose socket is set up off the reactor: by URL (the host's name resolved within the
-//! timeout) and through a proxy. A helper thread gets the connected stream, exactly as the blocking client
-//! does (`client::connect_stream`), then hands it to a reactor, which writes the upgrade request.
+//! In-loop clients by URL and through a proxy: where their socket is set up. When something must be
+//! resolved (the server's name, a proxy's name, or the server's name for `socks5://`), a helper thread
+//! gets the connected stream exactly as the blocking client does (`client::connect_stream`), then hands
+//! it to a reactor, which writes the upgrade request. A proxy given by address with a target the client
+//! need not resolve runs entirely in the loop: the reactor connects to the proxy and runs the sans-IO
+//! proxy handshake (`client::Tunnel`) before the upgrade request.
 //!
 //! Owns: [`Handle::connect_url`] and the proxy branch of [`Handle::connect`]. Never touches: the reactor's
-//! state (the stream goes over the command channel like any other connect).
+//! state (everything goes over the command channel like any other connect).
 
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::client::{Error, Proxy, WsUrl};
+use crate::client::{Error, Proxy, Target, WsUrl};
 
 use super::handler::{ConnectError, Handler};
 use super::reactor::{ClientStart, Command};
@@ -19,8 +22,10 @@ impl Handle {
     /// Opens an in-loop client connection to a `ws://` URL on one of the reactors and returns at once.
     /// A helper thread resolves the host (IP literals as they are), connects (each address in turn, or
     /// through [`ConnectOptions::proxy`]) within [`ConnectOptions::timeout`], and hands the stream to a
-    /// reactor, which completes the handshake within what is left of the timeout. Success is reported
-    /// through `handler.on_open`; failure through `handler.on_connect_error`, with
+    /// reactor, which completes the handshake within what is left of the timeout. Through a proxy given
+    /// by address, with a target the client need not resolve (an IP literal, or a name for an HTTP or
+    /// `socks5h://` proxy), no thread is involved: the reactor runs the proxy handshake itself. Success is
+    /// reported through `handler.on_open`; failure through `handler.on_connect_error`, with
     /// [`ConnectError::Client`] holding the blocking client's error for everything before the handshake.
     pub fn connect_url<H: Handler + Send>(&self, url: &str, options: ConnectOptions, handler: H) {
         let mut handler: Box<dyn Handler + Send> = Box::new(handler);
@@ -29,6 +34,15 @@ impl Handle {
             Ok(parsed) => parsed,
             Err(reason) => return report(&mut handler, Error::InvalidUrl { url: url.to_owned(), reason }),
         };
+        // A proxy at an IP address, and a target the client need not resolve: all of it in the loop.
+        if let Some(proxy) = &options.proxy {
+            let target = Target::without_lookup(proxy, parsed.host(), parsed.port());
+            if let (Some(proxy_addr), Some(target)) = (proxy.addr().socket_addr(), target) {
+                let (host, path) = (parsed.host_header(), parsed.path_and_query().to_owned());
+                let proxy = proxy.clone();
+                return self.connect_tunnelled(proxy_addr, proxy, target, host, path, options, handler);
+            }
+        }
         let handle = self.clone();
         let started = Instant::now();
         spawn(handler, move |handler| {
@@ -66,12 +80,34 @@ impl Handle {
         options.timeout = options.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let reactors = self.shared.links.len().max(1);
         let reactor = self.shared.next_client_reactor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % reactors;
-        let start = ClientStart { addr, stream: Some(stream), host, path_and_query, options, handler };
+        let start = ClientStart { addr, stream: Some(stream), tunnel: None, host, path_and_query, options, handler };
+        self.send(reactor, Command::Connect(Box::new(start)));
+    }
+
+    /// Starts a connection whose proxy handshake runs in the loop (the sans-IO `client::Tunnel`): the
+    /// reactor connects to `proxy_addr`, writes the proxy's request once connected, feeds it the answer and
+    /// sends the upgrade request through the open tunnel; no helper thread.
+    #[allow(clippy::too_many_arguments)]
+    fn connect_tunnelled(
+        &self,
+        proxy_addr: SocketAddr,
+        proxy: Proxy,
+        target: Target,
+        host: String,
+        path_and_query: String,
+        options: ConnectOptions,
+        handler: Box<dyn Handler + Send>,
+    ) {
+        let reactors = self.shared.links.len().max(1);
+        let reactor = self.shared.next_client_reactor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % reactors;
+        let tunnel = Some((proxy, target));
+        let start = ClientStart { addr: proxy_addr, stream: None, tunnel, host, path_and_query, options, handler };
         self.send(reactor, Command::Connect(Box::new(start)));
     }
 }
 
-/// [`Handle::connect`] with a proxy: the tunnel to `addr` is opened on a helper thread.
+/// [`Handle::connect`] with a proxy: in the loop when the proxy is given by address, else the tunnel to
+/// `addr` is opened on a helper thread (which resolves the proxy's name).
 pub(super) fn through_proxy(
     handle: Handle,
     proxy: Proxy,
@@ -82,6 +118,9 @@ pub(super) fn through_proxy(
     handler: Box<dyn Handler + Send>,
 ) {
     let (host, path_and_query) = (host.to_owned(), path_and_query.to_owned());
+    if let Some(proxy_addr) = proxy.addr().socket_addr() {
+        return handle.connect_tunnelled(proxy_addr, proxy, Target::Addr(addr), host, path_and_query, options, handler);
+    }
     let started = Instant::now();
     spawn(handler, move |handler| {
         let target = match addr {

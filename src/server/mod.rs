@@ -214,9 +214,11 @@ pub struct ConnectOptions {
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
     /// ports), for [`Handle::connect`] without a proxy. Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
-    /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`. The tunnel is
-    /// opened by a helper thread (blocking, within `timeout`), then the reactor takes the stream over;
-    /// a proxy's failure is [`ConnectError::Client`] with [`client::Error::Proxy`](crate::client::Error::Proxy).
+    /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`. A proxy given by
+    /// address whose target needs no resolving by the client has its handshake run by the reactor;
+    /// otherwise a helper thread opens the tunnel (blocking, within `timeout`) and the reactor takes the
+    /// stream over. A proxy's failure is [`ConnectError::Client`] with
+    /// [`client::Error::Proxy`](crate::client::Error::Proxy) either way.
     pub proxy: Option<Proxy>,
 }
 
@@ -406,9 +408,9 @@ impl Handle {
     /// Opens an in-loop client connection to `addr` on one of the reactors (round robin) and returns at
     /// once. Success is reported through `handler.on_open`, failure through `handler.on_connect_error`;
     /// afterwards the handler is driven exactly like a server-side one. `host` is the `Host` header value
-    /// and `path_and_query` the request target (e.g. `/chat?room=1`). With [`ConnectOptions::proxy`], a
-    /// helper thread opens the tunnel to `addr` first (see [`Handle::connect_url`]); to reach a URL by
-    /// name, use [`Handle::connect_url`].
+    /// and `path_and_query` the request target (e.g. `/chat?room=1`). With [`ConnectOptions::proxy`], the tunnel
+    /// to `addr` is opened first (in the loop for a proxy given by address, see
+    /// [`ConnectOptions::proxy`]); to reach a URL by name, use [`Handle::connect_url`].
     pub fn connect<H: Handler + Send>(
         &self,
         addr: SocketAddr,
@@ -425,6 +427,7 @@ impl Handle {
         let request = Box::new(reactor::ClientStart {
             addr,
             stream: None,
+            tunnel: None,
             host: host.to_owned(),
             path_and_query: path_and_query.to_owned(),
             options,

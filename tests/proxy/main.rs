@@ -207,9 +207,20 @@ impl Handler for InLoop {
             ConnectError::Client(Error::Proxy { proxy, kind: ProxyError::Rejected { status, .. } }) => {
                 format!("{proxy} {status}")
             }
+            ConnectError::Client(Error::Proxy { proxy, kind: ProxyError::Connect(_) }) => format!("{proxy} connect"),
+            ConnectError::Client(Error::Proxy { proxy, kind: ProxyError::Closed }) => format!("{proxy} closed"),
+            ConnectError::Client(Error::Proxy { proxy, kind: ProxyError::Malformed(_) }) => {
+                format!("{proxy} garbage")
+            }
             other => format!("other {other:?}"),
         };
-        let _ = self.0.send(Err(what));
+        // Where the failure was seen: the reactor ran the proxy handshake, or a helper thread did.
+        let on = match std::thread::current().name() {
+            Some(name) if name.starts_with("wsloop-reactor") => "reactor",
+            Some("wsloop-connect") => "helper",
+            other => panic!("on_connect_error on thread {other:?}"),
+        };
+        let _ = self.0.send(Err(format!("{what} on {on}")));
     }
 }
 
@@ -253,11 +264,52 @@ fn in_loop_clients_go_through_the_proxies_and_report_their_failures() {
     let refuses = fake_proxy(Some(b"HTTP/1.1 403 Forbidden\r\n\r\n"));
     let (handler, seen) = in_loop();
     handle.connect_url(&url, via(&format!("http://{refuses}"), 5 * SEC), handler);
-    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(format!("http://{refuses} 403")));
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(format!("http://{refuses} 403 on reactor")));
     let silent = fake_proxy(None);
     let (handler, seen) = in_loop();
     let started = Instant::now();
     handle.connect_url(&url, via(&format!("socks5h://{silent}"), Duration::from_millis(300)), handler);
-    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(format!("socks5h://{silent} timeout")));
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(format!("socks5h://{silent} timeout on reactor")));
     assert!(started.elapsed() < 3 * SEC, "{:?}", started.elapsed());
+}
+
+/// A proxy given by address runs its handshake in the loop (no helper thread: the reactor maps TCP,
+/// timeout and end-of-stream failures to the proxy); one given by name, or `socks5://` to a name, goes
+/// through a helper thread. Both report the same errors.
+#[test]
+fn in_loop_proxy_failures_are_the_same_in_the_loop_and_on_the_helper_thread() {
+    let server = echo_server();
+    let port = server.local_addr().port();
+    let engine =
+        Server::new(server::Config { threads: 1, ..server::Config::default() }).start_without_listeners().unwrap();
+    let handle = engine.handle();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let expect = |proxy: String, want: String| {
+        let (handler, seen) = in_loop();
+        handle.connect_url(&url, via(&proxy, 5 * SEC), handler);
+        assert_eq!(seen.recv_timeout(WAIT).unwrap(), Err(want), "through {proxy}");
+    };
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let hangs_up = fake_proxy(Some(b""));
+    let garbage = fake_proxy(Some(b"SSH-2.0-OpenSSH_9.2p1\r\n"));
+    for (addr, what) in [(nobody, "connect"), (hangs_up, "closed"), (garbage, "garbage")] {
+        let port = addr.port();
+        // In the loop: the proxy by address.
+        expect(format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{port} {what} on reactor"));
+        expect(format!("socks5h://127.0.0.1:{port}"), format!("socks5h://127.0.0.1:{port} {what} on reactor"));
+        // On the helper thread: the proxy by name.
+        expect(format!("http://localhost:{port}"), format!("http://localhost:{port} {what} on helper"));
+    }
+    // Both paths open real tunnels: danted by address (in the loop) and by name (helper thread), with a
+    // socks5:// target name the client resolves (helper thread).
+    let dante = ProxyProcess::dante();
+    for (proxy, target) in [
+        (dante.url("socks5h"), format!("ws://localhost:{port}/")),
+        (format!("socks5h://localhost:{}", dante.port), format!("ws://localhost:{port}/")),
+        (dante.url("socks5"), format!("ws://localhost:{port}/")),
+    ] {
+        let (handler, seen) = in_loop();
+        handle.connect_url(&target, via(&proxy, 5 * SEC), handler);
+        assert_eq!(seen.recv_timeout(WAIT).unwrap(), Ok("in-loop".into()), "through {proxy}");
+    }
 }

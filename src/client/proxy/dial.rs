@@ -4,7 +4,7 @@
 //! Owns: the I/O around [`Tunnel`]. Never touches: what goes through the tunnel afterwards.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::super::blocking::resolve_host;
@@ -20,14 +20,12 @@ pub(crate) fn open_tunnel(proxy: &Proxy, host: &Host, port: u16, timeout: Durati
     let deadline = Instant::now() + timeout.max(Duration::from_millis(1));
     let fail = |kind: ProxyError| Error::Proxy { proxy: proxy.to_string(), kind };
     let remaining = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-    let target = match (proxy, host) {
-        (_, Host::Ipv4(ip)) => Target::Addr(SocketAddr::from((*ip, port))),
-        (_, Host::Ipv6(ip)) => Target::Addr(SocketAddr::from((*ip, port))),
-        (Proxy::Socks5 { remote_dns: false, .. }, Host::Domain(_)) => {
+    let target = match Target::without_lookup(proxy, host, port) {
+        Some(target) => target,
+        None => {
             let addrs = resolve_host(host, port, remaining().ok_or_else(|| fail(ProxyError::Timeout))?)?;
             Target::Addr(addrs[0])
         }
-        (_, Host::Domain(name)) => Target::Name(name.clone(), port),
     };
     let proxy_addr = proxy.addr();
     let addrs =

@@ -17,6 +17,17 @@ mod http;
 mod socks5;
 
 pub(crate) use dial::open_tunnel;
+
+impl ProxyAddr {
+    /// The socket address, when the host is an IP literal (no resolution needed).
+    pub(crate) fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.host {
+            Host::Ipv4(ip) => Some((ip, self.port).into()),
+            Host::Ipv6(ip) => Some((ip, self.port).into()),
+            Host::Domain(_) => None,
+        }
+    }
+}
 pub use error::{ProxyError, ProxyUrlError};
 
 /// The port of a proxy URL that names none: 1080, as curl assumes for every proxy scheme.
@@ -226,6 +237,18 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    /// Where a tunnel through `proxy` to `host:port` leads, when that needs no name resolution by the
+    /// client: an IP literal, or a name the proxy resolves (HTTP, `socks5h://`). `None` for a name
+    /// through `socks5://` (the client resolves it first).
+    pub(crate) fn without_lookup(proxy: &Proxy, host: &Host, port: u16) -> Option<Self> {
+        match (proxy, host) {
+            (_, Host::Ipv4(ip)) => Some(Self::Addr((*ip, port).into())),
+            (_, Host::Ipv6(ip)) => Some(Self::Addr((*ip, port).into())),
+            (Proxy::Socks5 { remote_dns: false, .. }, Host::Domain(_)) => None,
+            (_, Host::Domain(name)) => Some(Self::Name(name.clone(), port)),
+        }
+    }
+
     /// `host:port` as a `CONNECT` request target (IPv6 in brackets).
     fn authority(&self) -> String {
         match self {

@@ -22,6 +22,18 @@ pub(super) struct PendingClient {
     pub(super) handshake: ClientHandshake,
     pub(super) path_and_query: String,
     pub(super) timeout_ms: u64,
+    /// A proxy tunnel to open first (the socket connects to the proxy); `None` once open, or without a
+    /// proxy.
+    pub(super) tunnel: Option<Box<PendingTunnel>>,
+}
+
+/// A proxy handshake an in-loop client runs before its upgrade request (sans-IO, `client::Tunnel`).
+pub(super) struct PendingTunnel {
+    pub(super) machine: crate::client::Tunnel,
+    /// The first bytes for the proxy, written once TCP connects.
+    pub(super) first: Vec<u8>,
+    /// The proxy, as errors name it (its URL without credentials).
+    pub(super) proxy: String,
 }
 
 /// Where a connection stands.
