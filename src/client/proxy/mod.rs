@@ -323,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn constructors_match_what_parse_gives() {
+        let host = Host::Ipv4([127, 0, 0, 1].into());
+        let auth = ProxyAuth::new("u", "p");
+        assert_eq!(
+            Proxy::http(host.clone(), 3128).with_auth(auth.clone()),
+            Proxy::parse("http://u:p@127.0.0.1:3128").unwrap()
+        );
+        let socks = Proxy::socks5(host, 1080).with_auth(auth.clone());
+        assert_eq!(socks, Proxy::parse("socks5h://u:p@127.0.0.1").unwrap());
+        assert_eq!(socks.auth(), Some(&auth));
+        assert_eq!(socks.addr().socket_addr(), Some("127.0.0.1:1080".parse().unwrap()));
+        assert_eq!(Proxy::parse("http://proxy.example:1").unwrap().addr().socket_addr(), None);
+    }
+
+    #[test]
     fn refuses_what_is_not_a_proxy_url() {
         assert!(matches!(Proxy::parse("socks4://h:1"), Err(ProxyUrlError::UnsupportedScheme { .. })));
         assert!(matches!(Proxy::parse("https://h:1"), Err(ProxyUrlError::UnsupportedScheme { .. })));
