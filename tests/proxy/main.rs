@@ -18,6 +18,7 @@ use wsloop::client::{
     connect, connect_async, connect_with_callback, ClientOptions, Error, Message, Pool, PoolOptions, Proxy, ProxyError,
     ReconnectPolicy, ReconnectingClient,
 };
+use wsloop::metrics::TcpPhase;
 use wsloop::server::{self, ConnectError, ConnectOptions, Ctx, Handler, Server};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -300,6 +301,12 @@ fn in_loop_proxy_failures_are_the_same_in_the_loop_and_on_the_helper_thread() {
         // On the helper thread: the proxy by name.
         expect(format!("http://localhost:{port}"), format!("http://localhost:{port} {what} on helper"));
     }
+    // Every failed connection is gone from the engine's gauges (the proxy's socket is closed).
+    let held = || {
+        let m = handle.metrics();
+        [TcpPhase::Handshake, TcpPhase::Http, TcpPhase::Open, TcpPhase::Closing].map(|p| m.tcp_connections_in(p))
+    };
+    assert!(eventually(WAIT, || held() == [0; 4]), "{:?}", held());
     // Both paths open real tunnels: danted by address (in the loop) and by name (helper thread), with a
     // socks5:// target name the client resolves (helper thread).
     let dante = ProxyProcess::dante();
