@@ -212,7 +212,8 @@ pub struct ConnectOptions {
     /// Extra request headers (name, value).
     pub headers: Vec<(String, String)>,
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
-    /// ports), for [`Handle::connect`] without a proxy. Default: chosen by the kernel.
+    /// ports), for the connections a reactor dials itself: [`Handle::connect`], and a proxy given by
+    /// address (not a helper thread's connect). Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
     /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`. A proxy given by
     /// address whose target needs no resolving by the client has its handshake run by the reactor;
