@@ -252,6 +252,13 @@ fn in_loop_clients_go_through_the_proxies_and_report_their_failures() {
         "{}",
         tinyproxy.log()
     );
+    // The reactor dials the proxy itself, so a source address applies.
+    let (handler, seen) = in_loop();
+    let from =
+        ConnectOptions { local_addr: Some("127.0.0.2:0".parse().unwrap()), ..via(&tinyproxy.url("http"), 5 * SEC) };
+    handle.connect(server.local_addr(), "127.0.0.1", "/", from, handler);
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), Ok("in-loop".into()));
+    assert!(eventually(WAIT, || tinyproxy.log().contains("): 127.0.0.2")), "{}", tinyproxy.log());
 
     // connect_async by name through a SOCKS5 relay with credentials: the name goes to the proxy.
     let relay = Socks5Relay::start("carol", "pw");

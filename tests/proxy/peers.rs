@@ -100,7 +100,7 @@ impl ProxyProcess {
             program,
             |port, dir| {
                 format!(
-                    "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\n\
+                    "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.0/8\nLogLevel Connect\n\
                      LogFile \"{}\"\n{auth}",
                     dir.join("log").display()
                 )
