@@ -127,6 +127,7 @@ impl Server {
 
     fn spawn(self, listeners: Vec<Option<mio::net::TcpListener>>, addr: SocketAddr) -> io::Result<RunningServer> {
         let threads = listeners.len();
+        self.config.deflate.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
         let mut reactors = Vec::with_capacity(threads);
@@ -221,6 +222,9 @@ pub struct ConnectOptions {
     /// stream over. A proxy's failure is [`ConnectError::Client`] with
     /// [`client::Error::Proxy`](crate::client::Error::Proxy) either way.
     pub proxy: Option<Proxy>,
+    /// permessage-deflate to offer (default off); a bad answer fails the connect with
+    /// `HandshakeError::InvalidDeflateResponse`.
+    pub deflate: crate::proto::deflate::DeflateConfig,
 }
 
 impl Default for ConnectOptions {
@@ -231,6 +235,7 @@ impl Default for ConnectOptions {
             headers: Vec::new(),
             local_addr: None,
             proxy: None,
+            deflate: crate::proto::deflate::DeflateConfig::default(),
         }
     }
 }

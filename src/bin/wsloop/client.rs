@@ -69,6 +69,8 @@ pub(crate) struct ClientArgs {
     verbose: bool,
     #[command(flatten)]
     proxy: ProxyArgs,
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// Exit status for "no connection was made".
@@ -153,6 +155,13 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_message_size)
         .on_message(move |_, message| print_message(&message, raw));
+    match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
+        Ok(deflate) => options = options.deflate(deflate),
+        Err(e) => {
+            eprintln!("wsloop client: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Some(interval) = args.ping_interval {
         options = options.ping_interval(interval);
     }
