@@ -25,8 +25,12 @@
 //!   hdrhistogram, indicatif, serde_json). It adds nothing to the library; an embedder can use
 //!   `default-features = false, features = ["metrics"]`.
 //!
+//! - `tls` (default; `cli` turns it on): `wss://` on the server and in every client, with rustls and
+//!   the ring provider: `server::TlsConfig`, `client::ClientTls`, `Config::tls`, `ClientOptions::tls`,
+//!   `ConnectOptions::tls` (see `docs/tls.md`). Without it a `wss://` URL is `Error::TlsUnsupported`.
+//!
 //! Items that exist only with a feature carry a banner saying so in the documentation built by docs.rs
-//! (`--cfg docsrs`); neither feature gates a library item today.
+//! (`--cfg docsrs`); `tls` gates the TLS types and fields.
 //!
 //! # Lints
 //!

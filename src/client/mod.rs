@@ -40,6 +40,7 @@ mod inloop;
 mod pool;
 mod proxy;
 mod reconnect;
+mod tls;
 mod url;
 
 pub(crate) use blocking::connect_stream;
@@ -55,4 +56,9 @@ pub use error::{Error, Operation};
 pub use pool::{AcquireOptions, Pool, PoolOptions, PoolStats, PooledConnection};
 pub use proxy::{Proxy, ProxyAddr, ProxyAuth, ProxyError, ProxyUrlError, DEFAULT_PROXY_PORT};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
+#[cfg(feature = "tls")]
+pub(crate) use tls::classify as tls_classify;
+#[cfg(feature = "tls")]
+pub use tls::ClientTls;
+pub use tls::TlsFailure;
 pub use url::{Host, Scheme, UrlError, WsUrl};

@@ -30,12 +30,24 @@ impl Handle {
     pub fn connect_url<H: Handler + Send>(&self, url: &str, options: ConnectOptions, handler: H) {
         let mut handler: Box<dyn Handler + Send> = Box::new(handler);
         let parsed = match WsUrl::parse(url) {
-            Ok(parsed) if parsed.is_secure() => return report(&mut handler, Error::TlsUnsupported),
             Ok(parsed) => parsed,
             Err(reason) => return report(&mut handler, Error::InvalidUrl { url: url.to_owned(), reason }),
         };
+        #[cfg(not(feature = "tls"))]
+        if parsed.is_secure() {
+            return report(&mut handler, Error::TlsUnsupported);
+        }
+        // wss:// without TLS settings: the defaults (Mozilla roots), as the blocking client.
+        #[cfg(feature = "tls")]
+        let options = {
+            let mut options = options;
+            if parsed.is_secure() {
+                options.tls.get_or_insert_with(Default::default);
+            }
+            options
+        };
         // A proxy at an IP address, and a target the client need not resolve: all of it in the loop.
-        if let Some(proxy) = &options.proxy {
+        if let Some(proxy) = options.proxy.as_ref().filter(|_| !uses_tls(&options)) {
             let target = Target::without_lookup(proxy, parsed.host(), parsed.port());
             if let (Some(proxy_addr), Some(target)) = (proxy.addr().socket_addr(), target) {
                 let (host, path) = (parsed.host_header(), parsed.path_and_query().to_owned());
@@ -118,7 +130,7 @@ pub(super) fn through_proxy(
     handler: Box<dyn Handler + Send>,
 ) {
     let (host, path_and_query) = (host.to_owned(), path_and_query.to_owned());
-    if let Some(proxy_addr) = proxy.addr().socket_addr() {
+    if let Some(proxy_addr) = proxy.addr().socket_addr().filter(|_| !uses_tls(&options)) {
         return handle.connect_tunnelled(proxy_addr, proxy, Target::Addr(addr), host, path_and_query, options, handler);
     }
     let started = Instant::now();
@@ -130,6 +142,19 @@ pub(super) fn through_proxy(
         let stream = crate::client::open_tunnel(&proxy, &target, addr.port(), options.timeout);
         handle.hand_over(stream, started, host, path_and_query, options, handler);
     });
+}
+
+/// Whether the reactor wraps the connection in TLS as soon as it registers it: then a proxy handshake
+/// cannot run in the loop (its bytes would be encrypted), so the helper thread opens the tunnel and the
+/// TLS session starts over the tunnelled stream.
+fn uses_tls(options: &ConnectOptions) -> bool {
+    #[cfg(feature = "tls")]
+    return options.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = options;
+        false
+    }
 }
 
 /// Runs `work` on a helper thread of its own; when no thread can be made, reports that to the handler.

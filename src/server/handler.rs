@@ -119,6 +119,14 @@ pub enum ConnectError {
     /// or the proxy (`Proxy`). From [`Handle::connect_url`](super::Handle::connect_url),
     /// [`client::connect_async`](crate::client::connect_async) and a connect through a proxy.
     Client(crate::client::Error),
+    /// The TLS handshake failed (a `wss://` connection, `ConnectOptions::tls`); `failure` says why
+    /// (unknown CA, wrong host name, expired certificate, ...), `detail` is rustls' description.
+    Tls {
+        /// Why, in a bucket to match.
+        failure: crate::client::TlsFailure,
+        /// rustls' description of the error.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for ConnectError {
@@ -130,6 +138,7 @@ impl std::fmt::Display for ConnectError {
             Self::ClosedDuringHandshake => f.write_str("the server closed the connection during the handshake"),
             Self::Refused => f.write_str("the engine is stopping or at its connection limit"),
             Self::Client(e) => e.fmt(f),
+            Self::Tls { failure, detail } => write!(f, "TLS failed: {failure} ({detail})"),
         }
     }
 }

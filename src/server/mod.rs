@@ -29,6 +29,10 @@ mod handler;
 mod handler_timers;
 mod reactor;
 mod router;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_session;
 mod transport;
 
 use std::io;
@@ -43,6 +47,12 @@ use bytes::Bytes;
 
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
+#[cfg(feature = "tls")]
+pub(crate) use tls::{
+    certificates_from_pem as tls_certificates_from_pem, provider as tls_provider, read_file as tls_read_file,
+};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigBuilder, TlsError};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
 use crate::client::Proxy;
@@ -222,6 +232,10 @@ pub struct ConnectOptions {
     /// stream over. A proxy's failure is [`ConnectError::Client`] with
     /// [`client::Error::Proxy`](crate::client::Error::Proxy) either way.
     pub proxy: Option<Proxy>,
+    /// TLS (wss://) for this connection (feature `tls`): the server name sent (SNI) and verified is the
+    /// host given to [`Handle::connect`] without its port. Default `None`: plain TCP (ws://).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::client::ClientTls>,
     /// permessage-deflate to offer (default off); a bad answer fails the connect with
     /// `HandshakeError::InvalidDeflateResponse`.
     pub deflate: crate::proto::deflate::DeflateConfig,
@@ -235,6 +249,8 @@ impl Default for ConnectOptions {
             headers: Vec::new(),
             local_addr: None,
             proxy: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             deflate: crate::proto::deflate::DeflateConfig::default(),
         }
     }

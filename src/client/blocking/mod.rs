@@ -21,6 +21,7 @@ mod link;
 mod options;
 mod pull;
 mod reader;
+mod stream;
 
 pub(crate) use connect::{connect_stream, resolve_host};
 

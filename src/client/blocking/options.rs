@@ -146,6 +146,15 @@ pub struct ClientOptions {
     /// bounds everything up to the open tunnel: the proxy's name, its TCP connect and its handshake. A
     /// proxy that refuses, times out or answers garbage fails with [`Error::Proxy`], which names it.
     pub proxy: Option<Proxy>,
+    /// TLS settings for `wss://` URLs (feature `tls`). Default `None`: [`ClientTls::default`], the
+    /// Mozilla root CAs and one process-wide session cache. The host name is always verified; the TLS
+    /// handshake gets its own `handshake_timeout`, failing with
+    /// [`Error::Timeout`]`(`[`Operation::TlsHandshake`]`)`, and a certificate problem is an
+    /// [`Error::Tls`] whose [`TlsFailure`](crate::client::TlsFailure) says which.
+    ///
+    /// [`ClientTls::default`]: crate::client::ClientTls
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -169,6 +178,8 @@ impl Default for ClientOptions {
             on_message: None,
             metrics: None,
             proxy: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -316,6 +327,14 @@ impl ClientOptions {
     #[must_use]
     pub fn pong_timeout(mut self, timeout: Duration) -> Self {
         self.pong_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::tls`] (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::client::ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
