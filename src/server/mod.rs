@@ -227,7 +227,8 @@ pub struct ConnectOptions {
     /// address (not a helper thread's connect). Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
     /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`. A proxy given by
-    /// address whose target needs no resolving by the client has its handshake run by the reactor;
+    /// address whose target needs no resolving by the client, on a connection without TLS, has its
+    /// handshake run by the reactor;
     /// otherwise a helper thread opens the tunnel (blocking, within `timeout`) and the reactor takes the
     /// stream over. A proxy's failure is [`ConnectError::Client`] with
     /// [`client::Error::Proxy`](crate::client::Error::Proxy) either way.
