@@ -6,6 +6,8 @@ use std::time::Duration;
 use crate::proto::negotiate::SubprotocolPolicy;
 use crate::proto::ConnectionConfig;
 
+use super::rate_limit::{RateLimit, RateLimitPolicy};
+
 /// What to do when a peer reads slower than we send and its buffered bytes reach the ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -74,6 +76,24 @@ pub struct Config {
     /// Keep the request headers for the connection's whole life (readable from any callback). Default
     /// false: headers are readable in `on_open` only, so an idle connection holds no copy of them.
     pub keep_request_headers: bool,
+    /// Most open connections from one IP address (over all reactors); more are answered 429 and closed
+    /// at accept (`connections_refused_per_ip`). Default `None`: no cap (benchmarks and proxies put
+    /// many connections behind one address).
+    pub max_connections_per_ip: Option<usize>,
+    /// Most new connections (handshakes) per second from one IP address, with a burst; more are answered
+    /// 429 and closed at accept (`handshakes_refused_per_ip`). Default `None`: no limit.
+    pub handshake_rate_per_ip: Option<RateLimit>,
+    /// Frames (messages and control frames) per second one connection may send, with a burst. Default
+    /// `None`: no limit (and no per-message cost).
+    pub message_rate: Option<RateLimit>,
+    /// Bytes per second one connection may send (frames as parsed), with a burst. Default `None`.
+    pub byte_rate: Option<RateLimit>,
+    /// What a connection over `message_rate` or `byte_rate` gets. Default [`RateLimitPolicy::Pause`].
+    pub rate_limit_policy: RateLimitPolicy,
+    /// When `accept` fails for lack of descriptors (EMFILE, ENFILE), how long the listener rests before
+    /// it tries again (one pending connection is shed with the reserve descriptor meanwhile). Default
+    /// 100 ms.
+    pub accept_retry: Duration,
 }
 
 impl Default for Config {
@@ -103,6 +123,12 @@ impl Default for Config {
             health_path: None,
             max_http_body: 64 * 1024,
             keep_request_headers: false,
+            max_connections_per_ip: None,
+            handshake_rate_per_ip: None,
+            message_rate: None,
+            byte_rate: None,
+            rate_limit_policy: RateLimitPolicy::Pause,
+            accept_retry: Duration::from_millis(100),
         }
     }
 }

@@ -26,6 +26,8 @@
 mod config;
 mod handler;
 mod handler_timers;
+mod ip_limits;
+mod rate_limit;
 mod reactor;
 mod router;
 mod transport;
@@ -42,6 +44,7 @@ use bytes::Bytes;
 
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
+pub use rate_limit::{RateLimit, RateLimitPolicy};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
 use crate::http::HttpHandler;
@@ -127,10 +130,12 @@ impl Server {
         let threads = listeners.len();
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
+        let ip_limits =
+            ip_limits::IpLimits::new(config.max_connections_per_ip, config.handshake_rate_per_ip).map(Arc::new);
         let mut reactors = Vec::with_capacity(threads);
         let mut links = Vec::with_capacity(threads);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (reactor, link) = Reactor::prepare(index, listener, config.clone(), router.clone())?;
+            let (reactor, link) = Reactor::prepare(index, listener, config.clone(), router.clone(), ip_limits.clone())?;
             reactors.push(reactor);
             links.push(link);
         }

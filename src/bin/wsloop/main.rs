@@ -8,6 +8,7 @@ mod bench;
 mod chat;
 mod client;
 mod dashboard;
+mod limits;
 mod pages;
 mod serve;
 mod util;

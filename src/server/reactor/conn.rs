@@ -11,6 +11,7 @@ use crate::proto::{CloseCode, CloseState, Connection};
 use crate::timer::TimerKey;
 
 use super::super::handler::{ConnInfo, Handler};
+use super::super::rate_limit::ConnRate;
 use super::super::transport::Transport;
 
 /// An in-loop client connection on its way to open.
@@ -52,6 +53,8 @@ pub(super) struct OpenConn {
     pub(super) drain_pending: bool,
     /// The code `on_close` reported (recorded in the metrics when the connection goes).
     pub(super) close_code: CloseCode,
+    /// Its rate-limit buckets, only when `Config::message_rate` or `byte_rate` is set.
+    pub(super) rate: Option<Box<ConnRate>>,
 }
 
 impl OpenConn {
@@ -64,6 +67,7 @@ impl OpenConn {
             notified: false,
             drain_pending: false,
             close_code: CloseCode::ABNORMAL,
+            rate: None,
         }
     }
 }

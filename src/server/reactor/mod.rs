@@ -10,6 +10,7 @@
 //! | [`read`] | readiness → bytes → handshake or frames → handler |
 //! | [`write`] | the cork, outbound queues, backpressure, `on_drain` |
 //! | [`calls`] | handler calls: their environment, built in one place; panic isolation |
+//! | [`admit`] | accept-time admission: the global and per-IP caps, refusals, descriptor exhaustion |
 //! | [`upgrade`] | plain HTTP and the opening handshake (server side and in-loop clients) |
 //! | [`commands`] | the command channel, broadcast, topics, deferred work |
 //! | [`clients`] | in-loop clients: connect, request, connect errors |
@@ -17,6 +18,7 @@
 //!
 //! Every byte goes through the connection's [`Transport`](super::transport::Transport).
 
+mod admit;
 mod calls;
 mod clients;
 mod commands;
@@ -49,6 +51,7 @@ use crate::timer::TimerWheel;
 
 use super::handler::{ConnId, Handler};
 use super::handler_timers::HandlerTimers;
+use super::ip_limits::IpLimits;
 use super::router::Router;
 use super::transport::Transport;
 use super::{Config, Handle, ReactorLink};
@@ -132,6 +135,7 @@ pub(crate) struct ReactorSeed {
     counters: Arc<Counters>,
     config: Arc<Config>,
     router: Arc<Router>,
+    ip_limits: Option<Arc<IpLimits>>,
 }
 
 impl ReactorSeed {
@@ -174,6 +178,8 @@ pub(crate) struct Reactor {
     /// Handler timers (`Ctx::set_timer`), and the slots due this turn (kept to reuse its allocation).
     handler_timers: HandlerTimers,
     due_timers: Vec<usize>,
+    /// Admission state: per-IP table, each connection's counted address, the reserve descriptor.
+    admit: admit::Admission,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -192,6 +198,7 @@ impl Reactor {
         mut listener: Option<TcpListener>,
         config: Arc<Config>,
         router: Arc<Router>,
+        ip_limits: Option<Arc<IpLimits>>,
     ) -> io::Result<(ReactorSeed, ReactorLink)> {
         let poll = Poll::new()?;
         if let Some(listener) = listener.as_mut() {
@@ -200,12 +207,12 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
-        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router };
+        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router, ip_limits };
         Ok((seed, ReactorLink { tx, waker, counters }))
     }
 
     fn from_seed(seed: ReactorSeed) -> Self {
-        let ReactorSeed { index, poll, listener, rx, counters, config, router } = seed;
+        let ReactorSeed { index, poll, listener, rx, counters, config, router, ip_limits } = seed;
         let threads = config.threads.max(1);
         let now = Instant::now();
         Self {
@@ -245,6 +252,7 @@ impl Reactor {
             stopping: None,
             handler_timers: HandlerTimers::default(),
             due_timers: Vec::new(),
+            admit: admit::Admission::new(ip_limits),
         }
     }
 
@@ -260,6 +268,10 @@ impl Reactor {
             let mut timeout =
                 if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
             if let Some(due) = self.handler_timers.next_due() {
+                let until = due.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(until, |t| t.min(until)));
+            }
+            if let Some(due) = self.admit.accept_paused_until {
                 let until = due.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(until, |t| t.min(until)));
             }
@@ -290,6 +302,10 @@ impl Reactor {
             }
             self.fire_timers(&handle);
             self.fire_handler_timers(&handle);
+            if self.admit.accept_paused_until.is_some_and(|t| self.now >= t) {
+                self.admit.accept_paused_until = None;
+                self.accept();
+            }
             if let Some(deadline) = self.stopping {
                 if self.conns.is_empty() {
                     break;
@@ -308,6 +324,9 @@ impl Reactor {
     }
 
     fn accept(&mut self) {
+        if self.admit.accept_paused_until.is_some() {
+            return;
+        }
         loop {
             let Some(listener) = self.listener.as_ref() else {
                 return;
@@ -315,20 +334,21 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     Counters::add(&self.counters.connections_accepted, 1);
-                    if self.conns.len() >= self.max_conns {
-                        Counters::add(&self.counters.connections_refused, 1);
-                        log::warn!("reactor {}: max connections reached, refusing {peer}", self.index);
-                        continue;
-                    }
-                    if let Err((e, _)) = self.insert_conn(stream, Phase::Handshake, None) {
-                        log::warn!("reactor {}: register failed: {e}", self.index);
+                    let Some(stream) = self.admit_or_refuse(stream, peer) else { continue };
+                    match self.insert_conn(stream, Phase::Handshake, None) {
+                        Ok(slot) => self.admit.counted(slot, peer),
+                        Err((e, _)) => {
+                            self.admit.release_ip(peer.ip());
+                            log::warn!("reactor {}: register failed: {e}", self.index);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A peer that reset before its turn: the next one may be fine.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog for the next readiness event.
-                    log::warn!("reactor {}: accept failed: {e}", self.index);
+                    // EMFILE and friends: shed one, rest the listener, retry on a timer (admit.rs).
+                    self.accept_failed(&e);
                     return;
                 }
             }
@@ -363,7 +383,7 @@ impl Reactor {
         if self.conns[slot].inbound.is_some() {
             let outcome = self.process(slot, handle, None);
             self.after_event(slot, handle, outcome.slow_peer);
-            if outcome.upgraded {
+            if outcome.upgraded || outcome.paused {
                 self.arm(slot);
             }
         }
@@ -486,6 +506,7 @@ impl Reactor {
             }
         }
         conn.release_buffers(&mut self.pool);
+        self.admit.removed(slot);
         self.counters.record_tcp_closed(conn.counted);
         self.counters.record_close(recorded.0);
         self.update_pool_gauge();

@@ -9,11 +9,13 @@ use std::io;
 
 use crate::buf::{Fill, InboundBuf};
 use crate::metrics::Counters;
+use crate::proto::CloseCode;
 
 use super::super::handler::{ConnId, ConnectError};
+use super::super::rate_limit::RateLimitPolicy;
 use super::super::Handle;
 use super::calls::{dispatch, invoke, notify_close, Env, EnvParts};
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, OpenConn, Phase};
 use super::upgrade::{client_response, server_requests, Upgrade};
 use super::Reactor;
 
@@ -24,12 +26,17 @@ pub(super) struct Outcome {
     pub(super) slow_peer: bool,
     /// The upgrade completed: the connection's deadlines changed.
     pub(super) upgraded: bool,
+    /// The connection passed a rate limit under the `Pause` policy: stop reading until its timer.
+    pub(super) paused: bool,
 }
 
 impl Reactor {
     pub(super) fn on_readable(&mut self, slot: usize, handle: &Handle, to_eof: bool) {
-        if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::Connecting(_))) {
-            self.check_connected(slot, handle);
+        match self.conns.get(slot).map(|c| &c.phase) {
+            Some(Phase::Connecting(_)) => self.check_connected(slot, handle),
+            // Rate-limited: the timer reads again once the tokens are back.
+            Some(Phase::Open(open)) if open.rate.as_ref().is_some_and(|r| r.paused_until.is_some()) => return,
+            _ => {}
         }
         loop {
             let Some(conn) = self.conns.get_mut(slot) else { return };
@@ -79,10 +86,10 @@ impl Reactor {
                     let drained = from_scratch && n < self.scratch.len() && !to_eof;
                     let outcome = self.process(slot, handle, from_scratch.then_some(n));
                     self.after_event(slot, handle, outcome.slow_peer);
-                    if outcome.upgraded {
+                    if outcome.upgraded || outcome.paused {
                         self.arm(slot);
                     }
-                    if drained {
+                    if drained || outcome.paused {
                         return;
                     }
                 }
@@ -152,7 +159,10 @@ impl Reactor {
             pos += n;
             upgraded |= opened;
         }
+        let mut paused = false;
         if let Phase::Open(open) = phase {
+            let start = pos;
+            let mut frames = 0u32;
             while !env.slow_peer() {
                 let was_open = open.proto.can_send();
                 match open.proto.read(&mut buf[pos..], env.writer.cork) {
@@ -162,6 +172,7 @@ impl Reactor {
                     }
                     Ok((n, Some(event))) => {
                         pos += n;
+                        frames += 1;
                         dispatch(open, &mut env, event, was_open);
                     }
                     Err(err) => {
@@ -177,6 +188,9 @@ impl Reactor {
                         break;
                     }
                 }
+            }
+            if open.rate.is_some() {
+                paused = over_rate(open, &mut env, frames, pos - start);
             }
         } else if matches!(phase, Phase::Rejected) {
             pos = buf.len();
@@ -201,6 +215,34 @@ impl Reactor {
                 }
             }
         }
-        Outcome { slow_peer, upgraded }
+        Outcome { slow_peer, upgraded, paused }
+    }
+}
+
+/// Charges what one read delivered to the connection's rate limits; over a limit it pauses reading
+/// (returns `true`; the timer resumes it) or closes with 1008, as `Config::rate_limit_policy` says.
+fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) -> bool {
+    let Some(rate) = open.rate.as_deref_mut() else { return false };
+    let Some(until) = rate.charge(env.now, frames, bytes) else { return false };
+    match env.config.rate_limit_policy {
+        RateLimitPolicy::Close => {
+            open.rate = None;
+            if open.proto.close(env.now, CloseCode::POLICY_VIOLATION, "rate limit exceeded", env.writer.cork).is_ok() {
+                Counters::add(&env.counters.closes_sent, 1);
+                Counters::add(&env.counters.rate_limit_closes, 1);
+                log::info!("{}: closed with 1008: over its rate limit", env.id);
+            }
+            false
+        }
+        _ => {
+            rate.paused_until = Some(until);
+            Counters::add(&env.counters.rate_limit_pauses, 1);
+            log::debug!(
+                "{}: over its rate limit, reading paused for {:?}",
+                env.id,
+                until.saturating_duration_since(env.now)
+            );
+            true
+        }
     }
 }

@@ -18,6 +18,7 @@ use crate::proto::{Connection, ConnectionConfig, Role};
 
 use super::super::config::Config;
 use super::super::handler::{ConnInfo, ConnectError};
+use super::super::rate_limit::ConnRate;
 use super::super::router::Router;
 use super::super::Handle;
 use super::calls::{invoke, Env};
@@ -186,7 +187,9 @@ fn accept(
         config.keep_request_headers.then(|| request.headers.clone().into_boxed_slice()),
     );
     // The 101 is corked now; the connection's clock starts with it.
-    Ok(OpenConn::new(Connection::new(Role::Server, up.proto_config.clone(), now), handler, info))
+    let mut open = OpenConn::new(Connection::new(Role::Server, up.proto_config.clone(), now), handler, info);
+    open.rate = ConnRate::new(config.message_rate, config.byte_rate, now);
+    Ok(open)
 }
 
 /// Interned paths kept per reactor at most; further distinct paths get their own copy.
