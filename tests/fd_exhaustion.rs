@@ -16,9 +16,9 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
 const LIMIT: usize = 64;
 
+/// The server child, killed when dropped.
 struct Serve {
     child: Child,
-    addr: SocketAddr,
 }
 
 impl Drop for Serve {
@@ -79,7 +79,7 @@ fn at_the_descriptor_limit_the_server_sheds_keeps_serving_and_recovers() {
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .parse()
         .unwrap();
-    let serve = Serve { child, addr };
+    let serve = Serve { child };
     let pid = serve.child.id();
     let baseline = fds(pid);
     assert!(baseline < LIMIT / 2, "the server starts with {baseline} descriptors");

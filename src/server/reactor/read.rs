@@ -60,6 +60,23 @@ impl Reactor {
                 }
             }
             let read = match conn.inbound.as_mut() {
+                Some(tail) if !self.pool.is_pool_sized(tail.capacity()) => {
+                    // A small tail (size-classed, at most half a pool buffer): read behind a copy of it in
+                    // the scratch buffer, so a tail is never grown in place and a stalled peer keeps
+                    // holding only about what it sent.
+                    let kept = tail.len();
+                    self.scratch[..kept].copy_from_slice(tail.readable());
+                    match conn.transport.read(&mut self.scratch[kept..]) {
+                        Ok(0) => Ok(None),
+                        Ok(n) => {
+                            if let Some(tail) = conn.inbound.take() {
+                                self.pool.give((*tail).into_vec());
+                            }
+                            Ok(Some((kept + n, true)))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Some(inbound) => {
                     let limit = self.config.max_frame_size.saturating_add(14).max(self.config.max_request_head);
                     match inbound.fill_from(&mut conn.transport, limit) {
@@ -200,7 +217,7 @@ impl Reactor {
         match from_scratch {
             Some(n) => {
                 if pos < n {
-                    let tail = inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take())));
+                    let tail = inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take_for(n - pos))));
                     tail.append(&scratch[pos..n]);
                 }
             }
@@ -211,6 +228,12 @@ impl Reactor {
                         if let Some(tail) = inbound.take() {
                             pool.give((*tail).into_vec());
                         }
+                    } else if pos > 0 && tail.len() <= pool.buffer_capacity() / 2 {
+                        // What is left of a large read is small: keep it in a buffer of its size class.
+                        let mut small = InboundBuf::from_vec(pool.take_for(tail.len()));
+                        small.append(tail.readable());
+                        let big = std::mem::replace(&mut **tail, small);
+                        pool.give(big.into_vec());
                     }
                 }
             }
