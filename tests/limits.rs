@@ -70,7 +70,7 @@ fn the_per_ip_connection_cap_answers_429_and_frees_a_place_when_one_leaves() {
     let mut a = TestClient::connect(addr, "/");
     let b = TestClient::connect(addr, "/");
     let answer = raw_request(addr, &upgrade_request("/", ""));
-    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 429 Too Many Requests"), "{answer}");
     assert!(answer.contains("too many connections from your address"), "{answer}");
     assert_eq!(refusals(&handle.metrics()), [0, 1, 0, 0, 0]);
     echo_works(&mut a, "a is served");
@@ -94,7 +94,7 @@ fn the_per_ip_handshake_rate_answers_429_beyond_its_burst() {
     let addr = server.local_addr();
     let mut clients: Vec<TestClient> = (0..3).map(|_| TestClient::connect(addr, "/")).collect();
     let answer = raw_request(addr, &upgrade_request("/", ""));
-    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 429 Too Many Requests"), "{answer}");
     assert!(answer.contains("slow down"), "{answer}");
     assert_eq!(refusals(&handle.metrics()), [0, 0, 1, 0, 0]);
     for (i, c) in clients.iter_mut().enumerate() {
