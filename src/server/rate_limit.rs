@@ -6,13 +6,20 @@
 
 use std::time::{Duration, Instant};
 
+/// The slowest rate a bucket runs at (one token in 1,000 s).
+const MIN_RATE: f64 = 1e-3;
+
+/// The longest a bucket in debt says to wait (an absurd debt or rate cannot stall a connection longer).
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// A sustained rate with a burst allowance: `per_second` tokens return each second, and at most `burst`
 /// are saved up.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
-    /// Tokens returned per second. Must be positive.
+    /// Tokens returned per second; anything below 0.001 (or not a number) counts as 0.001.
     pub per_second: f64,
-    /// Most tokens saved up (and the bucket's size when it starts). At least one.
+    /// Most tokens saved up (and the bucket's size when it starts); anything below 1 counts as 1. A
+    /// connection paused for a debt waits at most an hour, whatever the numbers.
     pub burst: f64,
 }
 
@@ -45,9 +52,11 @@ pub(crate) struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket at `now`.
+    /// A full bucket at `now`. A rate below one token in 1,000 s (or not a number) counts as that.
     pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
-        let limit = RateLimit { per_second: limit.per_second.max(f64::MIN_POSITIVE), burst: limit.burst.max(1.0) };
+        let per_second = if limit.per_second >= MIN_RATE { limit.per_second } else { MIN_RATE };
+        let burst = if limit.burst >= 1.0 { limit.burst } else { 1.0 };
+        let limit = RateLimit { per_second, burst };
         Self { limit, tokens: limit.burst, last: now }
     }
 
@@ -76,9 +85,13 @@ impl TokenBucket {
         }
     }
 
-    /// When the bucket is out of debt (`None` when it is not in debt at its last update).
+    /// When the bucket is out of debt (`None` when it is not in debt at its last update), at most
+    /// [`MAX_WAIT`] away.
     pub(crate) fn paid_back_at(&self) -> Option<Instant> {
-        (self.tokens < 0.0).then(|| self.last + Duration::from_secs_f64(-self.tokens / self.limit.per_second))
+        (self.tokens < 0.0).then(|| {
+            let wait = Duration::from_secs_f64((-self.tokens / self.limit.per_second).min(MAX_WAIT.as_secs_f64()));
+            self.last.checked_add(wait).unwrap_or(self.last)
+        })
     }
 
     /// Whether the bucket would be full at `now` (nothing to remember about its owner).
@@ -152,6 +165,16 @@ mod tests {
         assert!(!b.charge(t0 + Duration::from_millis(200), 1.0), "200 ms refilled two tokens");
         assert!(!b.is_full_at(t0 + Duration::from_millis(200)));
         assert!(b.is_full_at(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn absurd_rates_and_debts_wait_at_most_an_hour() {
+        let t0 = Instant::now();
+        for per_second in [0.0, -5.0, f64::NAN, 1e-300] {
+            let mut b = TokenBucket::new(RateLimit { per_second, burst: 0.0 }, t0);
+            assert!(b.charge(t0, 1e300));
+            assert_eq!(b.paid_back_at(), Some(t0 + MAX_WAIT), "rate {per_second}");
+        }
     }
 
     #[test]

@@ -103,10 +103,11 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 }
 
 impl Reactor {
-    /// Lets an accepted connection in, or refuses it with an HTTP answer (503 at the global cap or while
-    /// stopping, 429 at a per-IP cap), counted per kind, and returns `None`.
+    /// Lets an accepted connection in, or refuses it with an HTTP answer (503 at the global cap, 429 at a
+    /// per-IP cap), counted per kind, and returns `None`.
     pub(super) fn admit_or_refuse(&mut self, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
-        let refusal = if self.conns.len() >= self.max_conns || self.stopping.is_some() {
+        // (A stopping reactor has no listener: nothing is accepted then.)
+        let refusal = if self.conns.len() >= self.max_conns {
             Counters::add(&self.counters.connections_refused, 1);
             Some((503, "max connections reached", "server at its connection limit, try again later\n"))
         } else if let Some(limits) = &self.admit.ip_limits {
