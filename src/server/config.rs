@@ -83,6 +83,10 @@ pub struct Config {
     /// Most new connections (handshakes) per second from one IP address, with a burst; more are answered
     /// 429 and closed at accept (`handshakes_refused_per_ip`). Default `None`: no limit.
     pub handshake_rate_per_ip: Option<RateLimit>,
+    /// For both per-IP limits, IPv6 peers are counted by this many leading bits of their address (one
+    /// host usually holds a whole /64 and can change addresses within it); 128 counts each address. IPv4
+    /// (also mapped into IPv6) counts by address. Default 64.
+    pub per_ip_ipv6_prefix: u8,
     /// Frames (messages and control frames) per second one connection may send, with a burst. Default
     /// `None`: no limit (and no per-message cost).
     pub message_rate: Option<RateLimit>,
@@ -125,6 +129,7 @@ impl Default for Config {
             keep_request_headers: false,
             max_connections_per_ip: None,
             handshake_rate_per_ip: None,
+            per_ip_ipv6_prefix: 64,
             message_rate: None,
             byte_rate: None,
             rate_limit_policy: RateLimitPolicy::Pause,

@@ -32,6 +32,8 @@ struct Entry {
 /// refilled; the table is swept of the rest whenever it doubled since the last sweep.
 #[derive(Debug)]
 pub(crate) struct IpLimits {
+    /// IPv6 addresses are counted by their first this many bits (a host usually has a whole /64).
+    v6_prefix: u8,
     max_open: Option<usize>,
     handshakes: Option<RateLimit>,
     table: Mutex<Table>,
@@ -45,8 +47,9 @@ struct Table {
 
 impl IpLimits {
     /// The limits; `None` when neither is set (then nothing is looked up at accept).
-    pub(crate) fn new(max_open: Option<usize>, handshakes: Option<RateLimit>) -> Option<Self> {
+    pub(crate) fn new(max_open: Option<usize>, handshakes: Option<RateLimit>, v6_prefix: u8) -> Option<Self> {
         (max_open.is_some() || handshakes.is_some()).then(|| Self {
+            v6_prefix: v6_prefix.min(128),
             max_open,
             handshakes,
             table: Mutex::new(Table { entries: HashMap::new(), sweep_at: 1024 }),
@@ -55,6 +58,7 @@ impl IpLimits {
 
     /// Admits a new connection from `ip` at `now` (counting it open) or says why not.
     pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
+        let ip = self.key(ip);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let Table { entries, sweep_at } = &mut *table;
         if entries.len() >= *sweep_at {
@@ -78,6 +82,7 @@ impl IpLimits {
 
     /// A connection admitted for `ip` is gone.
     pub(crate) fn release(&self, ip: IpAddr) {
+        let ip = self.key(ip);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = table.entries.get_mut(&ip) {
             entry.open = entry.open.saturating_sub(1);
@@ -87,9 +92,25 @@ impl IpLimits {
         }
     }
 
+    /// What `ip` is counted under: an IPv4 address (also one mapped into IPv6) as it is, an IPv6 address
+    /// cut to its first `v6_prefix` bits.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(self.v6_prefix)).unwrap_or(0);
+                    IpAddr::V6((u128::from(v6) & mask).into())
+                }
+            },
+        }
+    }
+
     /// Open connections counted for `ip`.
     #[cfg(test)]
     pub(crate) fn open(&self, ip: IpAddr) -> u32 {
+        let ip = self.key(ip);
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         table.entries.get(&ip).map_or(0, |e| e.open)
     }
@@ -105,12 +126,32 @@ mod tests {
 
     #[test]
     fn no_limits_no_table() {
-        assert!(IpLimits::new(None, None).is_none());
+        assert!(IpLimits::new(None, None, 64).is_none());
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_prefix_and_mapped_ipv4_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let now = Instant::now();
+        let limits = IpLimits::new(Some(1), None, 64).unwrap();
+        assert_eq!(limits.admit(ip("2001:db8:1:2::1"), now), Ok(()));
+        assert_eq!(limits.admit(ip("2001:db8:1:2:ffff::9"), now), Err(IpRefusal::TooManyConnections), "same /64");
+        assert_eq!(limits.admit(ip("2001:db8:1:3::1"), now), Ok(()), "another /64");
+        assert_eq!(limits.admit(ip("10.0.0.1"), now), Ok(()));
+        assert_eq!(limits.admit(ip("::ffff:10.0.0.1"), now), Err(IpRefusal::TooManyConnections), "mapped IPv4");
+        limits.release(ip("2001:db8:1:2::77"));
+        assert_eq!(limits.open(ip("2001:db8:1:2::1")), 0, "released under the same /64");
+        let exact = IpLimits::new(Some(1), None, 128).unwrap();
+        assert_eq!(exact.admit(ip("2001:db8::1"), now), Ok(()));
+        assert_eq!(exact.admit(ip("2001:db8::2"), now), Ok(()), "/128: per address");
+        let all = IpLimits::new(Some(1), None, 0).unwrap();
+        assert_eq!(all.admit(ip("2001:db8::1"), now), Ok(()));
+        assert_eq!(all.admit(ip("fe80::1"), now), Err(IpRefusal::TooManyConnections), "/0: every IPv6 peer together");
     }
 
     #[test]
     fn open_connections_are_capped_per_address_and_released() {
-        let limits = IpLimits::new(Some(2), None).unwrap();
+        let limits = IpLimits::new(Some(2), None, 64).unwrap();
         let now = Instant::now();
         assert_eq!(limits.admit(A, now), Ok(()));
         assert_eq!(limits.admit(A, now), Ok(()));
@@ -126,7 +167,7 @@ mod tests {
 
     #[test]
     fn handshakes_are_rate_limited_per_address() {
-        let limits = IpLimits::new(None, Some(RateLimit { per_second: 2.0, burst: 2.0 })).unwrap();
+        let limits = IpLimits::new(None, Some(RateLimit { per_second: 2.0, burst: 2.0 }), 64).unwrap();
         let now = Instant::now();
         assert_eq!(limits.admit(A, now), Ok(()));
         assert_eq!(limits.admit(A, now), Ok(()));
@@ -137,7 +178,7 @@ mod tests {
 
     #[test]
     fn the_table_is_swept_of_idle_addresses() {
-        let limits = IpLimits::new(None, Some(RateLimit { per_second: 1000.0, burst: 1.0 })).unwrap();
+        let limits = IpLimits::new(None, Some(RateLimit { per_second: 1000.0, burst: 1.0 }), 64).unwrap();
         let now = Instant::now();
         for i in 0..5000u32 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));

@@ -130,8 +130,12 @@ impl Server {
         let threads = listeners.len();
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
-        let ip_limits =
-            ip_limits::IpLimits::new(config.max_connections_per_ip, config.handshake_rate_per_ip).map(Arc::new);
+        let ip_limits = ip_limits::IpLimits::new(
+            config.max_connections_per_ip,
+            config.handshake_rate_per_ip,
+            config.per_ip_ipv6_prefix,
+        )
+        .map(Arc::new);
         let mut reactors = Vec::with_capacity(threads);
         let mut links = Vec::with_capacity(threads);
         for (index, listener) in listeners.into_iter().enumerate() {

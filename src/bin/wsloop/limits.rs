@@ -25,6 +25,9 @@ pub(crate) struct LimitArgs {
     /// New connections per second from one IP address, as RATE or RATE/BURST (more are answered 429).
     #[arg(long, value_parser = rate)]
     handshake_rate_per_ip: Option<RateLimit>,
+    /// IPv6 peers count toward the per-IP limits by this many leading bits (128: each address).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(0..=128))]
+    per_ip_ipv6_prefix: u8,
     /// Frames per second one connection may send, as RATE or RATE/BURST.
     #[arg(long, value_parser = rate)]
     message_rate: Option<RateLimit>,
@@ -44,6 +47,7 @@ impl LimitArgs {
     pub(crate) fn apply(&self, config: &mut Config) {
         config.max_connections_per_ip = self.max_connections_per_ip;
         config.handshake_rate_per_ip = self.handshake_rate_per_ip;
+        config.per_ip_ipv6_prefix = self.per_ip_ipv6_prefix;
         config.message_rate = self.message_rate;
         config.byte_rate = self.byte_rate;
         config.rate_limit_policy = match self.rate_limit_policy {
