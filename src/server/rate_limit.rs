@@ -101,8 +101,8 @@ impl TokenBucket {
     }
 }
 
-/// One connection's buckets (messages and bytes), boxed in the open connection only when a limit is
-/// set, so a server without rate limits pays one `None` check per read.
+/// One connection's buckets (messages and bytes), in the open connection's boxed extras only when a
+/// limit is set, so a server without rate limits pays one `None` check per read and no memory.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnRate {
     messages: Option<TokenBucket>,
@@ -113,15 +113,15 @@ pub(crate) struct ConnRate {
 
 impl ConnRate {
     /// The buckets for the limits set, full at `now`; `None` when neither is set.
-    pub(crate) fn new(messages: Option<RateLimit>, bytes: Option<RateLimit>, now: Instant) -> Option<Box<Self>> {
+    pub(crate) fn new(messages: Option<RateLimit>, bytes: Option<RateLimit>, now: Instant) -> Option<Self> {
         if messages.is_none() && bytes.is_none() {
             return None;
         }
-        Some(Box::new(Self {
+        Some(Self {
             messages: messages.map(|l| TokenBucket::new(l, now)),
             bytes: bytes.map(|l| TokenBucket::new(l, now)),
             paused_until: None,
-        }))
+        })
     }
 
     /// Charges `messages` frames and `bytes` bytes at `now`. Returns when the later of the two buckets

@@ -35,7 +35,7 @@ impl Reactor {
         match self.conns.get(slot).map(|c| &c.phase) {
             Some(Phase::Connecting(_)) => self.check_connected(slot, handle),
             // Rate-limited: the timer reads again once the tokens are back.
-            Some(Phase::Open(open)) if open.rate.as_ref().is_some_and(|r| r.paused_until.is_some()) => return,
+            Some(Phase::Open(open)) if open.rate().is_some_and(|r| r.paused_until.is_some()) => return,
             _ => {}
         }
         loop {
@@ -206,7 +206,7 @@ impl Reactor {
                     }
                 }
             }
-            if open.rate.is_some() {
+            if open.rate().is_some() {
                 paused = over_rate(open, &mut env, frames, pos - start);
             }
         } else if matches!(phase, Phase::Rejected) {
@@ -245,11 +245,11 @@ impl Reactor {
 /// Charges what one read delivered to the connection's rate limits; over a limit it pauses reading
 /// (returns `true`; the timer resumes it) or closes with 1008, as `Config::rate_limit_policy` says.
 fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) -> bool {
-    let Some(rate) = open.rate.as_deref_mut() else { return false };
+    let Some(rate) = open.rate_mut() else { return false };
     let Some(until) = rate.charge(env.now, frames, bytes) else { return false };
     match env.config.rate_limit_policy {
         RateLimitPolicy::Close => {
-            open.rate = None;
+            open.set_rate(None);
             if open.proto.close(env.now, CloseCode::POLICY_VIOLATION, "rate limit exceeded", env.writer.cork).is_ok() {
                 Counters::add(&env.counters.closes_sent, 1);
                 Counters::add(&env.counters.rate_limit_closes, 1);
@@ -258,7 +258,9 @@ fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) 
             false
         }
         _ => {
-            rate.paused_until = Some(until);
+            if let Some(rate) = open.rate_mut() {
+                rate.paused_until = Some(until);
+            }
             Counters::add(&env.counters.rate_limit_pauses, 1);
             log::debug!(
                 "{}: over its rate limit, reading paused for {:?}",

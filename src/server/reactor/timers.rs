@@ -26,7 +26,7 @@ impl Reactor {
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => Some(since(p.timeout_ms)),
             Phase::Open(open) => {
                 let due = open.proto.poll_timeout();
-                match open.rate.as_ref().and_then(|r| r.paused_until) {
+                match open.rate().and_then(|r| r.paused_until) {
                     Some(resume) => Some(due.map_or(resume, |d| d.min(resume))),
                     None => due,
                 }
@@ -95,7 +95,7 @@ impl Reactor {
                 }
             }
             Phase::Open(open) => {
-                resume = open.rate.as_deref_mut().is_some_and(|r| r.resume_due(now));
+                resume = open.rate_mut().is_some_and(|r| r.resume_due(now));
                 let could_send = open.proto.can_send();
                 match open.proto.handle_timeout(now, &mut self.calls.cork) {
                     None => {}

@@ -188,7 +188,7 @@ fn accept(
     );
     // The 101 is corked now; the connection's clock starts with it.
     let mut open = OpenConn::new(Connection::new(Role::Server, up.proto_config.clone(), now), handler, info);
-    open.rate = ConnRate::new(config.message_rate, config.byte_rate, now);
+    open.set_rate(ConnRate::new(config.message_rate, config.byte_rate, now));
     Ok(open)
 }
 
