@@ -180,6 +180,9 @@ pub(crate) struct Reactor {
     due_timers: Vec<usize>,
     /// Admission state: per-IP table, each connection's counted address, the reserve descriptor.
     admit: admit::Admission,
+    /// `Config::message_rate` or `byte_rate` is set: the read path looks for a connection's buckets
+    /// only then (without, one test of this flag per read).
+    rate_limited: bool,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -213,6 +216,7 @@ impl Reactor {
 
     fn from_seed(seed: ReactorSeed) -> Self {
         let ReactorSeed { index, poll, listener, rx, counters, config, router, ip_limits } = seed;
+        let rate_limited = config.message_rate.is_some() || config.byte_rate.is_some();
         let threads = config.threads.max(1);
         let now = Instant::now();
         Self {
@@ -253,6 +257,7 @@ impl Reactor {
             handler_timers: HandlerTimers::default(),
             due_timers: Vec::new(),
             admit: admit::Admission::new(ip_limits),
+            rate_limited,
         }
     }
 

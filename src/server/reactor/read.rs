@@ -35,7 +35,9 @@ impl Reactor {
         match self.conns.get(slot).map(|c| &c.phase) {
             Some(Phase::Connecting(_)) => self.check_connected(slot, handle),
             // Rate-limited: the timer reads again once the tokens are back.
-            Some(Phase::Open(open)) if open.rate().is_some_and(|r| r.paused_until.is_some()) => return,
+            Some(Phase::Open(open)) if self.rate_limited && open.rate().is_some_and(|r| r.paused_until.is_some()) => {
+                return;
+            }
             _ => {}
         }
         loop {
@@ -146,6 +148,7 @@ impl Reactor {
             proto_config,
             paths,
             now,
+            rate_limited,
             ..
         } = self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -206,7 +209,7 @@ impl Reactor {
                     }
                 }
             }
-            if open.rate().is_some() {
+            if *rate_limited {
                 paused = over_rate(open, &mut env, frames, pos - start);
             }
         } else if matches!(phase, Phase::Rejected) {
