@@ -546,7 +546,9 @@ counters! {
     pongs_sent: Counter in Frames,
     /// Close frames sent.
     closes_sent: Counter in Frames,
-    /// Connections refused at accept (503) because `max_connections` was reached or the server is stopping.
+    /// Messages compressed with permessage-deflate (a broadcast to connections without context takeover: once per reactor).
+    messages_compressed: Counter in Frames,
+    /// Connections refused at accept (503) because `max_connections` was reached.
     connections_refused: Counter in Errors,
     /// Connections refused at accept (429) because their address held `max_connections_per_ip`.
     connections_refused_per_ip: Counter in Errors,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::negotiate::SubprotocolPolicy;
 use crate::proto::ConnectionConfig;
 
@@ -98,6 +99,10 @@ pub struct Config {
     /// it tries again (one pending connection is shed with the reserve descriptor meanwhile). Default
     /// 100 ms.
     pub accept_retry: Duration,
+    /// permessage-deflate (RFC 7692): accepted from clients and offered by in-loop clients when its mode
+    /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
+    /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for Config {
@@ -134,6 +139,7 @@ impl Default for Config {
             byte_rate: None,
             rate_limit_policy: RateLimitPolicy::Pause,
             accept_retry: Duration::from_millis(100),
+            deflate: DeflateConfig::default(),
         }
     }
 }

@@ -122,6 +122,8 @@ pub(crate) struct ServeArgs {
     chat: ChatArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// A dashboard path: starts with `/`; a trailing `/` is dropped (`/` puts the page at the root).
@@ -193,6 +195,13 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         config.threads = threads.max(1);
     }
     args.limits.apply(&mut config);
+    config.deflate = match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
+        Ok(deflate) => deflate,
+        Err(e) => {
+            eprintln!("wsloop serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if !args.protocols.is_empty() {
         config.subprotocols = wsloop::proto::negotiate::SubprotocolPolicy::Preferred(args.protocols);
     }

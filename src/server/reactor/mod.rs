@@ -311,6 +311,8 @@ impl Reactor {
                 self.admit.accept_paused_until = None;
                 self.accept();
             }
+            // This thread's permessage-deflate compressions (a thread-local count: one read per poll).
+            Counters::set(&self.counters.messages_compressed, crate::proto::deflate::thread_compressions());
             if let Some(deadline) = self.stopping {
                 if self.conns.is_empty() {
                     break;
