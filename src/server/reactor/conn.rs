@@ -10,7 +10,8 @@ use crate::proto::handshake::ClientHandshake;
 use crate::proto::{CloseCode, CloseState, Connection};
 use crate::timer::TimerKey;
 
-use super::super::handler::{ConnInfo, Handler};
+use super::super::handler::{ConnExtra, ConnInfo, Handler};
+use super::super::rate_limit::ConnRate;
 use super::super::transport::Transport;
 
 /// An in-loop client connection on its way to open.
@@ -24,6 +25,18 @@ pub(super) struct PendingClient {
     pub(super) timeout_ms: u64,
     /// permessage-deflate as offered, to check the answer against.
     pub(super) deflate: crate::proto::deflate::DeflateConfig,
+    /// A proxy tunnel to open first (the socket connects to the proxy); `None` once open, or without a
+    /// proxy.
+    pub(super) tunnel: Option<Box<PendingTunnel>>,
+}
+
+/// A proxy handshake an in-loop client runs before its upgrade request (sans-IO, `client::Tunnel`).
+pub(super) struct PendingTunnel {
+    pub(super) machine: crate::client::Tunnel,
+    /// The first bytes for the proxy, written once TCP connects.
+    pub(super) first: Vec<u8>,
+    /// The proxy, as errors name it (its URL without credentials).
+    pub(super) proxy: String,
 }
 
 /// Where a connection stands.
@@ -66,6 +79,27 @@ impl OpenConn {
             notified: false,
             drain_pending: false,
             close_code: CloseCode::ABNORMAL,
+        }
+    }
+
+    /// Its rate-limit buckets, if it has any (kept in `ConnInfo::extra`: one pointer check without).
+    pub(super) fn rate(&self) -> Option<&ConnRate> {
+        self.info.extra.as_ref()?.rate.as_ref()
+    }
+
+    /// Its rate-limit buckets, mutable.
+    pub(super) fn rate_mut(&mut self) -> Option<&mut ConnRate> {
+        self.info.extra.as_mut()?.rate.as_mut()
+    }
+
+    /// Gives it rate-limit buckets (`None` takes them away).
+    pub(super) fn set_rate(&mut self, rate: Option<ConnRate>) {
+        match (rate, self.info.extra.as_mut()) {
+            (rate, Some(extra)) => extra.rate = rate,
+            (Some(rate), None) => {
+                self.info.extra = Some(Box::new(ConnExtra { rate: Some(rate), ..ConnExtra::default() }))
+            }
+            (None, None) => {}
         }
     }
 }
