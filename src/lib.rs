@@ -39,6 +39,9 @@ pub mod broker;
 pub mod buf;
 pub mod client;
 pub mod http;
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod integrations;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -26,6 +26,7 @@
 mod config;
 mod handler;
 mod handler_timers;
+mod handoff;
 mod reactor;
 mod router;
 mod transport;
@@ -42,6 +43,7 @@ use bytes::Bytes;
 
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
+pub use handoff::{AcceptedUpgrade, UpgradeRefusal};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
 use crate::http::HttpHandler;
@@ -142,6 +144,8 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared {
+            config,
+            router,
             counters: links.iter().map(|l| l.counters.clone()).collect(),
             links,
             broker,
@@ -244,6 +248,9 @@ impl Reactors {
 }
 
 struct Shared {
+    /// What [`Handle::accept_upgrade`] checks a request parsed elsewhere against.
+    config: Arc<Config>,
+    router: Arc<Router>,
     links: Vec<ReactorLink>,
     broker: Option<Attached>,
     counters: Vec<Arc<Counters>>,
@@ -273,6 +280,12 @@ impl Handle {
                 }
             }
         }
+    }
+
+    /// The next reactor, round robin (in-loop clients and adopted sockets).
+    fn next_reactor(&self) -> usize {
+        let reactors = self.shared.links.len().max(1);
+        self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors
     }
 
     fn send_all(&self, make: impl Fn() -> Command) {
@@ -419,9 +432,7 @@ impl Handle {
     /// over and completes the upgrade as if it had accepted the connection itself; a request it cannot
     /// upgrade is answered as usual (400, 404, 426, ...). Returns at once.
     pub fn adopt(&self, stream: std::net::TcpStream, already_read: Vec<u8>) {
-        let reactors = self.shared.links.len().max(1);
-        let reactor = self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
-        self.send(reactor, Command::Adopt(stream, already_read));
+        self.send(self.next_reactor(), Command::Adopt(stream, already_read));
     }
 
     /// The counters of every reactor, summed.
