@@ -166,3 +166,54 @@ fn the_engine_refuses_bad_requests_and_past_its_ceiling_closes_with_1013() {
     drop(first);
     running.stop();
 }
+
+/// Asks the engine about `stream`'s request (already written) and sends the 101, without adopting.
+fn accept_only(listener: &TcpListener, engine: &Handle) -> (TcpStream, AcceptedUpgrade) {
+    let (mut server_side, _) = listener.accept().unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = server_side.read(&mut head).unwrap();
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut slots);
+    req.parse(&head[..n]).unwrap();
+    let headers = req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+    let upgrade = engine.accept_upgrade("GET", 1, "/echo", headers).unwrap();
+    write_101(&mut server_side, &upgrade);
+    (server_side, upgrade)
+}
+
+#[test]
+fn a_panicking_factory_closes_with_1011_and_a_stopping_engine_with_1001() {
+    let (running, listener, addr) = engine(Config::default());
+    let handle = running.handle();
+    let client = TcpStream::connect(addr).unwrap();
+    (&client).write_all(upgrade_request("/echo", "").as_bytes()).unwrap();
+    let (server_side, upgrade) = accept_only(&listener, &handle);
+    let upgrade = upgrade.with_handler(|_| -> Echo { panic!("factory fails (expected by this test)") });
+    handle.adopt_upgraded(server_side, upgrade, Vec::new());
+    let mut ws = TestClient::from_stream_after_handshake(client);
+    assert!(matches!(ws.recv_ok(), Got::Close(Some((1011, _)))));
+    assert!(ws.wait_eof(Duration::from_secs(5)));
+    assert!(eventually(Duration::from_secs(5), || handle.metrics().connections_refused == 1));
+    assert_eq!(handle.metrics().connections_upgraded, 0);
+
+    // A connection that does not answer the stop's close keeps the reactor alive (stopping) for up to
+    // the close timeout; one accepted before the stop and adopted after it gets a 1001 and no on_open.
+    let holder = TcpStream::connect(addr).unwrap();
+    (&holder).write_all(upgrade_request("/echo", "").as_bytes()).unwrap();
+    serve_one(&listener, &handle);
+    let mut holder = TestClient::from_stream_after_handshake(holder);
+    assert_eq!(holder.recv_ok(), Got::Text("open /echo -".into()));
+    let client = TcpStream::connect(addr).unwrap();
+    (&client).write_all(upgrade_request("/echo", "").as_bytes()).unwrap();
+    let (server_side, upgrade) = accept_only(&listener, &handle);
+    // Not read (so not answered) until the end: the stop's 1001 waits for the holder's reply.
+    handle.stop();
+    handle.adopt_upgraded(server_side, upgrade, Vec::new());
+    let mut late = TestClient::from_stream_after_handshake(client);
+    assert!(matches!(late.recv_ok(), Got::Close(Some((1001, _)))));
+    assert!(late.wait_eof(Duration::from_secs(5)));
+    assert_eq!(handle.metrics().connections_refused, 2);
+    assert!(matches!(holder.recv_ok(), Got::Close(Some((1001, _)))));
+    drop(holder);
+    running.join();
+}

@@ -223,6 +223,7 @@ impl Handle {
                 Ok(AcceptedUpgrade { request, protocol, make })
             }
             Err(refusal) => {
+                log::debug!("{refusal} (request parsed by another HTTP server)");
                 self.count_refusal(refusal.status);
                 Err(refusal)
             }
