@@ -5,7 +5,7 @@
 #                          [--idle-conns N] [--idle-window W] [--crosscheck] [--no-build] [--docs | --no-docs]
 #
 # Builds wsloop (cargo build --release) and the peers (benches/peers: tokio-tungstenite, fastwebsockets,
-# ws-rs, node ws, Go gorilla/websocket), then for each scenario runs every server in turn, round after round
+# ws-rs, node ws, Bun, Go gorilla/websocket), then for each scenario runs every server in turn, round after round
 # (A B C A B C ...), each on a fresh process and a free port, checked to be up and echoing before it is
 # measured. Server pinned to core 0, client to core 1 (except scenario v).
 #
@@ -24,7 +24,9 @@
 #                    goes to bench-results/peers-DATE.md/.svg instead of docs/ (unless --docs)
 #   --rounds N       rounds (default 3)             --duration SECS   per throughput run (default 10)
 #   --scenarios L    e.g. i,iv (default i,ii,iii,iv,v)
-#   --servers L      e.g. wsloop,gorilla (default wsloop,tungstenite,fastws,ws-rs,node-ws,gorilla)
+#   --servers L      e.g. wsloop,gorilla (default wsloop,tungstenite,fastws,ws-rs,node-ws,bun,gorilla); also
+#                    bun-deflate and node-ws-deflate (the same servers offering permessage-deflate: only a
+#                    client that asks for it gets it, and `wsloop bench` does not ask)
 #   --idle-conns N   scenario iv connections (default 10000; needs N + ~20 open files per process)
 #   --idle-window W  handshakes in flight at once in scenario iv (idle-probe threads, default 8)
 #   --crosscheck     measure every throughput run a second time with benches/peers' independent `loadgen`
@@ -34,7 +36,7 @@
 #   --no-build       use what is built; servers that are not built are skipped
 #   --docs/--no-docs rewrite docs/benchmarks.md and docs/img/peers.svg (default: yes, except with --quick)
 #
-# Needs: python3, taskset, cargo; node/npm and go (Debian golang-go + golang-github-gorilla-websocket-dev)
+# Needs: python3, taskset, cargo; node/npm (node ws, and Bun from npm) and go (Debian golang-go + golang-github-gorilla-websocket-dev)
 # for those peers, which are skipped with a warning when missing.
 set -euo pipefail
 
@@ -47,7 +49,8 @@ IDLE_PROBE=$PEERS/target/release/idle-probe
 LOADGEN=$PEERS/target/release/loadgen
 
 ROUNDS=3 DURATION=10 SCENARIOS=i,ii,iii,iv,v IDLE_CONNS=10000 IDLE_WINDOW=8 BUILD=1 DOCS='' QUICK=0 CROSSCHECK=0
-SERVERS=wsloop,tungstenite,fastws,ws-rs,node-ws,gorilla
+SERVERS=wsloop,tungstenite,fastws,ws-rs,node-ws,bun,gorilla
+BUN=$PEERS/bun/node_modules/@oven/bun-linux-x64/bin/bun   # npm @oven/bun-linux-x64, pinned in bun/package.json
 ROUNDS_SET='' DURATION_SET='' SCENARIOS_SET='' IDLE_SET=''
 
 die() { echo "bench-peers: $*" >&2; exit 2; }
@@ -125,8 +128,13 @@ if [ "$BUILD" = 1 ]; then
             (cd "$PEERS/node" && nice -n 10 npm install --no-package-lock --no-audit --no-fund --loglevel=error) ||
                 log "warning: npm install failed; node-ws is skipped"
         fi
+        if [ ! -x "$BUN" ]; then
+            log "installing Bun (npm install of @oven/bun-linux-x64; the version is pinned in package.json)"
+            (cd "$PEERS/bun" && nice -n 10 npm install --no-package-lock --no-audit --no-fund --loglevel=error) ||
+                log "warning: npm install failed; bun is skipped"
+        fi
     else
-        log "warning: npm not found; node-ws is skipped"
+        log "warning: npm not found; node-ws and bun are skipped"
     fi
     if command -v go >/dev/null && [ -d /usr/share/gocode/src/github.com/gorilla/websocket ]; then
         log "building the Go gorilla/websocket peer (GOPATH mode)"
@@ -147,6 +155,9 @@ server_argv() {
         fastws) ARGV=("$PEERS/target/release/fastws-echo" "$2") ;;
         ws-rs) ARGV=("$PEERS/target/release/wsrs-echo" "$2") ;;
         node-ws) ARGV=(node "$PEERS/node/echo.js" "$2") ;;
+        node-ws-deflate) ARGV=(node "$PEERS/node/echo.js" "$2" --deflate) ;;
+        bun) ARGV=("$BUN" "$PEERS/bun/echo.js" "$2") ;;
+        bun-deflate) ARGV=("$BUN" "$PEERS/bun/echo.js" "$2" --deflate) ;;
         gorilla) ARGV=(env GOMAXPROCS=1 "$PEERS/go/go-echo" "$2") ;;
         *) return 1 ;;
     esac
@@ -159,7 +170,8 @@ built() {
         tungstenite) [ -x "$PEERS/target/release/tungstenite-echo" ] ;;
         fastws) [ -x "$PEERS/target/release/fastws-echo" ] ;;
         ws-rs) [ -x "$PEERS/target/release/wsrs-echo" ] ;;
-        node-ws) command -v node >/dev/null && [ -d "$PEERS/node/node_modules/ws" ] ;;
+        node-ws|node-ws-deflate) command -v node >/dev/null && [ -d "$PEERS/node/node_modules/ws" ] ;;
+        bun|bun-deflate) [ -x "$BUN" ] ;;
         gorilla) [ -x "$PEERS/go/go-echo" ] ;;
         *) return 1 ;;
     esac
@@ -427,6 +439,7 @@ versions() {
     command -v node >/dev/null && printf 'node\t%s\n' "$(node --version)"
     v=$(node -p 'require(process.argv[1] + "/package.json").version' "$PEERS/node/node_modules/ws" 2>/dev/null) &&
         printf 'node ws\t%s\n' "$v"
+    [ -x "$BUN" ] && printf 'bun\t%s\n' "$("$BUN" --version)"
     command -v go >/dev/null && printf 'go\t%s\n' "$(go version | awk '{ print $3 }')"
     v=$(dpkg-query -W -f '${Version}' golang-github-gorilla-websocket-dev 2>/dev/null) && printf 'gorilla/websocket\t%s\n' "$v"
     printf 'rustc\t%s\n' "$(rustc --version | awk '{ print $2 }')"
