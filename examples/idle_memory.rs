@@ -12,6 +12,11 @@
 //! WebSocket connections with raw blocking sockets (handshake only, then idle), reads the RSS again once
 //! they are all upgraded and idle, and prints the growth per connection. Needs CONNECTIONS + ~20 open
 //! files in this process (the limit here is 20,000).
+//!
+//! permessage-deflate: `IDLE_OFFER='permessage-deflate; client_max_window_bits'` sends that
+//! `Sec-WebSocket-Extensions` offer (start the server with `--deflate shared|dedicated`), and
+//! `IDLE_USE=1` then has every connection send one compressed 4 KiB text message and read the
+//! compressed echo before going idle, so that dedicated zlib streams exist ("once used").
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,11 +32,15 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS line")
 }
 
-fn handshake(addr: SocketAddr) -> std::io::Result<TcpStream> {
+fn handshake(addr: SocketAddr, offer: Option<&str>) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr)?;
+    let extensions = offer.map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n")).unwrap_or_default();
     stream.write_all(
-        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        format!(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n"
+        )
+        .as_bytes(),
     )?;
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
@@ -46,6 +55,43 @@ fn handshake(addr: SocketAddr) -> std::io::Result<TcpStream> {
         return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
     }
     Ok(stream)
+}
+
+/// A masked text frame carrying a compressed 4 KiB message (no context: valid for any agreement).
+fn compressed_frame() -> Vec<u8> {
+    let text: String = (0..500).map(|i| format!("item {i:04} ")).collect::<String>()[..4096].to_owned();
+    let mut packed = Vec::new();
+    wsloop::sys::Deflater::new(1, 9, 1).unwrap().compress_sync(text.as_bytes(), &mut packed).unwrap();
+    packed.truncate(packed.len() - 4);
+    let mut frame = Vec::new();
+    wsloop::proto::encode_frame(
+        &mut frame,
+        wsloop::proto::OpCode::Text,
+        true,
+        wsloop::proto::RSV1,
+        Some([1, 2, 3, 4]),
+        &packed,
+    );
+    frame
+}
+
+/// Sends `frame` and reads one whole frame back.
+fn use_once(stream: &mut TcpStream, frame: &[u8]) {
+    stream.write_all(frame).expect("send");
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("echo header");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b).expect("length");
+            usize::from(u16::from_be_bytes(b))
+        }
+        127 => panic!("echo too long"),
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).expect("echo payload");
+    assert_eq!(head[0] & 0x40, 0x40, "the echo is compressed (RSV1): is the server's --deflate on?");
 }
 
 fn main() {
@@ -67,15 +113,27 @@ fn main() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("cannot find the address in {line:?}"));
+    let offer = std::env::var("IDLE_OFFER").ok();
+    let used = std::env::var("IDLE_USE").is_ok_and(|v| v == "1");
+    let frame = compressed_frame();
     // Warm up: one connection, so lazily allocated reactor state is not counted per connection.
-    drop(handshake(addr).expect("warm-up connection"));
+    let mut warm = handshake(addr, offer.as_deref()).expect("warm-up connection");
+    if used {
+        use_once(&mut warm, &frame);
+    }
+    drop(warm);
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_kib(server.id());
     let start = Instant::now();
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        match handshake(addr) {
-            Ok(s) => conns.push(s),
+        match handshake(addr, offer.as_deref()) {
+            Ok(mut s) => {
+                if used {
+                    use_once(&mut s, &frame);
+                }
+                conns.push(s)
+            }
             Err(e) => panic!("connection {i} failed: {e}"),
         }
     }
@@ -84,7 +142,7 @@ fn main() {
     let after = rss_kib(server.id());
     let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     println!(
-        "flags={flags:?} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
+        "flags={flags:?} offer={offer:?} used={used} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
          handshakes_per_second={:.0}",
         n as f64 / elapsed.as_secs_f64()
     );

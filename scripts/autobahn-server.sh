@@ -5,12 +5,12 @@
 #   scripts/autobahn-server.sh [CASES] [EXCLUDE]
 #
 #   CASES    comma-separated case patterns, default "*"
-#   EXCLUDE  comma-separated case patterns, default "12.*,13.*"
-#            (permessage-deflate is not implemented yet; the 9.* performance
-#            cases stay in). Pass '' to exclude nothing.
+#   EXCLUDE  comma-separated case patterns, default '' (every case runs,
+#            the 9.* performance and the 12.*/13.* permessage-deflate ones
+#            included)
 #
 # Builds `cargo build --release`, starts
-# `target/release/wsloop serve --addr 127.0.0.1:PORT --threads 1` on a free
+# `target/release/wsloop serve --addr 127.0.0.1:PORT --threads 1 --deflate MODE` on a free
 # port, runs the suite, stops the server (SIGTERM, then waits) and exits with
 # the suite's status (0: no case failed, 1: some failed, 2: setup error).
 # Reports: autobahn-reports/server/ (index.html, index.json, wstest.log,
@@ -21,8 +21,11 @@
 #                  repository); its run-server-suite.sh is used when present
 #   WSTEST         wstest to use (passed on to the kit; without the kit, the
 #                  default is `wstest` from PATH)
+#   AUTOBAHN_REPORTS_DIR  where the reports go (default autobahn-reports/server/); two runs at
+#                  once need two directories
 #   SKIP_BUILD=1   do not run cargo build (use the existing binary)
 #   WSLOOP_LOG     RUST_LOG for the server (default: warn)
+#   DEFLATE        the server's --deflate mode: shared (default), dedicated or off
 #   WSTEST_TIMEOUT, AUTOBAHN_VERBOSE, AUTOBAHN_PREFIX: see the kit's README
 set -euo pipefail
 PROG=autobahn-server.sh
@@ -40,11 +43,11 @@ case "${1:-}" in
 esac
 [ $# -le 2 ] || { usage >&2; exit 2; }
 CASES=${1:-*}
-EXCLUDE=${2-12.*,13.*}
+EXCLUDE=${2-}
 AGENT=wsloop
 
 cd "$ROOT"
-REPORTS_DIR=$ROOT/autobahn-reports/server
+REPORTS_DIR=${AUTOBAHN_REPORTS_DIR:-$ROOT/autobahn-reports/server}
 mkdir -p "$REPORTS_DIR"
 
 # --- helpers (free_port, json_list, summarize_index, ...) ---------------------------
@@ -88,8 +91,9 @@ trap stop_server EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "starting $BIN serve --addr 127.0.0.1:$PORT --threads 1 (log: $server_log)"
-RUST_LOG=${WSLOOP_LOG:-warn} "$BIN" serve --addr "127.0.0.1:$PORT" --threads 1 \
+DEFLATE=${DEFLATE:-shared}
+say "starting $BIN serve --addr 127.0.0.1:$PORT --threads 1 --deflate $DEFLATE (log: $server_log)"
+RUST_LOG=${WSLOOP_LOG:-warn} "$BIN" serve --addr "127.0.0.1:$PORT" --threads 1 --deflate "$DEFLATE" \
     </dev/null >>"$server_log" 2>&1 &
 server_pid=$!
 

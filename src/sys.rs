@@ -2,8 +2,9 @@
 //! mio and socket2 do not offer. Every `unsafe` block carries a `// SAFETY:` argument and a test below.
 //!
 //! Owns: a non-blocking `recv` on a blocking socket (`MSG_DONTWAIT`), the process's CPU time
-//! (`getrusage`), and a cheap cycle counter for the load generator's hot path. Never touches: WebSocket
-//! state, buffers' ownership beyond the call.
+//! (`getrusage`), a cheap cycle counter for the load generator's hot path, and raw-deflate streams over
+//! stock zlib ([`Deflater`], [`Inflater`]: permessage-deflate's backend, with every byte zlib allocates
+//! counted in [`zlib_bytes`]). Never touches: WebSocket state, buffers' ownership beyond the call.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -95,6 +96,376 @@ pub fn ticks() -> u64 {
     EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
 }
 
+// ---- zlib: raw deflate streams (RFC 1951) for permessage-deflate -------------------------------------
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Bytes zlib asked for through [`Deflater`] and [`Inflater`] and has not freed, in this process.
+static ZLIB_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes zlib holds right now for every [`Deflater`] and [`Inflater`] of this process (what it asked for;
+/// malloc's own overhead is not counted). Zero while no stream exists: an idle permessage-deflate
+/// connection that owns no stream adds nothing here.
+pub fn zlib_bytes() -> usize {
+    ZLIB_BYTES.load(Ordering::Relaxed)
+}
+
+/// Size of the header in front of each zlib allocation that remembers its length for `zfree`.
+const ZHEADER: usize = 16;
+
+unsafe extern "C" fn zalloc(opaque: libz_sys::voidpf, items: libz_sys::uInt, size: libz_sys::uInt) -> libz_sys::voidpf {
+    let Some(n) = (items as usize).checked_mul(size as usize).and_then(|n| n.checked_add(ZHEADER)) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: calloc takes plain integers; a null result is handed to zlib, which reports Z_MEM_ERROR.
+    // Zeroed memory: zlib reads parts of its window before writing them in some paths (valgrind-clean).
+    let p = unsafe { libc::calloc(1, n) }.cast::<u8>();
+    if p.is_null() {
+        return std::ptr::null_mut();
+    }
+    ZLIB_BYTES.fetch_add(n - ZHEADER, Ordering::Relaxed);
+    // SAFETY: `opaque` is the `held` counter of the `Stream` this z_stream lives in (set by `new_stream`,
+    // which boxes both together, so the pointer stays valid while zlib can call us).
+    unsafe { *opaque.cast::<usize>() += n - ZHEADER };
+    // SAFETY: `p` is a fresh allocation of `n >= ZHEADER` bytes, aligned for any type (malloc's
+    // guarantee, 16 on x86_64 and aarch64), so the first word may hold the length, and `p + ZHEADER`
+    // stays inside it (and keeps 16-byte alignment for zlib).
+    unsafe {
+        p.cast::<usize>().write(n);
+        p.add(ZHEADER).cast()
+    }
+}
+
+unsafe extern "C" fn zfree(opaque: libz_sys::voidpf, address: libz_sys::voidpf) {
+    if address.is_null() {
+        return;
+    }
+    // SAFETY: zlib frees only what `zalloc` returned, so `address - ZHEADER` is the start of that
+    // allocation and its first word is the length `zalloc` wrote there.
+    unsafe {
+        let p = address.cast::<u8>().sub(ZHEADER);
+        let n = p.cast::<usize>().read();
+        ZLIB_BYTES.fetch_sub(n - ZHEADER, Ordering::Relaxed);
+        *opaque.cast::<usize>() -= n - ZHEADER;
+        libc::free(p.cast());
+    }
+}
+
+/// A z_stream and the bytes zlib holds for it.
+struct Stream {
+    z: libz_sys::z_stream,
+    held: usize,
+}
+
+/// A zeroed stream with our allocator, boxed: zlib keeps a pointer back to the stream in its state, and
+/// the allocator one to `held`, so neither may move after `*Init2_`.
+fn new_stream() -> Box<Stream> {
+    let mut stream = Box::new(Stream {
+        z: libz_sys::z_stream {
+            next_in: std::ptr::null_mut(),
+            avail_in: 0,
+            total_in: 0,
+            next_out: std::ptr::null_mut(),
+            avail_out: 0,
+            total_out: 0,
+            msg: std::ptr::null_mut(),
+            state: std::ptr::null_mut(),
+            zalloc,
+            zfree,
+            opaque: std::ptr::null_mut(),
+            data_type: 0,
+            adler: 0,
+            reserved: 0,
+        },
+        held: 0,
+    });
+    stream.z.opaque = std::ptr::addr_of_mut!(stream.held).cast();
+    stream
+}
+
+/// What went wrong in a zlib stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ZlibError {
+    /// A parameter out of zlib's range (window bits 9-15 for a compressor, 8-15 for a decompressor;
+    /// memLevel 1-9; level -1-9).
+    InvalidParameter,
+    /// zlib could not allocate its state.
+    OutOfMemory,
+    /// The input is not a valid deflate stream (`Z_DATA_ERROR`, or a preset dictionary was asked for).
+    Corrupt,
+    /// Inflating would produce more than the limit given to [`Inflater::inflate`]; nothing past the limit
+    /// was allocated.
+    TooLarge,
+}
+
+/// A raw-deflate compressor (zlib's `deflateInit2` with negative window bits): window bits and memLevel
+/// as given, so its memory follows zlib's formula `(1 << (windowBits + 2)) + (1 << (memLevel + 9))`
+/// plus about 6 KiB of state.
+pub struct Deflater {
+    stream: Box<Stream>,
+}
+
+// SAFETY: the stream is owned exclusively by this value (no other pointer to it or its state exists
+// outside zlib's own back-pointer), and zlib keeps no thread-affine state, so moving it to another
+// thread is sound.
+unsafe impl Send for Deflater {}
+
+impl Deflater {
+    /// A compressor at `level` (0-9, or -1 for zlib's default 6) with a `2^window_bits`-byte window
+    /// (9-15: stock zlib refuses 8 for raw deflate) and `mem_level` (1-9).
+    pub fn new(level: i32, window_bits: u8, mem_level: u8) -> Result<Self, ZlibError> {
+        if !(9..=15).contains(&window_bits) || !(1..=9).contains(&mem_level) || !(-1..=9).contains(&level) {
+            return Err(ZlibError::InvalidParameter);
+        }
+        let mut stream = new_stream();
+        // SAFETY: `stream` is a valid, boxed (never moving) z_stream with our allocator; the version
+        // string and struct size are the ones libz-sys was built against, as deflateInit2_ requires.
+        let rc = unsafe {
+            libz_sys::deflateInit2_(
+                &mut stream.z,
+                level,
+                libz_sys::Z_DEFLATED,
+                -i32::from(window_bits),
+                i32::from(mem_level),
+                libz_sys::Z_DEFAULT_STRATEGY,
+                libz_sys::zlibVersion(),
+                std::mem::size_of::<libz_sys::z_stream>() as i32,
+            )
+        };
+        match rc {
+            libz_sys::Z_OK => Ok(Self { stream }),
+            libz_sys::Z_MEM_ERROR => Err(ZlibError::OutOfMemory),
+            _ => Err(ZlibError::InvalidParameter),
+        }
+    }
+
+    /// Compresses `input` and sync-flushes (`Z_SYNC_FLUSH`), appending to `out`; the output ends with
+    /// the empty stored block `00 00 ff ff` (permessage-deflate removes it, RFC 7692 §7.2.1).
+    pub fn compress_sync(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), ZlibError> {
+        let s = &mut self.stream.z;
+        s.next_in = input.as_ptr().cast_mut();
+        s.avail_in = input.len().try_into().map_err(|_| ZlibError::InvalidParameter)?;
+        out.reserve(input.len() / 2 + 64);
+        loop {
+            let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
+            // SAFETY: `next_out` points at the `spare` writable bytes past `out.len()` inside `out`'s
+            // allocation; `next_in` at `avail_in` readable bytes of `input` (zlib never writes through it).
+            // Both stay valid for the call; `out.set_len` below covers exactly the bytes zlib wrote.
+            let rc = unsafe {
+                s.next_out = out.as_mut_ptr().add(out.len());
+                s.avail_out = spare as u32;
+                let rc = libz_sys::deflate(s, libz_sys::Z_SYNC_FLUSH);
+                out.set_len(out.len() + (spare - s.avail_out as usize));
+                rc
+            };
+            match rc {
+                libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {}
+                _ => return Err(ZlibError::Corrupt),
+            }
+            if s.avail_in == 0 && s.avail_out != 0 {
+                break;
+            }
+            out.reserve(out.capacity().max(64));
+        }
+        s.next_in = std::ptr::null_mut();
+        s.next_out = std::ptr::null_mut();
+        Ok(())
+    }
+
+    /// Forgets the window (no context takeover): the next message is compressed as if it were the first.
+    /// Keeps the memory.
+    pub fn reset(&mut self) {
+        // SAFETY: the stream was initialised by deflateInit2_ in `new` and not ended.
+        unsafe { libz_sys::deflateReset(&mut self.stream.z) };
+    }
+}
+
+impl Deflater {
+    /// Bytes zlib holds for this stream now.
+    pub fn memory(&self) -> usize {
+        self.stream.held
+    }
+}
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflater").field("held", &self.stream.held).finish()
+    }
+}
+
+impl Drop for Deflater {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised in `new`; deflateEnd frees its state through `zfree` once.
+        unsafe { libz_sys::deflateEnd(&mut self.stream.z) };
+    }
+}
+
+/// A raw-deflate decompressor (zlib's `inflateInit2` with negative window bits). zlib allocates its
+/// `2^window_bits`-byte window on the first call that needs it.
+pub struct Inflater {
+    stream: Box<Stream>,
+}
+
+// SAFETY: as for `Deflater`: exclusively owned, no thread-affine state.
+unsafe impl Send for Inflater {}
+
+impl Inflater {
+    /// A decompressor for streams made with a window of at most `2^window_bits` bytes (8-15).
+    pub fn new(window_bits: u8) -> Result<Self, ZlibError> {
+        if !(8..=15).contains(&window_bits) {
+            return Err(ZlibError::InvalidParameter);
+        }
+        let mut stream = new_stream();
+        // SAFETY: as in `Deflater::new`.
+        let rc = unsafe {
+            libz_sys::inflateInit2_(
+                &mut stream.z,
+                -i32::from(window_bits),
+                libz_sys::zlibVersion(),
+                std::mem::size_of::<libz_sys::z_stream>() as i32,
+            )
+        };
+        match rc {
+            libz_sys::Z_OK => Ok(Self { stream }),
+            libz_sys::Z_MEM_ERROR => Err(ZlibError::OutOfMemory),
+            _ => Err(ZlibError::InvalidParameter),
+        }
+    }
+
+    /// Inflates `input` (sync-flushed), appending to `out`, and fails with [`ZlibError::TooLarge`] as soon
+    /// as `out` would pass `limit` bytes: `out` never grows beyond `limit + 1`. Returns `true` when the
+    /// stream ended (a final block): the decompressor must then be reset before it is used again.
+    pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, ZlibError> {
+        let s = &mut self.stream.z;
+        s.next_in = input.as_ptr().cast_mut();
+        s.avail_in = input.len().try_into().map_err(|_| ZlibError::InvalidParameter)?;
+        let result = loop {
+            if out.len() > limit {
+                break Err(ZlibError::TooLarge);
+            }
+            if out.capacity() == out.len() {
+                // Grow by doubling from 4 KiB, but never past one byte over the limit.
+                let want = out.len().max(4096).min(limit + 1 - out.len());
+                out.reserve_exact(want);
+            }
+            let spare = (out.capacity() - out.len()).min(limit + 1 - out.len()).min(u32::MAX as usize);
+            // SAFETY: as in `Deflater::compress_sync`: `next_out` covers the `spare` bytes after
+            // `out.len()` inside `out`'s allocation, `next_in` the unread part of `input`; zlib writes
+            // only within them and `set_len` covers what it wrote.
+            let rc = unsafe {
+                s.next_out = out.as_mut_ptr().add(out.len());
+                s.avail_out = spare as u32;
+                let rc = libz_sys::inflate(s, libz_sys::Z_SYNC_FLUSH);
+                out.set_len(out.len() + (spare - s.avail_out as usize));
+                rc
+            };
+            match rc {
+                libz_sys::Z_STREAM_END => break if out.len() > limit { Err(ZlibError::TooLarge) } else { Ok(true) },
+                libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {
+                    if s.avail_in == 0 && s.avail_out != 0 {
+                        break if out.len() > limit { Err(ZlibError::TooLarge) } else { Ok(false) };
+                    }
+                    if rc == libz_sys::Z_BUF_ERROR && s.avail_out != 0 {
+                        // No progress possible with output space left: cannot happen with input left.
+                        break Err(ZlibError::Corrupt);
+                    }
+                }
+                libz_sys::Z_MEM_ERROR => break Err(ZlibError::OutOfMemory),
+                _ => break Err(ZlibError::Corrupt),
+            }
+        };
+        s.next_in = std::ptr::null_mut();
+        s.next_out = std::ptr::null_mut();
+        result
+    }
+
+    /// Forgets the window (the peer compresses without context takeover, or after an error or a final
+    /// block). Keeps the memory.
+    pub fn reset(&mut self) {
+        // SAFETY: the stream was initialised by inflateInit2_ in `new` and not ended.
+        unsafe { libz_sys::inflateReset(&mut self.stream.z) };
+    }
+}
+
+impl Inflater {
+    /// Bytes zlib holds for this stream now.
+    pub fn memory(&self) -> usize {
+        self.stream.held
+    }
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater").field("held", &self.stream.held).finish()
+    }
+}
+
+impl Drop for Inflater {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised in `new`; inflateEnd frees its state through `zfree` once.
+        unsafe { libz_sys::inflateEnd(&mut self.stream.z) };
+    }
+}
+
+// ---- a counting allocator, for measurements ------------------------------------------------------
+
+/// A global allocator over [`std::alloc::System`] that counts the bytes live, for examples and tests
+/// that measure what a piece of code allocates:
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOC: wsloop::sys::CountingAllocator = wsloop::sys::CountingAllocator::new();
+/// ```
+#[derive(Debug)]
+pub struct CountingAllocator {
+    live: AtomicUsize,
+}
+
+impl CountingAllocator {
+    /// A counter at zero.
+    pub const fn new() -> Self {
+        Self { live: AtomicUsize::new(0) }
+    }
+
+    /// Bytes allocated through this allocator and not freed.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for CountingAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees (alignment, size, ownership) hold; the counter is only arithmetic on the side.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.live.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which is `System`'s.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        self.live.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with this `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`; `new_size` is the caller's, checked by its contract.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            self.live.fetch_add(new_size, Ordering::Relaxed);
+            self.live.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +545,80 @@ mod tests {
         thread::sleep(Duration::from_millis(2));
         let b = ticks();
         assert!(b > a, "{a} -> {b}");
+    }
+
+    #[test]
+    fn deflate_then_inflate_round_trips_and_counts_zlib_memory() {
+        let text: Vec<u8> = (0..50_000u32).flat_map(|i| format!("message {} ", i % 97).into_bytes()).collect();
+        let mut d = Deflater::new(6, 11, 1).unwrap();
+        let held = d.memory();
+        // zlib's formula for windowBits 11, memLevel 1: 2^13 + 2^10, plus its ~6 KiB state.
+        assert!((9 * 1024..17 * 1024).contains(&held), "{held}");
+        let mut packed = Vec::new();
+        d.compress_sync(&text, &mut packed).unwrap();
+        assert_eq!(&packed[packed.len() - 4..], &[0, 0, 0xff, 0xff]);
+        assert!(packed.len() < text.len() / 4, "{} of {}", packed.len(), text.len());
+        let mut i = Inflater::new(11).unwrap();
+        let mut got = Vec::new();
+        assert!(!i.inflate(&packed, &mut got, usize::MAX - 1).unwrap());
+        assert_eq!(got, text);
+        // With the window kept, a second copy compresses to almost nothing and inflates with the context.
+        let mut again = Vec::new();
+        d.compress_sync(&text[..1000], &mut again).unwrap();
+        assert!(again.len() < 100, "{}", again.len());
+        got.clear();
+        i.inflate(&again, &mut got, 1 << 20).unwrap();
+        assert_eq!(got, &text[..1000]);
+        // The decompressor's window came on first use: 2^11 bytes plus its ~7 KiB state.
+        assert!((2048..10 * 1024).contains(&i.memory()), "{}", i.memory());
+        let total = zlib_bytes();
+        assert!(total >= d.memory() + i.memory());
+    }
+
+    #[test]
+    fn inflate_stops_at_the_limit_without_growing_past_it() {
+        let zeros = vec![0u8; 4 << 20];
+        let mut packed = Vec::new();
+        Deflater::new(9, 15, 8).unwrap().compress_sync(&zeros, &mut packed).unwrap();
+        let mut i = Inflater::new(15).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(i.inflate(&packed, &mut got, 100_000), Err(ZlibError::TooLarge));
+        assert!(got.capacity() <= 100_001, "{}", got.capacity());
+        i.reset();
+        let mut exact = Vec::new();
+        assert_eq!(i.inflate(&packed, &mut exact, 4 << 20), Ok(false));
+        assert_eq!(exact.len(), 4 << 20);
+    }
+
+    #[test]
+    fn corrupt_input_and_bad_parameters_are_errors() {
+        let mut i = Inflater::new(15).unwrap();
+        // BTYPE 11 is reserved: a data error.
+        assert_eq!(i.inflate(&[0xff, 0xff, 0xff], &mut Vec::new(), 1000), Err(ZlibError::Corrupt));
+        assert_eq!(Deflater::new(6, 8, 8).unwrap_err(), ZlibError::InvalidParameter);
+        assert_eq!(Deflater::new(6, 15, 0).unwrap_err(), ZlibError::InvalidParameter);
+        assert_eq!(Inflater::new(7).unwrap_err(), ZlibError::InvalidParameter);
+        assert!(Inflater::new(8).is_ok());
+    }
+
+    #[test]
+    fn the_counting_allocator_counts_live_bytes_through_alloc_realloc_and_dealloc() {
+        use std::alloc::{GlobalAlloc, Layout};
+        let a = CountingAllocator::new();
+        let layout = Layout::from_size_align(100, 8).unwrap();
+        // SAFETY: a non-zero layout; the pointer is checked, written within its size, grown with
+        // `realloc` under the same layout and freed once with the grown layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            p.write_bytes(7, 100);
+            assert_eq!(a.live(), 100);
+            let q = a.realloc(p, layout, 300);
+            assert!(!q.is_null());
+            assert_eq!(*q.add(99), 7, "realloc kept the bytes");
+            assert_eq!(a.live(), 300);
+            a.dealloc(q, Layout::from_size_align(300, 8).unwrap());
+        }
+        assert_eq!(a.live(), 0);
     }
 }

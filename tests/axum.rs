@@ -16,8 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use common::{client_frame, eventually, raw_request, upgrade_request, Got, TestClient};
+use wsloop::client::{self, ClientOptions, Message as ClientMessage};
 use wsloop::integrations::axum::{wsloop_upgrade, WsloopUpgrade};
 use wsloop::metrics::{HandshakeFailure, MetricsSnapshot};
+use wsloop::proto::deflate::{DeflateConfig, DeflateMode};
 use wsloop::proto::OpCode;
 use wsloop::server::{Config, Ctx, Handle, Handler, Message, RunningServer, Server};
 
@@ -86,7 +88,11 @@ struct App {
 
 impl App {
     fn start(threads: usize) -> Self {
-        let mut engine = Server::new(Config { threads, ..Config::default() });
+        Self::start_with(Config { threads, ..Config::default() })
+    }
+
+    fn start_with(config: Config) -> Self {
+        let mut engine = Server::new(config);
         engine.register_handler("/echo", |_| Echo);
         let engine = engine.start_without_listeners().unwrap();
         let app = Router::new()
@@ -232,5 +238,22 @@ fn a_thousand_connections_are_handed_over_and_echoed_while_plain_routes_keep_wor
     drop(clients);
     let handle = app.handle();
     assert!(eventually(Duration::from_secs(10), || held(&handle.metrics()) == 0));
+    app.stop();
+}
+
+#[test]
+fn permessage_deflate_is_negotiated_by_the_engine_on_the_handed_over_path() {
+    let deflate = DeflateConfig::with_mode(DeflateMode::Shared);
+    let app = App::start_with(Config { threads: 1, deflate, ..Config::default() });
+    let options = ClientOptions::default().deflate(deflate).read_timeout(Duration::from_secs(10));
+    let mut ws = client::connect(&format!("ws://{}/echo", app.addr), options).unwrap();
+    let text = "compressible ".repeat(1000);
+    ws.send_text(&text).unwrap();
+    match ws.read_message(Some(Duration::from_secs(10))).unwrap() {
+        ClientMessage::Text(echo) => assert_eq!(echo, text),
+        other => panic!("expected text, got {other:?}"),
+    }
+    assert!(app.handle().metrics().messages_compressed >= 1, "the echo went out compressed");
+    drop(ws);
     app.stop();
 }

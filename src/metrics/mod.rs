@@ -546,6 +546,8 @@ counters! {
     pongs_sent: Counter in Frames,
     /// Close frames sent.
     closes_sent: Counter in Frames,
+    /// Messages compressed with permessage-deflate (a broadcast to connections without context takeover: once per reactor).
+    messages_compressed: Counter in Frames,
     /// Connections refused at accept because `max_connections` was reached.
     connections_refused: Counter in Errors,
     /// Opening handshakes that failed (refused with an HTTP error, or timed out).

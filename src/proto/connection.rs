@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::close::{parse_close_payload, truncate_reason, CloseCode, CloseFrame};
 use super::error::ProtocolError;
-use super::extension::Extension;
+use super::extension::{Extension, FrameSharing};
 use super::frame::{encode_frame, FrameHeader, HeaderParse, OpCode};
 use super::mask::apply_mask;
 use super::mask_keys::MaskSource;
@@ -251,7 +251,21 @@ impl Connection {
     /// Adds a negotiated extension; its RSV bits become legal on the first frame of a data message.
     pub fn add_extension(&mut self, extension: Box<dyn Extension>) {
         self.allowed_rsv |= extension.rsv_bits();
-        self.extensions.get_or_insert_with(Default::default).push(extension);
+        self.extensions.get_or_insert_with(|| Box::new(Vec::with_capacity(1))).push(extension);
+    }
+
+    /// Whether a frame encoded for another connection may be sent on this one as is (broadcasts): the
+    /// first extension decides, as in [`Connection::send_text`].
+    pub fn frame_sharing(&self) -> FrameSharing {
+        match self.extensions.as_ref().and_then(|all| all.first()) {
+            None => FrameSharing::Plain,
+            Some(e) => e.shared_encoding().map_or(FrameSharing::Own, FrameSharing::Keyed),
+        }
+    }
+
+    /// Whether an extension was negotiated.
+    pub fn has_extensions(&self) -> bool {
+        self.extensions.is_some()
     }
 
     /// This connection's role.

@@ -43,4 +43,24 @@ pub trait Extension: Send + fmt::Debug {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Option<u8>, ProtocolError>;
+
+    /// `Some(key)` when [`Extension::encode_message`] keeps no state between messages, so that its output
+    /// depends only on the message and `key`: a frame encoded for one connection may then be sent as is
+    /// to every connection whose extension has the same key (a broadcast is compressed once per
+    /// reactor). `None` (the default): encode for each connection.
+    fn shared_encoding(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// How a frame encoded once may be shared among connections (see [`Extension::shared_encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameSharing {
+    /// No extension transforms outgoing messages: the plain frame fits.
+    Plain,
+    /// The frame encoded for any connection with this key fits.
+    Keyed(u64),
+    /// The connection's extension keeps state: encode for it alone.
+    Own,
 }

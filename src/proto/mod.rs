@@ -14,6 +14,7 @@
 
 mod close;
 mod connection;
+pub mod deflate;
 mod error;
 mod extension;
 mod frame;
@@ -29,7 +30,7 @@ pub mod utf8;
 pub use close::{parse_close_payload, truncate_reason, CloseCode, CloseFrame, ClosePayloadError, MAX_CLOSE_REASON};
 pub use connection::{CloseState, Connection, ConnectionConfig, Event, Payload, Role, SendError};
 pub use error::ProtocolError;
-pub use extension::Extension;
+pub use extension::{Extension, FrameSharing};
 pub use frame::{encode_frame, FrameHeader, HeaderError, HeaderParse, OpCode, MAX_HEADER_LEN, RSV1, RSV2, RSV3};
 pub use mask::{apply_mask, apply_mask_bytewise};
 pub use mask_keys::{MaskSource, SeededMasks};

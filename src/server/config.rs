@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::negotiate::SubprotocolPolicy;
 use crate::proto::ConnectionConfig;
 
@@ -74,6 +75,10 @@ pub struct Config {
     /// Keep the request headers for the connection's whole life (readable from any callback). Default
     /// false: headers are readable in `on_open` only, so an idle connection holds no copy of them.
     pub keep_request_headers: bool,
+    /// permessage-deflate (RFC 7692): accepted from clients and offered by in-loop clients when its mode
+    /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
+    /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for Config {
@@ -103,6 +108,7 @@ impl Default for Config {
             health_path: None,
             max_http_body: 64 * 1024,
             keep_request_headers: false,
+            deflate: DeflateConfig::default(),
         }
     }
 }

@@ -301,6 +301,27 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Sends a text or binary message as it is, never through permessage-deflate whatever its size (the
+    /// per-send override of [`DeflateConfig::threshold`](crate::proto::deflate::DeflateConfig::threshold),
+    /// e.g. for data that is already compressed). Without a negotiated extension it is
+    /// [`Ctx::send_text`] / [`Ctx::send_binary`].
+    pub fn send_uncompressed(&mut self, message: Message<'_>) -> Result<(), SendError> {
+        let (opcode, payload, kind) = match message {
+            Message::Text(t) => (OpCode::Text, t.as_bytes(), crate::metrics::MessageKind::Text),
+            Message::Binary(b) => (OpCode::Binary, b, crate::metrics::MessageKind::Binary),
+        };
+        if !self.proto.has_extensions() {
+            return match message {
+                Message::Text(t) => self.send_text(t),
+                Message::Binary(b) => self.send_binary(b),
+            };
+        }
+        self.out.admit(payload.len())?;
+        self.proto.send_frame(opcode, true, payload, self.out.cork()).map_err(SendError::Protocol)?;
+        self.out.counters().record_message_sent(kind, payload.len());
+        Ok(())
+    }
+
     /// Sends a large message without copying its payload into the cork: the write path writes what is
     /// corked so far, the frame header and the payload together; only what the socket does not take is
     /// copied (keeping the order).

@@ -11,7 +11,9 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::metrics::HandshakeFailure;
+use crate::proto::deflate::{self, DeflateParams};
 use crate::proto::handshake::{accept_key, HandshakeError, HandshakeLimits, ServerHandshake, UpgradeRequest};
+use crate::proto::negotiate::{self, ExtensionOffer};
 
 use super::config::Config;
 use super::handler::Handler;
@@ -52,6 +54,8 @@ impl MakeHandler {
 pub struct AcceptedUpgrade {
     pub(crate) request: UpgradeRequest,
     pub(crate) protocol: Option<String>,
+    /// permessage-deflate as agreed (`Config::deflate`) and the answer the 101 carries.
+    pub(crate) deflate: Option<(DeflateParams, ExtensionOffer)>,
     pub(crate) make: Option<MakeHandler>,
 }
 
@@ -60,6 +64,7 @@ impl fmt::Debug for AcceptedUpgrade {
         f.debug_struct("AcceptedUpgrade")
             .field("path", &self.request.path)
             .field("protocol", &self.protocol)
+            .field("deflate", &self.deflate.as_ref().map(|(agreed, _)| agreed))
             .field("has_handler", &self.make.is_some())
             .finish_non_exhaustive()
     }
@@ -94,9 +99,15 @@ impl AcceptedUpgrade {
         self
     }
 
+    /// Whether permessage-deflate was agreed (`Config::deflate` and the client's offers).
+    pub fn deflate(&self) -> bool {
+        self.deflate.is_some()
+    }
+
     /// The headers of the `101 Switching Protocols` answer, in order: `Upgrade`, `Connection`,
-    /// `Sec-WebSocket-Accept`, and `Sec-WebSocket-Protocol` when a subprotocol was chosen. No
-    /// extension is negotiated on this path yet, so no `Sec-WebSocket-Extensions`.
+    /// `Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol` when a subprotocol was chosen, and
+    /// `Sec-WebSocket-Extensions` when permessage-deflate was agreed (the answer the engine's own
+    /// handshake would write).
     pub fn response_headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = vec![
             ("Upgrade", "websocket".to_owned()),
@@ -105,6 +116,9 @@ impl AcceptedUpgrade {
         ];
         if let Some(protocol) = &self.protocol {
             headers.push(("Sec-WebSocket-Protocol", protocol.clone()));
+        }
+        if let Some((_, answer)) = &self.deflate {
+            headers.push(("Sec-WebSocket-Extensions", negotiate::format_extensions(std::slice::from_ref(answer))));
         }
         headers
     }
@@ -203,7 +217,8 @@ impl Handle {
     /// within `Config::max_request_head` / `max_headers`, then `Config::allowed_origins`; it also
     /// refuses (503) while the engine stops or holds `Config::max_connections` connections. The
     /// subprotocol is chosen by `Config::subprotocols`. The connection's handler comes from the route
-    /// registered for the path, if any, or from [`AcceptedUpgrade::with_handler`].
+    /// registered for the path, if any, or from [`AcceptedUpgrade::with_handler`]; permessage-deflate
+    /// is accepted as `Config::deflate` says.
     ///
     /// A refusal is counted in `handshake_failures` (by reason) like one the engine answers itself;
     /// nothing is counted for an accepted request until [`Handle::adopt_upgraded`].
@@ -219,8 +234,9 @@ impl Handle {
         match check(config, self.is_stopping(), held, method, minor, target, headers) {
             Ok(request) => {
                 let protocol = config.subprotocols.select(&request.offered_protocols());
+                let deflate = deflate::accept_offers(&config.deflate, &request.extensions);
                 let make = self.shared.router.route(&request.path).cloned().map(MakeHandler::Routed);
-                Ok(AcceptedUpgrade { request, protocol, make })
+                Ok(AcceptedUpgrade { request, protocol, deflate, make })
             }
             Err(refusal) => {
                 log::debug!("{refusal} (request parsed by another HTTP server)");
@@ -306,7 +322,7 @@ mod tests {
     #[test]
     fn the_101_headers_carry_the_accept_key_and_the_chosen_subprotocol() {
         let request = check(&Config::default(), false, 0, "GET", 1, "/ws", headers(GOOD)).unwrap();
-        let mut up = AcceptedUpgrade { request, protocol: None, make: None };
+        let mut up = AcceptedUpgrade { request, protocol: None, deflate: None, make: None };
         let names: Vec<_> = up.response_headers().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["Upgrade", "Connection", "Sec-WebSocket-Accept"]);
         // RFC 6455 §1.3's example key.

@@ -127,6 +127,7 @@ impl Server {
 
     fn spawn(self, listeners: Vec<Option<mio::net::TcpListener>>, addr: SocketAddr) -> io::Result<RunningServer> {
         let threads = listeners.len();
+        self.config.deflate.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
         let mut reactors = Vec::with_capacity(threads);
@@ -215,11 +216,20 @@ pub struct ConnectOptions {
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
     /// ports). Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
+    /// permessage-deflate to offer (default off); a bad answer fails the connect with
+    /// `HandshakeError::InvalidDeflateResponse`.
+    pub deflate: crate::proto::deflate::DeflateConfig,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), protocols: Vec::new(), headers: Vec::new(), local_addr: None }
+        Self {
+            timeout: Duration::from_secs(10),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            local_addr: None,
+            deflate: crate::proto::deflate::DeflateConfig::default(),
+        }
     }
 }
 

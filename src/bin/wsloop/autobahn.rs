@@ -19,11 +19,16 @@ pub(crate) struct AutobahnClientArgs {
     /// Seconds allowed for each case's closing handshake and each read.
     #[arg(long, value_parser = secs, default_value = "60")]
     case_timeout: Duration,
+    /// permessage-deflate is offered by default (dedicated), so cases 12.* and 13.* run; `--deflate off`
+    /// leaves them UNIMPLEMENTED.
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// Options for the Autobahn cases: limits large enough for the 16 MiB messages of cases 9.*.
-fn autobahn_options(timeout: Duration) -> ClientOptions {
+fn autobahn_options(timeout: Duration, deflate: wsloop::proto::deflate::DeflateConfig) -> ClientOptions {
     ClientOptions::default()
+        .deflate(deflate)
         .max_frame_size(64 << 20)
         .max_message_size(64 << 20)
         .read_timeout(timeout)
@@ -51,7 +56,14 @@ fn autobahn_case(url: &str, options: ClientOptions) -> Result<CloseInfo, ClientE
 
 pub(crate) fn run(args: AutobahnClientArgs) -> ExitCode {
     let base = args.url.trim_end_matches('/');
-    let options = autobahn_options(args.case_timeout);
+    let deflate = match args.deflate.config(wsloop::proto::deflate::DeflateMode::Dedicated) {
+        Ok(deflate) => deflate,
+        Err(e) => {
+            eprintln!("wsloop autobahn-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = autobahn_options(args.case_timeout, deflate);
     let count = client::with_connection(&format!("{base}/getCaseCount"), options.clone(), |c| c.read_message(None));
     let count: u32 = match count {
         Ok(ClientMessage::Text(n)) => match n.trim().parse() {

@@ -62,6 +62,8 @@ pub(crate) struct ClientArgs {
     /// Report the connection, the chosen subprotocol and the close on stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// Exit status for "no connection was made".
@@ -146,6 +148,13 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_message_size)
         .on_message(move |_, message| print_message(&message, raw));
+    match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
+        Ok(deflate) => options = options.deflate(deflate),
+        Err(e) => {
+            eprintln!("wsloop client: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Some(interval) = args.ping_interval {
         options = options.ping_interval(interval);
     }

@@ -119,6 +119,8 @@ pub(crate) struct ServeArgs {
     dashboard_interval: Duration,
     #[command(flatten)]
     chat: ChatArgs,
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// A dashboard path: starts with `/`; a trailing `/` is dropped (`/` puts the page at the root).
@@ -189,6 +191,13 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
     }
+    config.deflate = match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
+        Ok(deflate) => deflate,
+        Err(e) => {
+            eprintln!("wsloop serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if !args.protocols.is_empty() {
         config.subprotocols = wsloop::proto::negotiate::SubprotocolPolicy::Preferred(args.protocols);
     }

@@ -136,3 +136,52 @@ mod tests {
         assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_796_049_296)), "2026-11-30T14:34:56Z");
     }
 }
+
+/// The permessage-deflate flags shared by `serve`, `client`, `bench` and `autobahn-client`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct DeflateArgs {
+    /// permessage-deflate (RFC 7692): off; shared (no context takeover either way, one zlib stream per
+    /// reactor, an idle connection owns none); dedicated (context takeover, each connection's streams
+    /// allocated on first use). Default: off (autobahn-client: dedicated).
+    #[arg(long, value_parser = deflate_mode)]
+    pub(crate) deflate: Option<wsloop::proto::deflate::DeflateMode>,
+    /// log2 of our compressor's window, 9-15.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) deflate_window_bits: u8,
+    /// log2 of the window asked of the peer's compressor where the protocol allows it, 8-15.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) deflate_peer_window_bits: u8,
+    /// zlib memLevel of our compressors, 1-9 (hash table 2^(memLevel+9) bytes).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) deflate_mem_level: u8,
+    /// zlib compression level, 0-9.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) deflate_level: i8,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) deflate_threshold: usize,
+}
+
+impl DeflateArgs {
+    /// The settings, with `default` as the mode when `--deflate` was not given; an out-of-range value is
+    /// an error naming the flag's setting.
+    pub(crate) fn config(
+        &self,
+        default: wsloop::proto::deflate::DeflateMode,
+    ) -> Result<wsloop::proto::deflate::DeflateConfig, String> {
+        let config = wsloop::proto::deflate::DeflateConfig {
+            mode: self.deflate.unwrap_or(default),
+            window_bits: self.deflate_window_bits,
+            peer_window_bits: self.deflate_peer_window_bits,
+            mem_level: self.deflate_mem_level,
+            level: self.deflate_level,
+            threshold: self.deflate_threshold,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn deflate_mode(s: &str) -> Result<wsloop::proto::deflate::DeflateMode, String> {
+    wsloop::proto::deflate::DeflateMode::parse(s).ok_or_else(|| format!("{s:?}: expected off, shared or dedicated"))
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
+use crate::proto::deflate;
 use crate::proto::handshake::{ClientHandshake, ClientRequest, UpgradeResponse};
 use crate::proto::{Connection, ConnectionConfig, Role};
 
@@ -118,7 +119,10 @@ pub(super) fn handshake(
     };
     let mut request = ClientRequest::new(url.host_header(), url.path_and_query());
     request.protocols.clone_from(&options.subprotocols);
-    request.extensions.clone_from(&options.extensions);
+    request.extensions = match (&options.extensions, deflate::client_offer_header(&options.deflate)) {
+        (Some(other), Some(deflate)) => Some(format!("{other}, {deflate}")),
+        (other, deflate) => other.clone().or(deflate),
+    };
     request.headers.clone_from(&options.headers);
     let mut out = Vec::new();
     let mut machine = ClientHandshake::start(&request, options.handshake_limits, &mut out)?;
@@ -160,7 +164,14 @@ pub(super) fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> 
         ..options.connection.clone()
     };
     let mut conn = Connection::new(Role::Client, config, Instant::now());
+    if let Some(extension) = deflate::client_extension(&options.deflate, &response.extensions)? {
+        conn.add_extension(extension);
+    }
+    let deflate_on = options.deflate.enabled();
     for accepted in &response.extensions {
+        if deflate_on && accepted.name.eq_ignore_ascii_case(deflate::EXTENSION_NAME) {
+            continue;
+        }
         let extension = options
             .extension_factory
             .as_ref()

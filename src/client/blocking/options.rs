@@ -113,6 +113,10 @@ pub struct ClientOptions {
     /// Builds the extensions the server accepted. Default `None`: accepting any offered extension
     /// fails the connection with [`Error::UnsupportedExtension`].
     pub extension_factory: Option<ExtensionFactory>,
+    /// permessage-deflate (RFC 7692) to offer. Default off. When on, its offer is sent (after
+    /// [`ClientOptions::extensions`], if any) and the server's answer is checked strictly: a bad one fails
+    /// with `HandshakeError::InvalidDeflateResponse`.
+    pub deflate: crate::proto::deflate::DeflateConfig,
     /// Frame and message size limits and auto-pong (defaults: 16 MiB frames, 64 MiB messages, pings
     /// answered). A bigger message fails the connection with 1009. With `auto_pong` off, received pings
     /// are consumed without an answer.
@@ -150,6 +154,7 @@ impl Default for ClientOptions {
             subprotocols: Vec::new(),
             extensions: None,
             extension_factory: None,
+            deflate: crate::proto::deflate::DeflateConfig::default(),
             connection: ConnectionConfig::default(),
             ping_interval: None,
             pong_timeout: Duration::from_secs(10),
@@ -244,6 +249,13 @@ impl ClientOptions {
     #[must_use]
     pub fn extensions(mut self, offer: impl Into<String>) -> Self {
         self.extensions = Some(offer.into());
+        self
+    }
+
+    /// Sets [`ClientOptions::deflate`]: offer permessage-deflate with these settings.
+    #[must_use]
+    pub fn deflate(mut self, config: crate::proto::deflate::DeflateConfig) -> Self {
+        self.deflate = config;
         self
     }
 

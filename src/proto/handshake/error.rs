@@ -126,6 +126,9 @@ pub enum HandshakeError {
         /// The extension name received.
         name: String,
     },
+    /// Client side: the server's permessage-deflate answer breaks RFC 7692 (unknown, duplicate or
+    /// out-of-range parameters, or not what was offered) (502).
+    InvalidDeflateResponse(crate::proto::deflate::DeflateResponseError),
     /// Local: a value given to [`write_request`] or [`write_response`] cannot be written as a header
     /// without breaking the HTTP message (CR/LF or other control bytes, a name that is not a token,
     /// a header the handshake writes itself). Nothing was written (500).
@@ -163,7 +166,8 @@ impl HandshakeError {
             | Self::AcceptMismatch { .. }
             | Self::UnofferedProtocol { .. }
             | Self::MultipleProtocols { .. }
-            | Self::UnofferedExtension { .. } => 502,
+            | Self::UnofferedExtension { .. }
+            | Self::InvalidDeflateResponse(_) => 502,
             Self::InvalidOutgoingHeader { .. } => 500,
         }
     }
@@ -198,7 +202,8 @@ impl HandshakeError {
             | Self::AcceptMismatch { .. }
             | Self::UnofferedProtocol { .. }
             | Self::MultipleProtocols { .. }
-            | Self::UnofferedExtension { .. } => "Invalid WebSocket handshake response upstream.\n",
+            | Self::UnofferedExtension { .. }
+            | Self::InvalidDeflateResponse(_) => "Invalid WebSocket handshake response upstream.\n",
             Self::InvalidOutgoingHeader { .. } => "Internal error.\n",
         }
     }
@@ -285,6 +290,7 @@ impl fmt::Display for HandshakeError {
             Self::UnofferedExtension { name } => {
                 write!(f, "server accepted extension {name:?}, which this client did not offer")
             }
+            Self::InvalidDeflateResponse(e) => write!(f, "invalid permessage-deflate answer: {e}"),
             Self::InvalidOutgoingHeader { name, reason } => {
                 write!(f, "cannot write header {name:?}: {reason}")
             }
@@ -296,6 +302,7 @@ impl std::error::Error for HandshakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::InvalidProtocols(e) | Self::InvalidExtensions(e) => Some(e),
+            Self::InvalidDeflateResponse(e) => Some(e),
             _ => None,
         }
     }

@@ -460,6 +460,7 @@ fn every_error_has_a_display_message() {
         HandshakeError::UnofferedProtocol { protocol: "p".into() },
         HandshakeError::MultipleProtocols { protocols: vec![] },
         HandshakeError::UnofferedExtension { name: "x".into() },
+        HandshakeError::InvalidDeflateResponse(crate::proto::deflate::DeflateResponseError::AcceptedTwice),
         HandshakeError::InvalidOutgoingHeader { name: "X".into(), reason: "r" },
     ];
     for err in all {

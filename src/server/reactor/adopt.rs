@@ -1,7 +1,7 @@
 //! Adopting a connection whose upgrade another HTTP server completed (`Handle::adopt_upgraded`).
 //!
 //! Owns: taking such a socket in as an open WebSocket (the ceiling and stopping checks, the handler
-//! factory, `on_open`, the bytes the other server read past the request head as the first input), and
+//! factory, the permessage-deflate agreed before the 101, `on_open`, the bytes the other server read past the request head as the first input), and
 //! counting refusals that server answered for the engine. Never touches: HTTP (the request was checked
 //! by `server::handoff` before the 101 went out), frames (the read path parses them).
 
@@ -11,6 +11,7 @@ use mio::net::TcpStream;
 
 use crate::buf::InboundBuf;
 use crate::metrics::Counters;
+use crate::proto::deflate::PerMessageDeflate;
 use crate::proto::{encode_frame, CloseCode, Connection, OpCode, Role};
 
 use super::super::handler::{ConnId, ConnInfo};
@@ -54,7 +55,7 @@ impl Reactor {
             refuse_open(stream, code, reason);
             return;
         }
-        let AcceptedUpgrade { request, protocol, make } = upgrade;
+        let AcceptedUpgrade { request, protocol, deflate, make } = upgrade;
         let Some(handler) = make.and_then(|make| make.make(&request)) else {
             // No route and no factory (a caller's mistake: `has_handler` said so), or the factory panicked.
             Counters::add(&self.counters.connections_refused, 1);
@@ -71,7 +72,11 @@ impl Reactor {
             protocol.map(String::into_boxed_str),
             self.config.keep_request_headers.then(|| request.headers.clone().into_boxed_slice()),
         );
-        let open = OpenConn::new(Connection::new(Role::Server, self.proto_config.clone(), self.now), handler, info);
+        let mut proto = Connection::new(Role::Server, self.proto_config.clone(), self.now);
+        if let Some((agreed, _)) = deflate {
+            proto.add_extension(PerMessageDeflate::boxed(Role::Server, &agreed, &self.config.deflate));
+        }
+        let open = OpenConn::new(proto, handler, info);
         let inbound = (!already_read.is_empty()).then(|| {
             let mut buf = InboundBuf::from_vec(self.pool.take());
             buf.append(&already_read);

@@ -58,6 +58,9 @@ impl Reactor {
         for (name, value) in &options.headers {
             req = req.with_header(name.clone(), value.clone());
         }
+        if let Some(offer) = crate::proto::deflate::client_offer_header(&options.deflate) {
+            req = req.with_extensions(offer);
+        }
         let mut request = Vec::with_capacity(256);
         let handshake = match ClientHandshake::start(&req, self.handshake.limits, &mut request) {
             Ok(handshake) => handshake,
@@ -67,8 +70,14 @@ impl Reactor {
             Ok(stream) => stream,
             Err(e) => return fail(&mut handler, ConnectError::Io(e)),
         };
-        let pending =
-            PendingClient { handler, request, handshake, path_and_query, timeout_ms: millis(options.timeout) };
+        let pending = PendingClient {
+            handler,
+            request,
+            handshake,
+            path_and_query,
+            timeout_ms: millis(options.timeout),
+            deflate: options.deflate,
+        };
         if let Err((e, Phase::Connecting(mut pending))) =
             self.insert_conn(stream, Phase::Connecting(Box::new(pending)), None)
         {

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::metrics::Counters;
+use crate::proto::{Connection, FrameHeader, FrameSharing, HeaderParse, OpCode};
 
 use super::super::Handle;
 use super::conn::{Conn, Phase};
@@ -132,8 +133,10 @@ impl Reactor {
             .filter(|(_, c)| matches!(&c.phase, Phase::Open(o) if o.proto.can_send()))
             .map(|(k, _)| k)
             .collect();
+        let mut encoded = Encoded::new(frame);
         for slot in slots {
-            self.queue_frame(slot, frame.clone(), handle);
+            let frame = self.frame_for(slot, &mut encoded);
+            self.queue_frame(slot, frame, handle);
         }
     }
 
@@ -141,8 +144,68 @@ impl Reactor {
         let Some(slots) = self.topics.get(topic) else {
             return;
         };
+        let mut encoded = Encoded::new(frame);
         for slot in slots.clone() {
-            self.queue_frame(slot, frame.clone(), handle);
+            let frame = self.frame_for(slot, &mut encoded);
+            self.queue_frame(slot, frame, handle);
         }
+    }
+
+    /// The frame of a broadcast or publish for `slot`: the plain one, unless the connection negotiated
+    /// an extension (permessage-deflate). Connections whose extension keeps no state between messages
+    /// share one encoding per key, so a broadcast is compressed once per reactor.
+    fn frame_for(&mut self, slot: usize, encoded: &mut Encoded<'_>) -> Bytes {
+        let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(slot) else {
+            return encoded.plain.clone();
+        };
+        match open.proto.frame_sharing() {
+            FrameSharing::Plain => encoded.plain.clone(),
+            FrameSharing::Keyed(key) => {
+                if let Some((_, frame)) = encoded.keyed.iter().find(|(k, _)| *k == key) {
+                    return frame.clone();
+                }
+                let frame = encode_for(&mut open.proto, encoded.plain);
+                encoded.keyed.push((key, frame.clone()));
+                frame
+            }
+            _ => encode_for(&mut open.proto, encoded.plain),
+        }
+    }
+}
+
+/// One broadcast's frames: the plain one and one per extension sharing key.
+struct Encoded<'a> {
+    plain: &'a Bytes,
+    keyed: Vec<(u64, Bytes)>,
+}
+
+impl<'a> Encoded<'a> {
+    fn new(plain: &'a Bytes) -> Self {
+        Self { plain, keyed: Vec::new() }
+    }
+}
+
+/// Re-encodes a plain server data frame through `proto`'s extension; the plain frame when it is not a
+/// whole text or binary message or the connection cannot send.
+#[cold]
+fn encode_for(proto: &mut Connection, plain: &Bytes) -> Bytes {
+    let Ok(HeaderParse::Complete { header, header_len }) = FrameHeader::parse(plain) else {
+        return plain.clone();
+    };
+    let payload = &plain[header_len..];
+    let mut out = Vec::with_capacity(payload.len() / 2 + 16);
+    let sent = match header.opcode {
+        _ if !header.fin || header.rsv != 0 || header.mask.is_some() => return plain.clone(),
+        OpCode::Text => match std::str::from_utf8(payload) {
+            Ok(text) => proto.send_text(text, &mut out),
+            Err(_) => return plain.clone(),
+        },
+        OpCode::Binary => proto.send_binary(payload, &mut out),
+        _ => return plain.clone(),
+    };
+    if sent.is_ok() {
+        Bytes::from(out)
+    } else {
+        plain.clone()
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct PendingClient {
     pub(super) handshake: ClientHandshake,
     pub(super) path_and_query: String,
     pub(super) timeout_ms: u64,
+    /// permessage-deflate as offered, to check the answer against.
+    pub(super) deflate: crate::proto::deflate::DeflateConfig,
 }
 
 /// Where a connection stands.

@@ -296,6 +296,8 @@ impl Reactor {
             }
             self.fire_timers(&handle);
             self.fire_handler_timers(&handle);
+            // This thread's permessage-deflate compressions (a thread-local count: one read per poll).
+            Counters::set(&self.counters.messages_compressed, crate::proto::deflate::thread_compressions());
             if let Some(deadline) = self.stopping {
                 if self.conns.is_empty() {
                     break;

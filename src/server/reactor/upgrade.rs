@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::http::{self, HttpLimits, HttpRequest, HttpResponse};
 use crate::metrics::{Counters, HandshakeFailure, MetricsReport, TcpPhase};
 use crate::proto::handshake::{self, HandshakeError, ServerHandshake, UpgradeRequest};
-use crate::proto::{Connection, ConnectionConfig, Role};
+use crate::proto::{deflate, negotiate, Connection, ConnectionConfig, Role};
 
 use super::super::config::Config;
 use super::super::handler::{ConnInfo, ConnectError};
@@ -115,12 +115,19 @@ pub(super) fn client_response(
         return (0, false);
     };
     let mut pending = pending;
-    match pending.handshake.feed(buf) {
+    let fed = pending.handshake.feed(buf).and_then(|done| match done {
+        Some((response, consumed)) => {
+            let extension = deflate::client_extension(&pending.deflate, &response.extensions)?;
+            Ok(Some((response, consumed, extension)))
+        }
+        None => Ok(None),
+    });
+    match fed {
         Ok(None) => {
             *phase = Phase::AwaitingResponse(pending);
             (buf.len(), false)
         }
-        Ok(Some((response, consumed))) => {
+        Ok(Some((response, consumed, extension))) => {
             Counters::add(&env.counters.connections_upgraded, 1);
             count_as(counted, TcpPhase::Open, env.counters);
             let PendingClient { handler, path_and_query, .. } = *pending;
@@ -129,7 +136,10 @@ pub(super) fn client_response(
                 None => (path_and_query.as_str(), None),
             };
             let protocol = response.protocol.clone().map(String::into_boxed_str);
-            let proto = Connection::new(Role::Client, up.proto_config.clone(), env.now);
+            let mut proto = Connection::new(Role::Client, up.proto_config.clone(), env.now);
+            if let Some(extension) = extension {
+                proto.add_extension(extension);
+            }
             *phase = Phase::Open(OpenConn::new(
                 proto,
                 handler,
@@ -175,7 +185,9 @@ fn accept(
         return Err((500, handshake::plain_response(500, "handler factory failed\n")));
     };
     let protocol = config.subprotocols.select(&request.offered_protocols());
-    if let Err(e) = up.handshake.accept(request, protocol.as_deref(), None, out) {
+    let deflate = deflate::accept_offers(&config.deflate, &request.extensions);
+    let answer = deflate.as_ref().map(|(_, answer)| negotiate::format_extensions(std::slice::from_ref(answer)));
+    if let Err(e) = up.handshake.accept(request, protocol.as_deref(), answer.as_deref(), out) {
         log::error!("cannot write the upgrade response: {e}");
         return Err((500, handshake::plain_response(500, "cannot complete the upgrade\n")));
     }
@@ -186,7 +198,11 @@ fn accept(
         config.keep_request_headers.then(|| request.headers.clone().into_boxed_slice()),
     );
     // The 101 is corked now; the connection's clock starts with it.
-    Ok(OpenConn::new(Connection::new(Role::Server, up.proto_config.clone(), now), handler, info))
+    let mut proto = Connection::new(Role::Server, up.proto_config.clone(), now);
+    if let Some((agreed, _)) = deflate {
+        proto.add_extension(deflate::PerMessageDeflate::boxed(Role::Server, &agreed, &config.deflate));
+    }
+    Ok(OpenConn::new(proto, handler, info))
 }
 
 /// Interned paths kept per reactor at most; further distinct paths get their own copy.

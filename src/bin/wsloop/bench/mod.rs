@@ -130,6 +130,10 @@ pub(crate) struct BenchArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// With `--deflate shared|dedicated` the connections negotiate permessage-deflate and every message is
+    /// sent compressed (compressed once for the run, without context, with `--deflate-window-bits`).
+    #[command(flatten)]
+    deflate: crate::util::DeflateArgs,
 }
 
 /// The payload of every message: ASCII letters (valid text) or arbitrary bytes.
@@ -202,9 +206,20 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     };
 
     let body = payload(args.size, text);
+    let deflate = args.deflate.config(wsloop::proto::deflate::DeflateMode::Off)?;
     let mut frame = Vec::with_capacity(args.size + 14);
     let key: [u8; 4] = rand::random();
-    encode_frame(&mut frame, if text { OpCode::Text } else { OpCode::Binary }, true, 0, Some(key), &body);
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    if deflate.enabled() {
+        let mut packed = Vec::new();
+        wsloop::sys::Deflater::new(deflate.level.into(), deflate.window_bits, deflate.mem_level)
+            .and_then(|mut d| d.compress_sync(&body, &mut packed))
+            .map_err(|e| format!("cannot compress the message: {e:?}"))?;
+        packed.truncate(packed.len().saturating_sub(4));
+        encode_frame(&mut frame, opcode, true, wsloop::proto::RSV1, Some(key), &packed);
+    } else {
+        encode_frame(&mut frame, opcode, true, 0, Some(key), &body);
+    }
     let burst = frame.repeat(pipeline);
 
     let clock = Clock::calibrate();
@@ -254,6 +269,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         protocols: args.protocols.clone(),
         headers: args.headers.clone(),
         local_addr: None,
+        deflate,
     };
     let host = url.host_header();
     let total = args.messages;
