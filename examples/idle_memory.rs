@@ -17,10 +17,18 @@
 //! `Sec-WebSocket-Extensions` offer (start the server with `--deflate shared|dedicated`), and
 //! `IDLE_USE=1` then has every connection send one compressed 4 KiB text message and read the
 //! compressed echo before going idle, so that dedicated zlib streams exist ("once used").
+//!
+//! With `--tls` (or `--tls-full`) as the first SERVER_FLAGS, the example makes a CA and a certificate
+//! for localhost (rcgen), starts the server with `--tls-cert`/`--tls-key`, and opens the connections
+//! over TLS (rustls, ring); `--tls` lets connections after the warm-up one resume its session (so the
+//! handshake rate is that of resumed handshakes), `--tls-full` turns resumption off (full handshakes).
+//! The rate is measured from one client thread doing each handshake in turn, so it includes the
+//! client's own TLS work.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -32,8 +40,56 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS line")
 }
 
-fn handshake(addr: SocketAddr, offer: Option<&str>) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr)?;
+/// What a connection is: a plain socket, or a TLS session over one (kept open, idle).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+fn handshake(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>, offer: Option<&str>) -> std::io::Result<Conn> {
+    let stream = TcpStream::connect(addr)?;
+    match tls {
+        None => upgrade(stream, offer).map(Conn::Plain),
+        Some(config) => {
+            let session = rustls::ClientConnection::new(config.clone(), "localhost".try_into().expect("a name"))
+                .map_err(std::io::Error::other)?;
+            let tls = rustls::StreamOwned::new(session, stream);
+            upgrade(tls, offer).map(|s| Conn::Tls(Box::new(s)))
+        }
+    }
+}
+
+/// Makes a CA and a certificate for localhost in `dir`; returns the client settings trusting the CA
+/// (resumption off with `full`) and the server's flags.
+fn make_tls(dir: &std::path::Path, full: bool) -> (Arc<rustls::ClientConfig>, Vec<String>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).expect("temp dir");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "idle_memory CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned()]).expect("params").signed_by(&key, &issuer).expect("leaf");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, leaf.pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    let mut client = wsloop::client::ClientTls::with_ca_pem(ca_cert.pem().as_bytes()).expect("CA");
+    if full {
+        client = client.without_resumption();
+    }
+    let flags = vec![
+        "--tls-cert".to_owned(),
+        cert_path.to_string_lossy().into_owned(),
+        "--tls-key".to_owned(),
+        key_path.to_string_lossy().into_owned(),
+    ];
+    (client.rustls().clone(), flags)
+}
+
+fn upgrade<S: Read + Write>(mut stream: S, offer: Option<&str>) -> std::io::Result<S> {
     let extensions = offer.map(|o| format!("Sec-WebSocket-Extensions: {o}\r\n")).unwrap_or_default();
     stream.write_all(
         format!(
@@ -76,7 +132,7 @@ fn compressed_frame() -> Vec<u8> {
 }
 
 /// Sends `frame` and reads one whole frame back.
-fn use_once(stream: &mut TcpStream, frame: &[u8]) {
+fn use_once(stream: &mut impl ReadWrite, frame: &[u8]) {
     stream.write_all(frame).expect("send");
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).expect("echo header");
@@ -94,11 +150,32 @@ fn use_once(stream: &mut TcpStream, frame: &[u8]) {
     assert_eq!(head[0] & 0x40, 0x40, "the echo is compressed (RSV1): is the server's --deflate on?");
 }
 
+/// A connection's byte stream, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+impl Conn {
+    fn use_once(&mut self, frame: &[u8]) {
+        match self {
+            Self::Plain(s) => use_once(s, frame),
+            Self::Tls(s) => use_once(&mut **s, frame),
+        }
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(10_000, |a| a.parse().expect("CONNECTIONS"));
     let binary = args.next().unwrap_or_else(|| "target/release/wsloop".to_owned());
-    let flags: Vec<String> = args.collect();
+    let mut flags: Vec<String> = args.collect();
+    let tls_mode = flags.first().filter(|f| *f == "--tls" || *f == "--tls-full").cloned();
+    let tls_dir = std::env::temp_dir().join(format!("wsloop-idle-memory-{}", std::process::id()));
+    let tls = tls_mode.as_ref().map(|mode| {
+        flags.remove(0);
+        let (client, server_flags) = make_tls(&tls_dir, mode == "--tls-full");
+        flags.extend(server_flags);
+        client
+    });
     let mut server = Command::new(&binary)
         .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1"])
         .args(&flags)
@@ -108,18 +185,18 @@ fn main() {
     let mut line = String::new();
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("server banner");
     let addr: SocketAddr = line
-        .split("ws://")
+        .split("://")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("cannot find the address in {line:?}"));
+    // Warm up: one connection, so lazily allocated reactor state is not counted per connection.
     let offer = std::env::var("IDLE_OFFER").ok();
     let used = std::env::var("IDLE_USE").is_ok_and(|v| v == "1");
     let frame = compressed_frame();
-    // Warm up: one connection, so lazily allocated reactor state is not counted per connection.
-    let mut warm = handshake(addr, offer.as_deref()).expect("warm-up connection");
+    let mut warm = handshake(addr, tls.as_ref(), offer.as_deref()).expect("warm-up connection");
     if used {
-        use_once(&mut warm, &frame);
+        warm.use_once(&frame);
     }
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
@@ -127,10 +204,10 @@ fn main() {
     let start = Instant::now();
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        match handshake(addr, offer.as_deref()) {
+        match handshake(addr, tls.as_ref(), offer.as_deref()) {
             Ok(mut s) => {
                 if used {
-                    use_once(&mut s, &frame);
+                    s.use_once(&frame);
                 }
                 conns.push(s)
             }
@@ -138,15 +215,20 @@ fn main() {
         }
     }
     let elapsed = start.elapsed();
+    let resumed = conns
+        .iter()
+        .filter(|c| matches!(c, Conn::Tls(t) if t.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)))
+        .count();
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kib(server.id());
     let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     println!(
-        "flags={flags:?} offer={offer:?} used={used} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
-         handshakes_per_second={:.0}",
+        "tls={tls_mode:?} flags={flags:?} offer={offer:?} used={used} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
+         handshakes_per_second={:.0} resumed={resumed}",
         n as f64 / elapsed.as_secs_f64()
     );
     drop(conns);
     let _ = server.kill();
     let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&tls_dir);
 }

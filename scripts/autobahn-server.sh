@@ -25,6 +25,9 @@
 #                  once need two directories
 #   SKIP_BUILD=1   do not run cargo build (use the existing binary)
 #   WSLOOP_LOG     RUST_LOG for the server (default: warn)
+#   AUTOBAHN_TLS=1 serve wss:// (a certificate for 127.0.0.1 made with openssl;
+#                  wstest does not verify it); reports in
+#                  autobahn-reports/server-tls/ instead
 #   DEFLATE        the server's --deflate mode: shared (default), dedicated or off
 #   WSTEST_TIMEOUT, AUTOBAHN_VERBOSE, AUTOBAHN_PREFIX: see the kit's README
 set -euo pipefail
@@ -48,6 +51,7 @@ AGENT=wsloop
 
 cd "$ROOT"
 REPORTS_DIR=${AUTOBAHN_REPORTS_DIR:-$ROOT/autobahn-reports/server}
+[ "${AUTOBAHN_TLS:-}" != 1 ] || [ -n "${AUTOBAHN_REPORTS_DIR:-}" ] || REPORTS_DIR=$ROOT/autobahn-reports/server-tls
 mkdir -p "$REPORTS_DIR"
 
 # --- helpers (free_port, json_list, summarize_index, ...) ---------------------------
@@ -63,6 +67,15 @@ BIN=$ROOT/target/release/wsloop
 
 PORT=$(free_port)
 URL=ws://127.0.0.1:$PORT
+tls_flags=()
+if [ "${AUTOBAHN_TLS:-}" = 1 ]; then
+    URL=wss://127.0.0.1:$PORT
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$REPORTS_DIR/key.pem" -out "$REPORTS_DIR/cert.pem" 2>/dev/null \
+        || die "openssl could not make a certificate"
+    tls_flags=(--tls-cert "$REPORTS_DIR/cert.pem" --tls-key "$REPORTS_DIR/key.pem")
+fi
 server_log=$REPORTS_DIR/wsloop-server.log
 : >"$server_log"
 
@@ -93,7 +106,7 @@ trap 'exit 143' TERM
 
 DEFLATE=${DEFLATE:-shared}
 say "starting $BIN serve --addr 127.0.0.1:$PORT --threads 1 --deflate $DEFLATE (log: $server_log)"
-RUST_LOG=${WSLOOP_LOG:-warn} "$BIN" serve --addr "127.0.0.1:$PORT" --threads 1 --deflate "$DEFLATE" \
+RUST_LOG=${WSLOOP_LOG:-warn} "$BIN" serve --addr "127.0.0.1:$PORT" --threads 1 --deflate "$DEFLATE" "${tls_flags[@]}" \
     </dev/null >>"$server_log" 2>&1 &
 server_pid=$!
 

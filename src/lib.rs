@@ -28,9 +28,12 @@
 //! - `hyper`: `integrations::hyper`, a WebSocket route on a hyper 1 server whose socket the engine
 //!   adopts after hyper sent the engine's 101. `axum` (implies `hyper`): `integrations::axum`, an
 //!   extractor and a handler an axum app mounts like any route.
+//! - `tls` (default; `cli` turns it on): `wss://` on the server and in every client, with rustls and
+//!   the ring provider: `server::TlsConfig`, `client::ClientTls`, `Config::tls`, `ClientOptions::tls`,
+//!   `ConnectOptions::tls` (see `docs/tls.md`). Without it a `wss://` URL is `Error::TlsUnsupported`.
 //!
 //! Items that exist only with a feature carry a banner saying so in the documentation built by docs.rs
-//! (`--cfg docsrs`); `metrics` and `cli` gate no library item.
+//! (`--cfg docsrs`); `tls` gates the TLS types and fields, `hyper` and `axum` their `integrations` modules.
 //!
 //! # Lints
 //!

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::proto::handshake::HandshakeError;
 use crate::proto::{CloseCode, ProtocolError, SendError};
 
+use super::tls::TlsFailure;
 use super::url::UrlError;
 
 /// The operation whose time ran out, in [`Error::Timeout`].
@@ -23,6 +24,8 @@ pub enum Operation {
     Connect,
     /// The HTTP upgrade exchange (`ClientOptions::handshake_timeout`).
     Handshake,
+    /// The TLS handshake of a `wss://` connection (`ClientOptions::handshake_timeout`).
+    TlsHandshake,
     /// Waiting for a message (the `read_message` timeout or `ClientOptions::read_timeout`). The
     /// connection stays usable.
     Read,
@@ -53,6 +56,10 @@ impl Operation {
                 "the server did not answer the upgrade request in time (is it a WebSocket \
                  endpoint? is it overloaded? see ClientOptions::handshake_timeout)"
             }
+            Self::TlsHandshake => {
+                "the server did not complete the TLS handshake in time (is it a TLS port? see \
+                 ClientOptions::handshake_timeout)"
+            }
             Self::Read => "no message arrived in time; the connection is still usable",
             Self::Write => {
                 "writing timed out: the peer is not reading (see ClientOptions::write_timeout); \
@@ -77,6 +84,7 @@ impl fmt::Display for Operation {
             Self::Resolve => "resolve",
             Self::Connect => "connect",
             Self::Handshake => "handshake",
+            Self::TlsHandshake => "TLS handshake",
             Self::Read => "read",
             Self::Write => "write",
             Self::Close => "close",
@@ -97,8 +105,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: UrlError,
     },
-    /// The URL is `wss://`: TLS is not implemented yet.
+    /// The URL is `wss://` and this build has no TLS (the `tls` feature is off).
     TlsUnsupported,
+    /// The TLS handshake or session failed; `failure` says why in a bucket to match, `detail` is
+    /// rustls' own description.
+    Tls {
+        /// Why, e.g. [`TlsFailure::UnknownIssuer`] or [`TlsFailure::WrongHostName`].
+        failure: TlsFailure,
+        /// rustls' description of the error.
+        detail: String,
+    },
     /// The host name could not be resolved to any address.
     Resolve {
         /// The host looked up.
@@ -172,8 +188,9 @@ impl fmt::Display for Error {
                 write!(f, "invalid WebSocket URL {url:?}: {reason}")
             }
             Self::TlsUnsupported => {
-                f.write_str("TLS (wss://) is not supported yet: use a ws:// URL, or a TLS-terminating proxy")
+                f.write_str("TLS (wss://) is not in this build: enable the `tls` feature, or use a ws:// URL")
             }
+            Self::Tls { failure, detail } => write!(f, "TLS failed: {failure} ({detail})"),
             Self::Resolve { host, source } => {
                 write!(f, "cannot resolve host {host:?}: {source} (check the name and the DNS configuration)")
             }
@@ -260,7 +277,7 @@ mod tests {
         assert!(e.to_string().contains("handshake timeout"));
         let e = Error::Closed { code: Some(CloseCode::NORMAL), reason: "bye".into() };
         assert_eq!(e.to_string(), "the WebSocket connection is closed with code 1000: bye");
-        assert!(Error::TlsUnsupported.to_string().contains("TLS (wss://) is not supported yet"));
+        assert!(Error::TlsUnsupported.to_string().contains("TLS (wss://) is not in this build"));
         let e = Error::Handshake(HandshakeError::Rejected { status: 404, headers: Vec::new() });
         assert!(e.to_string().contains("404"));
         assert!(e.source().is_some());

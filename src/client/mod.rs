@@ -34,6 +34,7 @@ mod breaker;
 mod error;
 mod pool;
 mod reconnect;
+mod tls;
 mod url;
 
 pub use blocking::{
@@ -44,4 +45,9 @@ pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, 
 pub use error::{Error, Operation};
 pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
+#[cfg(feature = "tls")]
+pub(crate) use tls::classify as tls_classify;
+#[cfg(feature = "tls")]
+pub use tls::ClientTls;
+pub use tls::TlsFailure;
 pub use url::{Host, Scheme, UrlError, WsUrl};

@@ -241,15 +241,30 @@ pub enum HandshakeFailure {
     Timeout,
     /// Anything else (e.g. the handler factory failed: HTTP 500).
     Other,
+    /// TLS: the peer's records or handshake messages were malformed, or no protocol version, cipher
+    /// suite or ALPN protocol was common.
+    TlsProtocol,
+    /// TLS: a client certificate was missing or did not verify, or the peer refused ours (an alert
+    /// such as `unknown_ca` or `bad_certificate`).
+    TlsCertificate,
 }
 
 impl HandshakeFailure {
     /// How many buckets there are.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 9;
 
     /// Every bucket, in index order.
-    pub const ALL: [Self; Self::COUNT] =
-        [Self::BadRequest, Self::Version, Self::NotFound, Self::Forbidden, Self::TooLarge, Self::Timeout, Self::Other];
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::BadRequest,
+        Self::Version,
+        Self::NotFound,
+        Self::Forbidden,
+        Self::TooLarge,
+        Self::Timeout,
+        Self::Other,
+        Self::TlsProtocol,
+        Self::TlsCertificate,
+    ];
 
     /// The bucket for the HTTP status a refused upgrade was answered with.
     pub fn from_http_status(status: u16) -> Self {
@@ -280,6 +295,8 @@ impl HandshakeFailure {
             Self::TooLarge => "too_large",
             Self::Timeout => "timeout",
             Self::Other => "other",
+            Self::TlsProtocol => "tls_protocol",
+            Self::TlsCertificate => "tls_certificate",
         }
     }
 
@@ -294,6 +311,8 @@ impl HandshakeFailure {
             Self::TooLarge => "handshake_failures_too_large",
             Self::Timeout => "handshake_failures_timeout",
             Self::Other => "handshake_failures_other",
+            Self::TlsProtocol => "handshake_failures_tls_protocol",
+            Self::TlsCertificate => "handshake_failures_tls_certificate",
         }
     }
 }

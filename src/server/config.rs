@@ -75,6 +75,11 @@ pub struct Config {
     /// Keep the request headers for the connection's whole life (readable from any callback). Default
     /// false: headers are readable in `on_open` only, so an idle connection holds no copy of them.
     pub keep_request_headers: bool,
+    /// TLS for every connection the listeners accept (wss://, and https:// for the built-in
+    /// endpoints); `None` (the default): plain TCP. The TLS handshake is bounded by
+    /// `handshake_timeout`, like the upgrade request after it.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::TlsConfig>,
     /// permessage-deflate (RFC 7692): accepted from clients and offered by in-loop clients when its mode
     /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
     /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
@@ -108,6 +113,8 @@ impl Default for Config {
             health_path: None,
             max_http_body: 64 * 1024,
             keep_request_headers: false,
+            #[cfg(feature = "tls")]
+            tls: None,
             deflate: DeflateConfig::default(),
         }
     }

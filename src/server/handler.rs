@@ -109,6 +109,14 @@ pub enum ConnectError {
     ClosedDuringHandshake,
     /// The engine is stopping (or the reactor is at its connection limit) and took no new connection.
     Refused,
+    /// The TLS handshake failed (a `wss://` connection, `ConnectOptions::tls`); `failure` says why
+    /// (unknown CA, wrong host name, expired certificate, ...), `detail` is rustls' description.
+    Tls {
+        /// Why, in a bucket to match.
+        failure: crate::client::TlsFailure,
+        /// rustls' description of the error.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for ConnectError {
@@ -119,6 +127,7 @@ impl std::fmt::Display for ConnectError {
             Self::Timeout => f.write_str("connect or handshake timed out (check the address and the server's load)"),
             Self::ClosedDuringHandshake => f.write_str("the server closed the connection during the handshake"),
             Self::Refused => f.write_str("the engine is stopping or at its connection limit"),
+            Self::Tls { failure, detail } => write!(f, "TLS failed: {failure} ({detail})"),
         }
     }
 }

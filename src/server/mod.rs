@@ -29,6 +29,10 @@ mod handler_timers;
 mod handoff;
 mod reactor;
 mod router;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_session;
 mod transport;
 
 use std::io;
@@ -44,6 +48,12 @@ use bytes::Bytes;
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 pub use handoff::{AcceptedUpgrade, UpgradeRefusal};
+#[cfg(feature = "tls")]
+pub(crate) use tls::{
+    certificates_from_pem as tls_certificates_from_pem, provider as tls_provider, read_file as tls_read_file,
+};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigBuilder, TlsError};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
 use crate::http::HttpHandler;
@@ -216,6 +226,10 @@ pub struct ConnectOptions {
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
     /// ports). Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
+    /// TLS (wss://) for this connection (feature `tls`): the server name sent (SNI) and verified is the
+    /// host given to [`Handle::connect`] without its port. Default `None`: plain TCP (ws://).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::client::ClientTls>,
     /// permessage-deflate to offer (default off); a bad answer fails the connect with
     /// `HandshakeError::InvalidDeflateResponse`.
     pub deflate: crate::proto::deflate::DeflateConfig,
@@ -228,6 +242,8 @@ impl Default for ConnectOptions {
             protocols: Vec::new(),
             headers: Vec::new(),
             local_addr: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             deflate: crate::proto::deflate::DeflateConfig::default(),
         }
     }

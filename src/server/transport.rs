@@ -4,9 +4,10 @@
 //! ([`Transport::write_until_blocked`]) over anything that can offer bytes as iovecs ([`Outgoing`]).
 //! Never touches: WebSocket frames, buffers' pooling policy, handlers.
 //!
-//! Plain TCP is the one implementation today. A TLS session (plaintext in, records out, driven by the
-//! same readiness events) is meant to be the second variant of [`Transport`]: the reactor and `Ctx`
-//! only see this interface.
+//! Two variants: plain TCP, and (feature `tls`) a TLS session (plaintext in, records out, driven by
+//! the same readiness events; `server::tls_session`). The reactor and `Ctx` only see this interface;
+//! the one thing TLS adds for them is [`Transport::wants_write`]: records a session holds because the
+//! socket would block, flushed on the next writable event like a queue.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -91,6 +92,9 @@ impl Outgoing for Slices<'_> {
 pub(crate) enum Transport {
     /// Plain TCP.
     Tcp(TcpStream),
+    /// TLS over TCP. Boxed: an idle plain connection stays one pointer-sized socket.
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls_session::TlsStream>),
 }
 
 impl Transport {
@@ -98,6 +102,8 @@ impl Transport {
     pub(crate) fn source(&mut self) -> &mut TcpStream {
         match self {
             Self::Tcp(stream) => stream,
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => &mut tls.stream,
         }
     }
 
@@ -105,6 +111,8 @@ impl Transport {
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Self::Tcp(stream) => stream.peer_addr(),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.stream.peer_addr(),
         }
     }
 
@@ -112,6 +120,8 @@ impl Transport {
     pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Self::Tcp(stream) => stream.take_error(),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.stream.take_error(),
         }
     }
 
@@ -119,6 +129,8 @@ impl Transport {
     pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
             Self::Tcp(stream) => stream.set_nodelay(on),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.stream.set_nodelay(on),
         }
     }
 
@@ -126,6 +138,37 @@ impl Transport {
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(stream) => stream.read(buf),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+
+    /// Whether bytes already taken from a writer are still waiting for the socket inside the transport
+    /// (a TLS session's records); plain TCP holds none. The reactor treats this like a non-empty queue:
+    /// it flushes on writable and closes only once it is false.
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            Self::Tcp(_) => false,
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.wants_write(),
+        }
+    }
+
+    /// Writes what the transport holds ([`Transport::wants_write`]) until done or the socket would
+    /// block.
+    pub(crate) fn flush_held(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(_) => Ok(()),
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => tls.flush().map(drop),
+        }
+    }
+
+    /// Before the socket closes: a TLS session sends `close_notify` (best effort).
+    pub(crate) fn close_notify(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Self::Tls(tls) = self {
+            tls.close_notify();
         }
     }
 
@@ -134,11 +177,14 @@ impl Transport {
     /// An error other than `WouldBlock` (or a socket that takes nothing) is returned: the connection is
     /// broken.
     pub(crate) fn write_until_blocked(&mut self, src: &mut impl Outgoing) -> io::Result<usize> {
+        let stream = match self {
+            Self::Tcp(stream) => stream,
+            #[cfg(feature = "tls")]
+            Self::Tls(tls) => return tls.write_until_blocked(src),
+        };
         let mut written = 0;
         while !src.is_empty() {
-            let result = match self {
-                Self::Tcp(stream) => src.write_once(stream),
-            };
+            let result = src.write_once(stream);
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {

@@ -59,6 +59,10 @@ pub(crate) struct ClientArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// For wss:// URLs: trust only the CA certificate(s) in this PEM file (default: the Mozilla root
+    /// CAs).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
     /// Report the connection, the chosen subprotocol and the close on stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -148,6 +152,15 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         .max_message_size(args.max_message_size)
         .max_frame_size(args.max_message_size)
         .on_message(move |_, message| print_message(&message, raw));
+    if let Some(ca) = &args.ca {
+        match wsloop::client::ClientTls::with_ca_file(ca) {
+            Ok(tls) => options = options.tls(tls),
+            Err(e) => {
+                eprintln!("wsloop: --ca: {e}");
+                return ExitCode::from(EXIT_CONNECT);
+            }
+        }
+    }
     match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
         Ok(deflate) => options = options.deflate(deflate),
         Err(e) => {

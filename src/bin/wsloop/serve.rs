@@ -117,6 +117,13 @@ pub(crate) struct ServeArgs {
     /// Time between two dashboard updates, e.g. 1s or 500ms.
     #[arg(long, value_parser = dashboard_interval, default_value = "1s")]
     dashboard_interval: Duration,
+    /// Serve wss:// (and https:// for /metrics, /healthz and the pages): the certificate chain, PEM
+    /// (the server's certificate first). Needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     chat: ChatArgs,
     #[command(flatten)]
@@ -191,6 +198,17 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match wsloop::server::TlsConfig::from_pem_files(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("wsloop: --tls-cert/--tls-key: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let http_scheme = if config.tls.is_some() { "https" } else { "http" };
     config.deflate = match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
         Ok(deflate) => deflate,
         Err(e) => {
@@ -255,13 +273,17 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    println!("wsloop serving on ws://{} ({} reactor threads)", running.local_addr(), threads);
+    println!("wsloop serving on {scheme}://{} ({} reactor threads)", running.local_addr(), threads);
     // The first stdout line stays the only fixed one (scripts read it); the pages are announced on stderr.
     if let Some((page, _)) = &dashboard {
-        eprintln!("wsloop: dashboard on http://{}{}", running.local_addr(), if page.is_empty() { "/" } else { page });
+        eprintln!(
+            "wsloop: dashboard on {http_scheme}://{}{}",
+            running.local_addr(),
+            if page.is_empty() { "/" } else { page }
+        );
     }
     if chat_pages {
-        eprintln!("wsloop: chat rooms on http://{}/chat/ROOM", running.local_addr());
+        eprintln!("wsloop: chat rooms on {http_scheme}://{}/chat/ROOM", running.local_addr());
     }
     if let (Some(url), Some(node)) = (&args.chat.broker, running.handle().broker_node()) {
         eprintln!("wsloop: rooms shared through Redis at {url} (node {node:016x})");

@@ -3,7 +3,7 @@
 //!
 //! Owns: everything from URL to an open [`Link`](super::link::Link). Never touches: frames.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self};
@@ -18,6 +18,7 @@ use super::super::url::{Host, WsUrl};
 use super::link::{Link, LinkState};
 use super::options::ClientOptions;
 use super::reader::{ReadBuf, Reader};
+use super::stream::Stream;
 
 /// What opening a connection produced.
 pub(super) struct Opened {
@@ -97,6 +98,10 @@ pub(super) fn tcp_connect(url: &WsUrl, timeout: Duration) -> Result<TcpStream, E
 }
 
 pub(super) fn handshake_io(e: io::Error) -> Error {
+    #[cfg(feature = "tls")]
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        return super::stream::tls_io_error(e, Operation::Handshake);
+    }
     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
         Error::Timeout(Operation::Handshake)
     } else {
@@ -106,7 +111,7 @@ pub(super) fn handshake_io(e: io::Error) -> Error {
 
 /// Writes the upgrade request and reads the response; returns it with the bytes that followed it.
 pub(super) fn handshake(
-    stream: &TcpStream,
+    stream: &Stream,
     url: &WsUrl,
     options: &ClientOptions,
 ) -> Result<(UpgradeResponse, Vec<u8>), Error> {
@@ -127,12 +132,12 @@ pub(super) fn handshake(
     let mut out = Vec::new();
     let mut machine = ClientHandshake::start(&request, options.handshake_limits, &mut out)?;
     stream.set_write_timeout(Some(remaining()?))?;
-    (&*stream).write_all(&out).map_err(handshake_io)?;
+    stream.write_all(&out).map_err(handshake_io)?;
 
     let mut chunk = [0u8; 4096];
     loop {
         stream.set_read_timeout(Some(remaining()?))?;
-        let n = match (&*stream).read(&mut chunk) {
+        let n = match stream.read(&mut chunk) {
             Ok(0) => {
                 return Err(Error::Io(io::Error::new(
                     ErrorKind::UnexpectedEof,
@@ -149,13 +154,34 @@ pub(super) fn handshake(
     }
 }
 
+/// The stream for a connected socket: TLS on top for `wss://` (any connected socket, e.g. one through a
+/// proxy tunnel, can be wrapped), plain for `ws://`.
+pub(super) fn secure(tcp: TcpStream, url: &WsUrl, options: &ClientOptions) -> Result<Stream, Error> {
+    if !url.is_secure() {
+        return Ok(Stream::plain(tcp));
+    }
+    #[cfg(feature = "tls")]
+    {
+        let host = match url.host() {
+            Host::Domain(name) => name.clone(),
+            Host::Ipv4(ip) => ip.to_string(),
+            Host::Ipv6(ip) => ip.to_string(),
+        };
+        let tls = options.tls.clone().unwrap_or_default();
+        Stream::tls(tcp, &host, &tls, options.handshake_timeout)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (tcp, options);
+        Err(Error::TlsUnsupported)
+    }
+}
+
 pub(super) fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
     let parsed = WsUrl::parse(url).map_err(|reason| Error::InvalidUrl { url: url.to_owned(), reason })?;
-    if parsed.is_secure() {
-        return Err(Error::TlsUnsupported);
-    }
-    let stream = tcp_connect(&parsed, options.connect_timeout)?;
-    stream.set_nodelay(options.nodelay)?;
+    let tcp = tcp_connect(&parsed, options.connect_timeout)?;
+    tcp.set_nodelay(options.nodelay)?;
+    let stream = secure(tcp, &parsed, options)?;
     let (response, leftover) = handshake(&stream, &parsed, options)?;
     let config = ConnectionConfig {
         ping_interval: options.ping_interval.filter(|i| !i.is_zero()).or(options.connection.ping_interval),

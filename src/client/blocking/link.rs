@@ -3,8 +3,8 @@
 //!
 //! Owns: encoding under the state lock, writing under the writer lock, teardown. Never touches: reading.
 
-use std::io::{ErrorKind, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::ErrorKind;
+use std::net::Shutdown;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ impl LinkState {
 
 #[derive(Debug)]
 pub(super) struct Link {
-    pub(super) stream: TcpStream,
+    pub(super) stream: super::stream::Stream,
     pub(super) state: Mutex<LinkState>,
     /// Held while writing; the buffer being written.
     pub(super) writer: Mutex<Vec<u8>>,
@@ -126,7 +126,7 @@ impl Link {
 
     /// Writes `out` (the writer mutex is held); a failure closes the connection.
     pub(super) fn write_out(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        let result = (&self.stream).write_all(out);
+        let result = self.stream.write_all(out);
         out.clear();
         if out.capacity() > KEEP_BUFFER {
             *out = Vec::new();

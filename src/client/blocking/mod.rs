@@ -21,6 +21,7 @@ mod link;
 mod options;
 mod pull;
 mod reader;
+mod stream;
 
 pub use callback::{connect_with_callback, CallbackClient, ClientSender};
 pub use options::{ClientOptions, CloseInfo, ExtensionFactory, Message, MessageCallback};

@@ -140,6 +140,15 @@ pub struct ClientOptions {
     /// A collector to feed: connections opened and closed (by code), messages sent and received (by kind
     /// and size). Default `None`.
     pub metrics: Option<Arc<MetricsCollector>>,
+    /// TLS settings for `wss://` URLs (feature `tls`). Default `None`: [`ClientTls::default`], the
+    /// Mozilla root CAs and one process-wide session cache. The host name is always verified; the TLS
+    /// handshake gets its own `handshake_timeout`, failing with
+    /// [`Error::Timeout`]`(`[`Operation::TlsHandshake`]`)`, and a certificate problem is an
+    /// [`Error::Tls`] whose [`TlsFailure`](crate::client::TlsFailure) says which.
+    ///
+    /// [`ClientTls::default`]: crate::client::ClientTls
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -162,6 +171,8 @@ impl Default for ClientOptions {
             handshake_limits: HandshakeLimits::default(),
             on_message: None,
             metrics: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -301,6 +312,14 @@ impl ClientOptions {
     #[must_use]
     pub fn pong_timeout(mut self, timeout: Duration) -> Self {
         self.pong_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::tls`] (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::client::ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

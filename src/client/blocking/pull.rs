@@ -5,7 +5,7 @@
 
 #[cfg(doc)]
 use super::connect_with_callback;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -182,11 +182,11 @@ impl Client {
             return false;
         }
         let stream = &self.link.stream;
-        if stream.set_nonblocking(true).is_err() {
+        if stream.tcp().set_nonblocking(true).is_err() {
             return false;
         }
-        let result = (&*stream).read(self.reader.buf.spare());
-        let restored = stream.set_nonblocking(false).is_ok();
+        let result = stream.read(self.reader.buf.spare());
+        let restored = stream.tcp().set_nonblocking(false).is_ok();
         let alive = match result {
             Ok(0) => false,
             Ok(n) => {
@@ -223,6 +223,13 @@ impl Client {
     /// The server's socket address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.link.stream.peer_addr()
+    }
+
+    /// For a `wss://` connection, whether its TLS handshake resumed an earlier session (a second
+    /// connection made with the same [`ClientTls`](crate::client::ClientTls) does); `None` for `ws://`.
+    #[cfg(feature = "tls")]
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.link.stream.resumed()
     }
 }
 

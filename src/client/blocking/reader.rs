@@ -4,7 +4,7 @@
 //!
 //! Owns: [`Reader`] and its buffer. Never touches: connecting, the handshake.
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,6 @@ use crate::proto::{CloseState, Event, ProtocolError, Timeout};
 use super::super::error::{Error, Operation};
 use super::link::{Link, KEEP_BUFFER, MIN_READ};
 use super::options::{CloseInfo, Message};
-use crate::sys::recv_now;
 
 /// Received bytes not yet parsed: `data[start..end]`, with room to read into after `end`.
 #[derive(Debug, Default)]
@@ -191,10 +190,10 @@ impl Reader {
             let read = if wait == Some(Duration::ZERO) && cfg!(unix) {
                 // Nothing left to wait for (a zero timeout, or the deadline is now): take what the socket
                 // holds without blocking, instead of the 1 ms a socket read timeout needs at least.
-                recv_now(&link.stream, self.buf.spare())
+                link.stream.recv_now(self.buf.spare())
             } else {
                 self.set_timeout(link, wait)?;
-                (&link.stream).read(self.buf.spare())
+                link.stream.read(self.buf.spare())
             };
             match read {
                 Ok(0) => {
@@ -291,7 +290,7 @@ impl Reader {
             if self.set_timeout(link, Some(deadline - now)).is_err() {
                 break false;
             }
-            match (&link.stream).read(&mut scratch) {
+            match link.stream.read(&mut scratch) {
                 Ok(0) => break true,
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}

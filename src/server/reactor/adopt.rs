@@ -1,9 +1,11 @@
 //! Adopting a connection whose upgrade another HTTP server completed (`Handle::adopt_upgraded`).
 //!
 //! Owns: taking such a socket in as an open WebSocket (the ceiling and stopping checks, the handler
-//! factory, the permessage-deflate agreed before the 101, `on_open`, the bytes the other server read past the request head as the first input), and
-//! counting refusals that server answered for the engine. Never touches: HTTP (the request was checked
-//! by `server::handoff` before the 101 went out), frames (the read path parses them).
+//! factory, the permessage-deflate agreed before the 101, `on_open`, the bytes the other server read
+//! past the request head as the first input; plain TCP only: a TLS session stays with the server that
+//! holds it), and counting refusals that server answered for the engine. Never touches: HTTP (the
+//! request was checked by `server::handoff` before the 101 went out), frames (the read path parses
+//! them).
 
 use std::io::Write as _;
 
@@ -16,6 +18,7 @@ use crate::proto::{encode_frame, CloseCode, Connection, OpCode, Role};
 
 use super::super::handler::{ConnId, ConnInfo};
 use super::super::handoff::AcceptedUpgrade;
+use super::super::transport::Transport;
 use super::super::Handle;
 use super::calls::{invoke, Env, EnvParts};
 use super::conn::{OpenConn, Phase};
@@ -82,7 +85,8 @@ impl Reactor {
             buf.append(&already_read);
             Box::new(buf)
         });
-        let slot = match self.insert_conn(TcpStream::from_std(stream), Phase::Open(open), inbound) {
+        let transport = Transport::Tcp(TcpStream::from_std(stream));
+        let slot = match self.insert_conn(transport, Phase::Open(open), inbound) {
             Ok(slot) => slot,
             Err((e, _)) => {
                 log::warn!("reactor {}: cannot adopt an upgraded socket: {e}", self.index);

@@ -15,6 +15,7 @@ use crate::proto::handshake::{ClientHandshake, ClientRequest};
 use crate::proto::CloseCode;
 
 use super::super::handler::{ConnectError, Handler};
+use super::super::transport::Transport;
 use super::super::Handle;
 use super::conn::{PendingClient, Phase};
 use super::{millis, ClientStart, Reactor};
@@ -35,6 +36,33 @@ fn connect_nonblocking(addr: SocketAddr, local: Option<SocketAddr>) -> io::Resul
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Plain TCP, or with `options.tls` a client TLS session for `host` (its port, if any, dropped).
+fn client_transport(stream: TcpStream, host: &str, options: &super::super::ConnectOptions) -> io::Result<Transport> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &options.tls {
+        let name = host_without_port(host);
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let session = rustls::ClientConnection::new(tls.rustls().clone(), name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        return Ok(Transport::Tls(Box::new(super::super::tls_session::TlsStream::new(stream, session.into()))));
+    }
+    let _ = (host, options);
+    Ok(Transport::Tcp(stream))
+}
+
+/// `example.com:8443` → `example.com`, `[::1]:443` → `::1`, `example.com` as it is.
+#[cfg(feature = "tls")]
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.contains(':') => name,
+        _ => host,
+    }
 }
 
 impl Reactor {
@@ -70,6 +98,10 @@ impl Reactor {
             Ok(stream) => stream,
             Err(e) => return fail(&mut handler, ConnectError::Io(e)),
         };
+        let transport = match client_transport(stream, &req.host, &options) {
+            Ok(transport) => transport,
+            Err(e) => return fail(&mut handler, ConnectError::Io(e)),
+        };
         let pending = PendingClient {
             handler,
             request,
@@ -79,7 +111,7 @@ impl Reactor {
             deflate: options.deflate,
         };
         if let Err((e, Phase::Connecting(mut pending))) =
-            self.insert_conn(stream, Phase::Connecting(Box::new(pending)), None)
+            self.insert_conn(transport, Phase::Connecting(Box::new(pending)), None)
         {
             fail(&mut pending.handler, ConnectError::Io(e));
         }

@@ -328,7 +328,8 @@ impl Reactor {
                         log::warn!("reactor {}: max connections reached, refusing {peer}", self.index);
                         continue;
                     }
-                    if let Err((e, _)) = self.insert_conn(stream, Phase::Handshake, None) {
+                    let Some(transport) = self.accepted_transport(stream) else { continue };
+                    if let Err((e, _)) = self.insert_conn(transport, Phase::Handshake, None) {
                         log::warn!("reactor {}: register failed: {e}", self.index);
                     }
                 }
@@ -341,6 +342,24 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// The transport for a socket the listener accepted: a TLS session when the server has TLS
+    /// settings (`None` if rustls refuses to start one, which only bad settings cause), else plain TCP.
+    fn accepted_transport(&self, stream: TcpStream) -> Option<Transport> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.config.tls {
+            return match rustls::ServerConnection::new(tls.rustls().clone()) {
+                Ok(session) => {
+                    Some(Transport::Tls(Box::new(super::tls_session::TlsStream::new(stream, session.into()))))
+                }
+                Err(e) => {
+                    log::warn!("reactor {}: cannot start a TLS session: {e}", self.index);
+                    None
+                }
+            };
+        }
+        Some(Transport::Tcp(stream))
     }
 
     /// Takes over a socket accepted elsewhere (e.g. by an HTTP server), with the bytes already read from
@@ -361,7 +380,7 @@ impl Reactor {
             buf.append(&already_read);
             Box::new(buf)
         });
-        let slot = match self.insert_conn(stream, Phase::Handshake, inbound) {
+        let slot = match self.insert_conn(Transport::Tcp(stream), Phase::Handshake, inbound) {
             Ok(slot) => slot,
             Err((e, _)) => {
                 log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
@@ -383,11 +402,10 @@ impl Reactor {
     #[allow(clippy::result_large_err)] // rare path; boxing would cost an allocation on the common one
     fn insert_conn(
         &mut self,
-        stream: TcpStream,
+        mut transport: Transport,
         phase: Phase,
         inbound: Option<Box<InboundBuf>>,
     ) -> Result<usize, (io::Error, Phase)> {
-        let mut transport = Transport::Tcp(stream);
         let _ = transport.set_nodelay(true);
         let last_read = self.now_ms();
         let entry = self.conns.vacant_entry();
@@ -449,7 +467,7 @@ impl Reactor {
                 Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
             }
             conn.count_closing(&self.counters);
-            if conn.close_when_flushed && conn.outbound.is_none() {
+            if conn.close_when_flushed && conn.outbound.is_none() && !conn.transport.wants_write() {
                 self.remove(slot, handle, CloseCode::NORMAL, "");
             } else if rearm {
                 self.arm(slot);
@@ -476,6 +494,7 @@ impl Reactor {
         if let Some(key) = conn.timer.take() {
             self.wheel.cancel(key);
         }
+        conn.transport.close_notify();
         let _ = self.poll.registry().deregister(conn.transport.source());
         if let Phase::Open(open) = &mut conn.phase {
             let parts = EnvParts {

@@ -98,6 +98,24 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("reactor {}: read error on slot {slot}: {e}", self.index);
+                    #[cfg(feature = "tls")]
+                    if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
+                        if failure.during_handshake {
+                            self.counters.record_handshake_failure(failure.reason());
+                        }
+                    }
+                    if matches!(self.conns[slot].phase, Phase::AwaitingResponse(_)) {
+                        // An in-loop client's handler hears why.
+                        #[cfg(feature = "tls")]
+                        if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
+                            let detail = failure.error.to_string();
+                            let failure = crate::client::tls_classify(&failure.error);
+                            self.fail_client(slot, ConnectError::Tls { failure, detail });
+                            return;
+                        }
+                        self.fail_client(slot, ConnectError::Io(e));
+                        return;
+                    }
                     self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
                     return;
                 }

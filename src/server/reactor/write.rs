@@ -137,7 +137,7 @@ impl Reactor {
             self.check_connected(slot, handle);
             return;
         }
-        if conn.outbound.is_some() {
+        if conn.outbound.is_some() || conn.transport.wants_write() {
             self.write_queued(slot, handle);
         }
     }
@@ -146,8 +146,11 @@ impl Reactor {
     /// connection that waited for that or tells the handler (`on_drain`).
     pub(super) fn write_queued(&mut self, slot: usize, handle: &Handle) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        let Some(queue) = conn.outbound.as_mut() else { return };
-        let result = conn.transport.write_until_blocked(&mut Queued { queue, pool: &mut self.pool });
+        let result = match conn.outbound.as_mut() {
+            Some(queue) => conn.transport.write_until_blocked(&mut Queued { queue, pool: &mut self.pool }),
+            // Only records a TLS session held (no queue behind them).
+            None => conn.transport.flush_held().map(|()| 0),
+        };
         match result {
             Ok(n) => {
                 Counters::add(&self.counters.bytes_written, n as u64);
@@ -160,7 +163,7 @@ impl Reactor {
                 return;
             }
         }
-        if conn.outbound.as_ref().is_some_and(|q| !q.is_empty()) {
+        if conn.outbound.as_ref().is_some_and(|q| !q.is_empty()) || conn.transport.wants_write() {
             return;
         }
         conn.outbound = None;

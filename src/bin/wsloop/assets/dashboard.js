@@ -83,7 +83,8 @@
   function onHello(m) {
     state.hello = m;
     state.samples = [];
-    $("server").textContent = m.server + " · ws://" + m.addr + " · " + m.mode + " mode · " + m.reactors +
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    $("server").textContent = m.server + " · " + scheme + m.addr + " · " + m.mode + " mode · " + m.reactors +
       " reactor" + (m.reactors === 1 ? "" : "s") + " · every " + Fmt.seconds(m.interval_ms / 1000) +
       (m.metrics_enabled ? "" : " · built without metrics: every counter reads 0");
   }

@@ -127,6 +127,14 @@ pub(crate) struct BenchArgs {
     /// the latency distribution (HDR percentiles).
     #[arg(long, value_name = "FILE")]
     html: Option<std::path::PathBuf>,
+    /// For wss:// URLs: trust only the CA certificate(s) in this PEM file (default: the Mozilla root
+    /// CAs).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
+    /// For wss:// URLs: no TLS session resumption, so every connection makes a full handshake
+    /// (default: connections after the first resume its session).
+    #[arg(long)]
+    no_tls_resume: bool,
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -153,10 +161,19 @@ fn payload(size: usize, text: bool) -> Vec<u8> {
         .collect()
 }
 
-fn resolve(url: &WsUrl) -> Result<SocketAddr, String> {
-    if url.is_secure() {
-        return Err("wss:// is not supported yet (the in-loop client has no TLS)".into());
+/// The in-loop clients' TLS settings for a wss:// URL (`None` for ws://).
+fn client_tls(url: &WsUrl, args: &BenchArgs) -> Result<Option<wsloop::client::ClientTls>, String> {
+    if !url.is_secure() {
+        return Ok(None);
     }
+    let tls = match &args.ca {
+        Some(ca) => wsloop::client::ClientTls::with_ca_file(ca).map_err(|e| format!("--ca: {e}"))?,
+        None => wsloop::client::ClientTls::default(),
+    };
+    Ok(Some(if args.no_tls_resume { tls.without_resumption() } else { tls }))
+}
+
+fn resolve(url: &WsUrl) -> Result<SocketAddr, String> {
     let host = url.host().to_string();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (host, url.port())
@@ -269,6 +286,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         protocols: args.protocols.clone(),
         headers: args.headers.clone(),
         local_addr: None,
+        tls: client_tls(&url, args)?,
         deflate,
     };
     let host = url.host_header();
