@@ -253,7 +253,12 @@ fn permessage_deflate_is_negotiated_by_the_engine_on_the_handed_over_path() {
         ClientMessage::Text(echo) => assert_eq!(echo, text),
         other => panic!("expected text, got {other:?}"),
     }
-    assert!(app.handle().metrics().messages_compressed >= 1, "the echo went out compressed");
+    // The reactor publishes its compression count once per loop turn: read it when it has.
+    let handle = app.handle();
+    assert!(
+        eventually(Duration::from_secs(5), || handle.metrics().messages_compressed >= 1),
+        "the echo went out compressed"
+    );
     drop(ws);
     app.stop();
 }
