@@ -44,9 +44,9 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// target/deflate-venv with `websockets`, made on first use.
+/// target/py-venv with `websockets`, made on first use.
 fn python() -> PathBuf {
-    let venv = target_dir().join("deflate-venv");
+    let venv = target_dir().join("py-venv");
     let python = venv.join("bin/python3");
     if !Command::new(&python).args(["-c", "import websockets"]).output().is_ok_and(|o| o.status.success()) {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));

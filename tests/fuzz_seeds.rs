@@ -12,6 +12,8 @@ mod connection;
 mod frame;
 #[path = "../fuzz/checks/handshake.rs"]
 mod handshake;
+#[path = "../fuzz/checks/server.rs"]
+mod server;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -142,19 +144,25 @@ fn run_one(target: &str, check: fn(&[u8]), what: &str, data: &[u8], save: bool) 
 /// The seeds, then `RANDOM_INPUTS` random inputs of up to `max_random_len` bytes, then `MUTATED_INPUTS`
 /// mutated seeds. `salt` keeps the targets' random streams apart.
 fn run_target(target: &str, check: fn(&[u8]), salt: u64, max_random_len: usize) {
+    run_target_with(target, check, salt, max_random_len, RANDOM_INPUTS, MUTATED_INPUTS);
+}
+
+/// [`run_target`] with its own counts of random and mutated inputs (a target that runs a server is
+/// slower per input).
+fn run_target_with(target: &str, check: fn(&[u8]), salt: u64, max_random_len: usize, random: usize, mutated: usize) {
     let seeds = seeds(target);
     for (path, data) in &seeds {
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         run_one(target, check, &format!("seed {name}"), data, false);
     }
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ salt);
-    for case in 0..RANDOM_INPUTS {
+    for case in 0..random {
         // Mostly short inputs: they reach the most branches per byte.
         let len = if rng.below(4) == 0 { rng.below(max_random_len + 1) } else { rng.below(33) };
         let data = rng.bytes(len);
         run_one(target, check, &format!("random-{case}"), &data, true);
     }
-    for case in 0..MUTATED_INPUTS {
+    for case in 0..mutated {
         let data = mutate(&mut rng, &seeds);
         run_one(target, check, &format!("mutated-{case}"), &data, true);
     }
@@ -173,6 +181,11 @@ fn handshake_check_on_seeds_and_generated_inputs() {
 #[test]
 fn connection_check_on_seeds_and_generated_inputs() {
     run_target("connection", connection::check, 3, 300);
+}
+
+#[test]
+fn server_check_on_seeds_and_generated_inputs() {
+    run_target_with("server", server::check, 4, 200, 80, 160);
 }
 
 /// The generator itself: a fixed seed gives a fixed stream, and mutations stay within reach of the seeds.

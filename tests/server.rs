@@ -408,3 +408,42 @@ fn frames_sent_with_the_handshake_are_not_lost() {
     assert_eq!(c.recv_ok(), Got::Text("early".into()));
     server.stop();
 }
+
+/// The tail paths of the read path: a message trickled in pieces (each read lands behind a copy of the
+/// small, size-classed tail in the scratch buffer), and a large read that leaves a small tail (moved to a
+/// buffer of its size class) completed byte by byte; every byte arrives intact and every buffer returns.
+#[test]
+fn trickled_messages_and_small_tails_after_large_reads_arrive_intact() {
+    let server = start(one_thread());
+    let handle = server.handle();
+    let mut c = TestClient::connect(server.local_addr(), "/");
+    c.stream.set_nodelay(true).unwrap();
+    let pattern = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
+
+    // 5,000 bytes in 7-byte pieces.
+    let small = pattern(5000);
+    let frame = client_frame(OpCode::Binary, true, &small);
+    for piece in frame.chunks(7) {
+        c.send_raw(piece);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(c.recv_ok(), Got::Binary(small));
+
+    // 100 KiB (more than half a pool buffer, so its tail takes a pool buffer) plus 10 bytes of the next
+    // frame in one write; then the rest of the next frame one byte at a time.
+    let large = pattern(100 * 1024);
+    let next = pattern(300);
+    let first = client_frame(OpCode::Binary, true, &large);
+    let second = client_frame(OpCode::Binary, true, &next);
+    let mut burst = first.clone();
+    burst.extend_from_slice(&second[..10]);
+    c.send_raw(&burst);
+    assert_eq!(c.recv_ok(), Got::Binary(large));
+    for byte in &second[10..] {
+        c.send_raw(std::slice::from_ref(byte));
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    assert_eq!(c.recv_ok(), Got::Binary(next));
+    assert!(eventually(5 * SEC, || handle.metrics().pool_buffers_outstanding == 0), "every tail buffer returned");
+    server.stop();
+}

@@ -537,15 +537,15 @@ fn the_pool_and_the_reconnecting_client_speak_wss() {
     server.stop();
 }
 
-/// Python's `websockets` (a venv made by .ci/run: `target/tls-venv`, or `WSLOOP_PYTHON`), with the test
+/// Python's `websockets` (a venv made by .ci/run: `target/py-venv`, shared with tests/deflate_peers.rs, or `WSLOOP_PYTHON`), with the test
 /// CA as its only trust anchor and host name checking on.
 #[test]
 fn python_websockets_echoes_over_wss_with_the_ca_trusted() {
     let python = std::env::var("WSLOOP_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/tls-venv/bin/python").to_owned());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/py-venv/bin/python3").to_owned());
     assert!(
         std::path::Path::new(&python).exists(),
-        "{python} is missing: python3 -m venv target/tls-venv && target/tls-venv/bin/pip install websockets \
+        "{python} is missing: python3 -m venv target/py-venv && target/py-venv/bin/pip install websockets \
          (.ci/run does this)"
     );
     let ca = Ca::new("python CA");

@@ -8,6 +8,9 @@ pub const DEFAULT_BUFFER_CAPACITY: usize = 64 * 1024;
 /// The default number of idle buffers a pool keeps: 32 (2 MiB at the default capacity).
 pub const DEFAULT_MAX_IDLE: usize = 32;
 
+/// The smallest size class [`BufferPool::take_for`] hands out.
+const MIN_CLASS: usize = 64;
+
 /// A single-threaded pool of reusable byte buffers, all of one configured capacity.
 ///
 /// Each reactor owns one pool. Buffers travel as plain `Vec<u8>`, so a connection can hold one in an
@@ -65,6 +68,26 @@ impl BufferPool {
                 Vec::with_capacity(self.buffer_capacity)
             }
         }
+    }
+
+    /// Takes an empty buffer for a tail of `len` bytes: up to half the pool's capacity, a buffer of the
+    /// smallest size class that holds it (powers of two from 64 bytes, allocated, never pooled), so a
+    /// connection that stalls part-way holds about what it sent; beyond that, a pool buffer as
+    /// [`take`](Self::take) gives. Either counts in [`outstanding`](Self::outstanding) until given back.
+    #[must_use = "a taken buffer should be used and given back"]
+    pub fn take_for(&mut self, len: usize) -> Vec<u8> {
+        if len > self.buffer_capacity / 2 {
+            return self.take();
+        }
+        self.outstanding += 1;
+        self.allocated_total += 1;
+        Vec::with_capacity(len.next_power_of_two().max(MIN_CLASS))
+    }
+
+    /// Whether a buffer of `capacity` bytes is of the pool's own size (not a small class of
+    /// [`take_for`](Self::take_for)).
+    pub fn is_pool_sized(&self, capacity: usize) -> bool {
+        capacity >= self.buffer_capacity
     }
 
     /// Gives a buffer back. Its contents are discarded.
@@ -139,6 +162,24 @@ impl fmt::Debug for BufferPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_for_gives_a_size_class_up_to_half_the_capacity_and_a_pool_buffer_beyond() {
+        let mut pool = BufferPool::new(64 * 1024, 4);
+        let cases = [(1, 64), (30, 64), (100, 128), (4096, 4096), (4097, 8192), (32 * 1024, 32 * 1024)];
+        for (len, capacity) in cases {
+            let b = pool.take_for(len);
+            assert_eq!(b.capacity(), capacity, "a tail of {len} bytes");
+            assert!(!pool.is_pool_sized(b.capacity()));
+            pool.give(b);
+        }
+        let big = pool.take_for(32 * 1024 + 1);
+        assert_eq!(big.capacity(), 64 * 1024);
+        assert!(pool.is_pool_sized(big.capacity()));
+        assert_eq!(pool.outstanding(), 1, "size-classed buffers count while out, too");
+        pool.give(big);
+        assert_eq!((pool.outstanding(), pool.idle()), (0, 1), "only the pool-sized one is kept");
+    }
 
     #[test]
     fn take_allocates_only_when_no_buffer_is_idle() {

@@ -567,8 +567,20 @@ counters! {
     closes_sent: Counter in Frames,
     /// Messages compressed with permessage-deflate (a broadcast to connections without context takeover: once per reactor).
     messages_compressed: Counter in Frames,
-    /// Connections refused at accept because `max_connections` was reached.
+    /// Connections refused at accept (503) because `max_connections` was reached.
     connections_refused: Counter in Errors,
+    /// Connections refused at accept (429) because their address held `max_connections_per_ip`.
+    connections_refused_per_ip: Counter in Errors,
+    /// Connections refused at accept (429) because their address passed `handshake_rate_per_ip`.
+    handshakes_refused_per_ip: Counter in Errors,
+    /// Times a connection's reading was paused for passing `message_rate` or `byte_rate`.
+    rate_limit_pauses: Counter in Errors,
+    /// Connections closed with 1008 for passing `message_rate` or `byte_rate`.
+    rate_limit_closes: Counter in Errors,
+    /// Times `accept` failed for lack of descriptors (EMFILE, ENFILE) and the listener rested.
+    accept_fd_exhausted: Counter in Errors,
+    /// Connections accepted with the reserve descriptor while out of descriptors, answered 503 and closed.
+    connections_shed: Counter in Errors,
     /// Opening handshakes that failed (refused with an HTTP error, or timed out).
     handshake_failures: Counter in Errors,
     /// Connections failed for a protocol violation or a size limit.

@@ -7,6 +7,8 @@ use crate::proto::deflate::DeflateConfig;
 use crate::proto::negotiate::SubprotocolPolicy;
 use crate::proto::ConnectionConfig;
 
+use super::rate_limit::{RateLimit, RateLimitPolicy};
+
 /// What to do when a peer reads slower than we send and its buffered bytes reach the ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -80,6 +82,28 @@ pub struct Config {
     /// `handshake_timeout`, like the upgrade request after it.
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsConfig>,
+    /// Most open connections from one IP address (over all reactors); more are answered 429 and closed
+    /// at accept (`connections_refused_per_ip`). Default `None`: no cap (benchmarks and proxies put
+    /// many connections behind one address).
+    pub max_connections_per_ip: Option<usize>,
+    /// Most new connections (handshakes) per second from one IP address, with a burst; more are answered
+    /// 429 and closed at accept (`handshakes_refused_per_ip`). Default `None`: no limit.
+    pub handshake_rate_per_ip: Option<RateLimit>,
+    /// For both per-IP limits, IPv6 peers are counted by this many leading bits of their address (one
+    /// host usually holds a whole /64 and can change addresses within it); 128 counts each address. IPv4
+    /// (also mapped into IPv6) counts by address. Default 64.
+    pub per_ip_ipv6_prefix: u8,
+    /// Frames (messages and control frames) per second one connection may send, with a burst. Default
+    /// `None`: no limit (and no per-message cost).
+    pub message_rate: Option<RateLimit>,
+    /// Bytes per second one connection may send (frames as parsed), with a burst. Default `None`.
+    pub byte_rate: Option<RateLimit>,
+    /// What a connection over `message_rate` or `byte_rate` gets. Default [`RateLimitPolicy::Pause`].
+    pub rate_limit_policy: RateLimitPolicy,
+    /// When `accept` fails for lack of descriptors (EMFILE, ENFILE), how long the listener rests before
+    /// it tries again (one pending connection is shed with the reserve descriptor meanwhile). Default
+    /// 100 ms.
+    pub accept_retry: Duration,
     /// permessage-deflate (RFC 7692): accepted from clients and offered by in-loop clients when its mode
     /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
     /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
@@ -115,6 +139,13 @@ impl Default for Config {
             keep_request_headers: false,
             #[cfg(feature = "tls")]
             tls: None,
+            max_connections_per_ip: None,
+            handshake_rate_per_ip: None,
+            per_ip_ipv6_prefix: 64,
+            message_rate: None,
+            byte_rate: None,
+            rate_limit_policy: RateLimitPolicy::Pause,
+            accept_retry: Duration::from_millis(100),
             deflate: DeflateConfig::default(),
         }
     }

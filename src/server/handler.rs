@@ -200,6 +200,9 @@ pub(crate) struct ConnExtra {
     pub headers: Option<Box<[Header]>>,
     /// Topics the connection subscribed to.
     pub topics: Vec<Arc<str>>,
+    /// Its rate-limit buckets, only when `Config::message_rate` or `byte_rate` is set (so a server
+    /// without rate limits gives no connection this box for them, and `Conn` does not grow).
+    pub rate: Option<super::rate_limit::ConnRate>,
 }
 
 impl ConnInfo {
@@ -210,7 +213,7 @@ impl ConnInfo {
         headers: Option<Box<[Header]>>,
     ) -> Self {
         let extra = (query.is_some() || protocol.is_some() || headers.is_some())
-            .then(|| Box::new(ConnExtra { query, protocol, headers, topics: Vec::new() }));
+            .then(|| Box::new(ConnExtra { query, protocol, headers, topics: Vec::new(), rate: None }));
         Self { path, extra }
     }
 }

@@ -27,6 +27,8 @@ mod config;
 mod handler;
 mod handler_timers;
 mod handoff;
+mod ip_limits;
+mod rate_limit;
 mod reactor;
 mod router;
 #[cfg(feature = "tls")]
@@ -48,6 +50,7 @@ use bytes::Bytes;
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
 pub use handoff::{AcceptedUpgrade, UpgradeRefusal};
+pub use rate_limit::{RateLimit, RateLimitPolicy};
 #[cfg(feature = "tls")]
 pub(crate) use tls::{
     certificates_from_pem as tls_certificates_from_pem, provider as tls_provider, read_file as tls_read_file,
@@ -140,10 +143,16 @@ impl Server {
         self.config.deflate.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let config = Arc::new(self.config);
         let router = Arc::new(self.router);
+        let ip_limits = ip_limits::IpLimits::new(
+            config.max_connections_per_ip,
+            config.handshake_rate_per_ip,
+            config.per_ip_ipv6_prefix,
+        )
+        .map(Arc::new);
         let mut reactors = Vec::with_capacity(threads);
         let mut links = Vec::with_capacity(threads);
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (reactor, link) = Reactor::prepare(index, listener, config.clone(), router.clone())?;
+            let (reactor, link) = Reactor::prepare(index, listener, config.clone(), router.clone(), ip_limits.clone())?;
             reactors.push(reactor);
             links.push(link);
         }

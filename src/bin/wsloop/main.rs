@@ -8,6 +8,7 @@ mod bench;
 mod chat;
 mod client;
 mod dashboard;
+mod limits;
 mod pages;
 mod serve;
 mod util;
@@ -26,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a WebSocket server (echo by default) with a live dashboard, until SIGINT or SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Measure an echo server: many connections, closed-loop, latency percentiles.
     Bench(bench::BenchArgs),
     /// Interactive client: stdin lines become messages, received messages are printed.
@@ -38,7 +39,7 @@ enum Command {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match Cli::parse().command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Client(args) => client::run(args),
         Command::AutobahnClient(args) => autobahn::run(args),

@@ -13,6 +13,7 @@ use wsloop::server::{BackpressurePolicy, Config, Ctx, Handler, Message, Server};
 
 use crate::chat::{ChatArgs, ChatConn, Rooms};
 use crate::dashboard::{Feed, FeedInfo};
+use crate::limits::LimitArgs;
 use crate::pages::Pages;
 use crate::util::{duration, secs, si};
 
@@ -127,6 +128,8 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     chat: ChatArgs,
     #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
     deflate: crate::util::DeflateArgs,
 }
 
@@ -209,6 +212,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     }
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let http_scheme = if config.tls.is_some() { "https" } else { "http" };
+    args.limits.apply(&mut config);
     config.deflate = match args.deflate.config(wsloop::proto::deflate::DeflateMode::Off) {
         Ok(deflate) => deflate,
         Err(e) => {
@@ -322,11 +326,16 @@ fn set_broker(_server: &mut Server, _url: &str) -> Result<(), String> {
 /// How often `--stats` prints.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Every counter that means something went wrong: refused connections, failed handshakes, protocol
-/// errors, handler panics, dropped messages, slow peers closed, and I/O errors.
+/// Every counter that means something went wrong: refused connections (global cap, per-IP caps,
+/// shed while out of descriptors), failed handshakes, protocol errors, handler panics, dropped messages,
+/// slow peers closed, rate-limit closes, and I/O errors.
 fn error_total(report: &MetricsReport) -> u64 {
     let t = &report.totals;
     t.connections_refused
+        + t.connections_refused_per_ip
+        + t.handshakes_refused_per_ip
+        + t.connections_shed
+        + t.rate_limit_closes
         + t.handshake_failures
         + t.protocol_errors
         + t.handler_panics

@@ -81,7 +81,7 @@ impl Reactor {
         }
         let open = OpenConn::new(proto, handler, info);
         let inbound = (!already_read.is_empty()).then(|| {
-            let mut buf = InboundBuf::from_vec(self.pool.take());
+            let mut buf = InboundBuf::from_vec(self.pool.take_for(already_read.len()));
             buf.append(&already_read);
             Box::new(buf)
         });

@@ -10,7 +10,8 @@ use crate::proto::handshake::ClientHandshake;
 use crate::proto::{CloseCode, CloseState, Connection};
 use crate::timer::TimerKey;
 
-use super::super::handler::{ConnInfo, Handler};
+use super::super::handler::{ConnExtra, ConnInfo, Handler};
+use super::super::rate_limit::ConnRate;
 use super::super::transport::Transport;
 
 /// An in-loop client connection on its way to open.
@@ -66,6 +67,27 @@ impl OpenConn {
             notified: false,
             drain_pending: false,
             close_code: CloseCode::ABNORMAL,
+        }
+    }
+
+    /// Its rate-limit buckets, if it has any (kept in `ConnInfo::extra`: one pointer check without).
+    pub(super) fn rate(&self) -> Option<&ConnRate> {
+        self.info.extra.as_ref()?.rate.as_ref()
+    }
+
+    /// Its rate-limit buckets, mutable.
+    pub(super) fn rate_mut(&mut self) -> Option<&mut ConnRate> {
+        self.info.extra.as_mut()?.rate.as_mut()
+    }
+
+    /// Gives it rate-limit buckets (`None` takes them away).
+    pub(super) fn set_rate(&mut self, rate: Option<ConnRate>) {
+        match (rate, self.info.extra.as_mut()) {
+            (rate, Some(extra)) => extra.rate = rate,
+            (Some(rate), None) => {
+                self.info.extra = Some(Box::new(ConnExtra { rate: Some(rate), ..ConnExtra::default() }))
+            }
+            (None, None) => {}
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | [`read`] | readiness → bytes → handshake or frames → handler |
 //! | [`write`] | the cork, outbound queues, backpressure, `on_drain` |
 //! | [`calls`] | handler calls: their environment, built in one place; panic isolation |
+//! | [`admit`] | accept-time admission: the global and per-IP caps, refusals, descriptor exhaustion |
 //! | [`upgrade`] | plain HTTP and the opening handshake (server side and in-loop clients) |
 //! | [`commands`] | the command channel, broadcast, topics, deferred work |
 //! | [`clients`] | in-loop clients: connect, request, connect errors |
@@ -18,6 +19,7 @@
 //!
 //! Every byte goes through the connection's [`Transport`](super::transport::Transport).
 
+mod admit;
 mod adopt;
 mod calls;
 mod clients;
@@ -51,6 +53,7 @@ use crate::timer::TimerWheel;
 
 use super::handler::{ConnId, Handler};
 use super::handler_timers::HandlerTimers;
+use super::ip_limits::IpLimits;
 use super::router::Router;
 use super::transport::Transport;
 use super::{Config, Handle, ReactorLink};
@@ -138,6 +141,7 @@ pub(crate) struct ReactorSeed {
     counters: Arc<Counters>,
     config: Arc<Config>,
     router: Arc<Router>,
+    ip_limits: Option<Arc<IpLimits>>,
 }
 
 impl ReactorSeed {
@@ -180,6 +184,11 @@ pub(crate) struct Reactor {
     /// Handler timers (`Ctx::set_timer`), and the slots due this turn (kept to reuse its allocation).
     handler_timers: HandlerTimers,
     due_timers: Vec<usize>,
+    /// Admission state: per-IP table, each connection's counted address, the reserve descriptor.
+    admit: admit::Admission,
+    /// `Config::message_rate` or `byte_rate` is set: the read path looks for a connection's buckets
+    /// only then (without, one test of this flag per read).
+    rate_limited: bool,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -198,6 +207,7 @@ impl Reactor {
         mut listener: Option<TcpListener>,
         config: Arc<Config>,
         router: Arc<Router>,
+        ip_limits: Option<Arc<IpLimits>>,
     ) -> io::Result<(ReactorSeed, ReactorLink)> {
         let poll = Poll::new()?;
         if let Some(listener) = listener.as_mut() {
@@ -206,12 +216,13 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
-        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router };
+        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router, ip_limits };
         Ok((seed, ReactorLink { tx, waker, counters }))
     }
 
     fn from_seed(seed: ReactorSeed) -> Self {
-        let ReactorSeed { index, poll, listener, rx, counters, config, router } = seed;
+        let ReactorSeed { index, poll, listener, rx, counters, config, router, ip_limits } = seed;
+        let rate_limited = config.message_rate.is_some() || config.byte_rate.is_some();
         let threads = config.threads.max(1);
         let now = Instant::now();
         Self {
@@ -251,6 +262,8 @@ impl Reactor {
             stopping: None,
             handler_timers: HandlerTimers::default(),
             due_timers: Vec::new(),
+            admit: admit::Admission::new(ip_limits),
+            rate_limited,
         }
     }
 
@@ -266,6 +279,10 @@ impl Reactor {
             let mut timeout =
                 if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
             if let Some(due) = self.handler_timers.next_due() {
+                let until = due.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(until, |t| t.min(until)));
+            }
+            if let Some(due) = self.admit.accept_paused_until {
                 let until = due.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(until, |t| t.min(until)));
             }
@@ -296,6 +313,10 @@ impl Reactor {
             }
             self.fire_timers(&handle);
             self.fire_handler_timers(&handle);
+            if self.admit.accept_paused_until.is_some_and(|t| self.now >= t) {
+                self.admit.accept_paused_until = None;
+                self.accept();
+            }
             // This thread's permessage-deflate compressions (a thread-local count: one read per poll).
             Counters::set(&self.counters.messages_compressed, crate::proto::deflate::thread_compressions());
             if let Some(deadline) = self.stopping {
@@ -316,6 +337,9 @@ impl Reactor {
     }
 
     fn accept(&mut self) {
+        if self.admit.accept_paused_until.is_some() {
+            return;
+        }
         loop {
             let Some(listener) = self.listener.as_ref() else {
                 return;
@@ -323,21 +347,25 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     Counters::add(&self.counters.connections_accepted, 1);
-                    if self.conns.len() >= self.max_conns {
-                        Counters::add(&self.counters.connections_refused, 1);
-                        log::warn!("reactor {}: max connections reached, refusing {peer}", self.index);
+                    let Some(stream) = self.admit_or_refuse(stream, peer) else { continue };
+                    let Some(transport) = self.accepted_transport(stream) else {
+                        self.admit.release_ip(peer.ip());
                         continue;
-                    }
-                    let Some(transport) = self.accepted_transport(stream) else { continue };
-                    if let Err((e, _)) = self.insert_conn(transport, Phase::Handshake, None) {
-                        log::warn!("reactor {}: register failed: {e}", self.index);
+                    };
+                    match self.insert_conn(transport, Phase::Handshake, None) {
+                        Ok(slot) => self.admit.counted(slot, peer),
+                        Err((e, _)) => {
+                            self.admit.release_ip(peer.ip());
+                            log::warn!("reactor {}: register failed: {e}", self.index);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A peer that reset before its turn: the next one may be fine.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog for the next readiness event.
-                    log::warn!("reactor {}: accept failed: {e}", self.index);
+                    // EMFILE and friends: shed one, rest the listener, retry on a timer (admit.rs).
+                    self.accept_failed(&e);
                     return;
                 }
             }
@@ -376,7 +404,7 @@ impl Reactor {
         }
         let stream = TcpStream::from_std(stream);
         let inbound = (!already_read.is_empty()).then(|| {
-            let mut buf = InboundBuf::from_vec(self.pool.take());
+            let mut buf = InboundBuf::from_vec(self.pool.take_for(already_read.len()));
             buf.append(&already_read);
             Box::new(buf)
         });
@@ -390,7 +418,7 @@ impl Reactor {
         if self.conns[slot].inbound.is_some() {
             let outcome = self.process(slot, handle, None);
             self.after_event(slot, handle, outcome.slow_peer);
-            if outcome.upgraded {
+            if outcome.upgraded || outcome.paused {
                 self.arm(slot);
             }
         }
@@ -513,6 +541,7 @@ impl Reactor {
             }
         }
         conn.release_buffers(&mut self.pool);
+        self.admit.removed(slot);
         self.counters.record_tcp_closed(conn.counted);
         self.counters.record_close(recorded.0);
         self.update_pool_gauge();

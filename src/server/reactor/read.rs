@@ -9,11 +9,13 @@ use std::io;
 
 use crate::buf::{Fill, InboundBuf};
 use crate::metrics::Counters;
+use crate::proto::CloseCode;
 
 use super::super::handler::{ConnId, ConnectError};
+use super::super::rate_limit::RateLimitPolicy;
 use super::super::Handle;
 use super::calls::{dispatch, invoke, notify_close, Env, EnvParts};
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, OpenConn, Phase};
 use super::upgrade::{client_response, server_requests, Upgrade};
 use super::Reactor;
 
@@ -24,12 +26,19 @@ pub(super) struct Outcome {
     pub(super) slow_peer: bool,
     /// The upgrade completed: the connection's deadlines changed.
     pub(super) upgraded: bool,
+    /// The connection passed a rate limit under the `Pause` policy: stop reading until its timer.
+    pub(super) paused: bool,
 }
 
 impl Reactor {
     pub(super) fn on_readable(&mut self, slot: usize, handle: &Handle, to_eof: bool) {
-        if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::Connecting(_))) {
-            self.check_connected(slot, handle);
+        match self.conns.get(slot).map(|c| &c.phase) {
+            Some(Phase::Connecting(_)) => self.check_connected(slot, handle),
+            // Rate-limited: the timer reads again once the tokens are back.
+            Some(Phase::Open(open)) if self.rate_limited && open.rate().is_some_and(|r| r.paused_until.is_some()) => {
+                return;
+            }
+            _ => {}
         }
         loop {
             let Some(conn) = self.conns.get_mut(slot) else { return };
@@ -53,6 +62,23 @@ impl Reactor {
                 }
             }
             let read = match conn.inbound.as_mut() {
+                Some(tail) if !self.pool.is_pool_sized(tail.capacity()) => {
+                    // A small tail (size-classed, at most half a pool buffer): read behind a copy of it in
+                    // the scratch buffer, so a tail is never grown in place and a stalled peer keeps
+                    // holding only about what it sent.
+                    let kept = tail.len();
+                    self.scratch[..kept].copy_from_slice(tail.readable());
+                    match conn.transport.read(&mut self.scratch[kept..]) {
+                        Ok(0) => Ok(None),
+                        Ok(n) => {
+                            if let Some(tail) = conn.inbound.take() {
+                                self.pool.give((*tail).into_vec());
+                            }
+                            Ok(Some((kept + n, true)))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Some(inbound) => {
                     let limit = self.config.max_frame_size.saturating_add(14).max(self.config.max_request_head);
                     match inbound.fill_from(&mut conn.transport, limit) {
@@ -79,10 +105,10 @@ impl Reactor {
                     let drained = from_scratch && n < self.scratch.len() && !to_eof;
                     let outcome = self.process(slot, handle, from_scratch.then_some(n));
                     self.after_event(slot, handle, outcome.slow_peer);
-                    if outcome.upgraded {
+                    if outcome.upgraded || outcome.paused {
                         self.arm(slot);
                     }
-                    if drained {
+                    if drained || outcome.paused {
                         return;
                     }
                 }
@@ -140,6 +166,7 @@ impl Reactor {
             proto_config,
             paths,
             now,
+            rate_limited,
             ..
         } = self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -170,7 +197,10 @@ impl Reactor {
             pos += n;
             upgraded |= opened;
         }
+        let mut paused = false;
         if let Phase::Open(open) = phase {
+            let start = pos;
+            let mut frames = 0u32;
             while !env.slow_peer() {
                 let was_open = open.proto.can_send();
                 match open.proto.read(&mut buf[pos..], env.writer.cork) {
@@ -180,6 +210,7 @@ impl Reactor {
                     }
                     Ok((n, Some(event))) => {
                         pos += n;
+                        frames += 1;
                         dispatch(open, &mut env, event, was_open);
                     }
                     Err(err) => {
@@ -196,6 +227,9 @@ impl Reactor {
                     }
                 }
             }
+            if *rate_limited {
+                paused = over_rate(open, &mut env, frames, pos - start);
+            }
         } else if matches!(phase, Phase::Rejected) {
             pos = buf.len();
         }
@@ -204,7 +238,7 @@ impl Reactor {
         match from_scratch {
             Some(n) => {
                 if pos < n {
-                    let tail = inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take())));
+                    let tail = inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take_for(n - pos))));
                     tail.append(&scratch[pos..n]);
                 }
             }
@@ -215,10 +249,46 @@ impl Reactor {
                         if let Some(tail) = inbound.take() {
                             pool.give((*tail).into_vec());
                         }
+                    } else if pos > 0 && tail.len() <= pool.buffer_capacity() / 2 {
+                        // What is left of a large read is small: keep it in a buffer of its size class.
+                        let mut small = InboundBuf::from_vec(pool.take_for(tail.len()));
+                        small.append(tail.readable());
+                        let big = std::mem::replace(&mut **tail, small);
+                        pool.give(big.into_vec());
                     }
                 }
             }
         }
-        Outcome { slow_peer, upgraded }
+        Outcome { slow_peer, upgraded, paused }
+    }
+}
+
+/// Charges what one read delivered to the connection's rate limits; over a limit it pauses reading
+/// (returns `true`; the timer resumes it) or closes with 1008, as `Config::rate_limit_policy` says.
+fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) -> bool {
+    let Some(rate) = open.rate_mut() else { return false };
+    let Some(until) = rate.charge(env.now, frames, bytes) else { return false };
+    match env.config.rate_limit_policy {
+        RateLimitPolicy::Close => {
+            open.set_rate(None);
+            if open.proto.close(env.now, CloseCode::POLICY_VIOLATION, "rate limit exceeded", env.writer.cork).is_ok() {
+                Counters::add(&env.counters.closes_sent, 1);
+                Counters::add(&env.counters.rate_limit_closes, 1);
+                log::info!("{}: closed with 1008: over its rate limit", env.id);
+            }
+            false
+        }
+        _ => {
+            if let Some(rate) = open.rate_mut() {
+                rate.paused_until = Some(until);
+            }
+            Counters::add(&env.counters.rate_limit_pauses, 1);
+            log::debug!(
+                "{}: over its rate limit, reading paused for {:?}",
+                env.id,
+                until.saturating_duration_since(env.now)
+            );
+            true
+        }
     }
 }

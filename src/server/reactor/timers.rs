@@ -24,7 +24,13 @@ impl Reactor {
         match &conn.phase {
             Phase::Handshake | Phase::Rejected => Some(since(millis(self.config.handshake_timeout))),
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => Some(since(p.timeout_ms)),
-            Phase::Open(open) => open.proto.poll_timeout(),
+            Phase::Open(open) => {
+                let due = open.proto.poll_timeout();
+                match open.rate().and_then(|r| r.paused_until) {
+                    Some(resume) => Some(due.map_or(resume, |d| d.min(resume))),
+                    None => due,
+                }
+            }
         }
     }
 
@@ -71,6 +77,7 @@ impl Reactor {
         let now = self.now;
         let now_ms = self.now_ms();
         let conn = &mut self.conns[slot];
+        let mut resume = false;
         match &mut conn.phase {
             Phase::Connecting(p) | Phase::AwaitingResponse(p) => {
                 if now_ms >= conn.last_read.saturating_add(p.timeout_ms) {
@@ -88,6 +95,7 @@ impl Reactor {
                 }
             }
             Phase::Open(open) => {
+                resume = open.rate_mut().is_some_and(|r| r.resume_due(now));
                 let could_send = open.proto.can_send();
                 match open.proto.handle_timeout(now, &mut self.calls.cork) {
                     None => {}
@@ -124,6 +132,10 @@ impl Reactor {
                     }
                 }
             }
+        }
+        if resume {
+            // A rate-limit pause is over: read what waited in the socket (no new edge may come).
+            self.on_readable(slot, handle, true);
         }
         if self.conns.contains(slot) {
             self.arm(slot);

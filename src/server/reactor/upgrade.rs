@@ -18,6 +18,7 @@ use crate::proto::{deflate, negotiate, Connection, ConnectionConfig, Role};
 
 use super::super::config::Config;
 use super::super::handler::{ConnInfo, ConnectError};
+use super::super::rate_limit::ConnRate;
 use super::super::router::Router;
 use super::super::Handle;
 use super::calls::{invoke, Env};
@@ -202,7 +203,9 @@ fn accept(
     if let Some((agreed, _)) = deflate {
         proto.add_extension(deflate::PerMessageDeflate::boxed(Role::Server, &agreed, &config.deflate));
     }
-    Ok(OpenConn::new(proto, handler, info))
+    let mut open = OpenConn::new(proto, handler, info);
+    open.set_rate(ConnRate::new(config.message_rate, config.byte_rate, now));
+    Ok(open)
 }
 
 /// Interned paths kept per reactor at most; further distinct paths get their own copy.

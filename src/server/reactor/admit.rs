@@ -1,0 +1,169 @@
+//! Admission: what happens between `accept` and a new connection's slab entry.
+//!
+//! Owns: the global connection cap, the per-IP caps (open connections, handshakes per second, through
+//! the server's shared [`IpLimits`]), refusing a connection with a short HTTP answer, and running out of
+//! descriptors (EMFILE, ENFILE): shedding one pending connection with the reserve descriptor, resting
+//! the listener and retrying on a timer, so the loop never spins on a listener it cannot serve. Never
+//! touches: connections already admitted, parsing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::http::HttpResponse;
+use crate::metrics::Counters;
+
+use super::super::ip_limits::{IpLimits, IpRefusal};
+use super::Reactor;
+
+/// A reactor's admission state.
+pub(super) struct Admission {
+    ip_limits: Option<Arc<IpLimits>>,
+    /// The address each admitted connection is counted under (only with per-IP limits).
+    ips: HashMap<usize, IpAddr>,
+    /// A descriptor held in reserve: closed to accept (and refuse) one connection when the process is
+    /// out of descriptors, then opened again.
+    reserve: Option<File>,
+    /// The listener rests until then after `accept` failed.
+    pub(super) accept_paused_until: Option<Instant>,
+    /// Refusals logged at most once a second; how many were not.
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Admission {
+    pub(super) fn new(ip_limits: Option<Arc<IpLimits>>) -> Self {
+        Self {
+            ip_limits,
+            ips: HashMap::new(),
+            reserve: open_reserve(),
+            accept_paused_until: None,
+            last_log: None,
+            unlogged: 0,
+        }
+    }
+
+    /// The connection from `peer` admitted by [`Reactor::admit_or_refuse`] now lives in `slot`.
+    pub(super) fn counted(&mut self, slot: usize, peer: SocketAddr) {
+        if self.ip_limits.is_some() {
+            self.ips.insert(slot, peer.ip());
+        }
+    }
+
+    /// A connection admitted for `ip` never got a slot.
+    pub(super) fn release_ip(&self, ip: IpAddr) {
+        if let Some(limits) = &self.ip_limits {
+            limits.release(ip);
+        }
+    }
+
+    /// The connection in `slot` is gone: its address's count goes down.
+    pub(super) fn removed(&mut self, slot: usize) {
+        if let Some(limits) = &self.ip_limits {
+            if let Some(ip) = self.ips.remove(&slot) {
+                limits.release(ip);
+            }
+        }
+    }
+
+    /// Whether a refusal at `now` should be logged (once a second), with how many were not since.
+    fn log_now(&mut self, now: Instant) -> Option<u64> {
+        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+/// Answers `status` with `body` and closes: the answer is small enough for an empty socket buffer, so
+/// one write either sends it or the peer is gone. The write side is shut first, so the peer reads the
+/// answer and an end of stream.
+fn refuse(mut stream: TcpStream, status: u16, body: &str) {
+    let mut out = Vec::with_capacity(160);
+    HttpResponse::text(status, body).write(&mut out, false, false);
+    let _ = stream.write(&out);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Whether an `accept` error means the process or the system ran out of descriptors (or of memory for
+/// one).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+impl Reactor {
+    /// Lets an accepted connection in, or refuses it with an HTTP answer (503 at the global cap, 429 at a
+    /// per-IP cap), counted per kind, and returns `None`.
+    pub(super) fn admit_or_refuse(&mut self, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+        // (A stopping reactor has no listener: nothing is accepted then.)
+        let refusal = if self.conns.len() >= self.max_conns {
+            Counters::add(&self.counters.connections_refused, 1);
+            Some((503, "max connections reached", "server at its connection limit, try again later\n"))
+        } else if let Some(limits) = &self.admit.ip_limits {
+            match limits.admit(peer.ip(), self.now) {
+                Ok(()) => None,
+                Err(IpRefusal::TooManyConnections) => {
+                    Counters::add(&self.counters.connections_refused_per_ip, 1);
+                    Some((429, "per-IP connection cap reached", "too many connections from your address\n"))
+                }
+                Err(IpRefusal::HandshakeRate) => {
+                    Counters::add(&self.counters.handshakes_refused_per_ip, 1);
+                    Some((
+                        429,
+                        "per-IP handshake rate exceeded",
+                        "too many new connections from your address, slow down\n",
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        let Some((status, what, body)) = refusal else {
+            return Some(stream);
+        };
+        if let Some(unlogged) = self.admit.log_now(self.now) {
+            log::warn!(
+                "reactor {}: {what}: refusing {peer} with {status} ({unlogged} more refusals not logged)",
+                self.index
+            );
+        }
+        refuse(stream, status, body);
+        None
+    }
+
+    /// `accept` failed with `e`. Out of descriptors: count it, shed one pending connection through the
+    /// reserve descriptor (answered 503), and rest the listener for `accept_retry` (the connections held
+    /// are served meanwhile; accepting resumes on the timer). Any other error rests the listener too, so
+    /// a persistent failure cannot spin the loop.
+    pub(super) fn accept_failed(&mut self, e: &io::Error) {
+        if out_of_descriptors(e) {
+            Counters::add(&self.counters.accept_fd_exhausted, 1);
+            if let Some(reserve) = self.admit.reserve.take() {
+                drop(reserve);
+                if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                    Counters::add(&self.counters.connections_shed, 1);
+                    refuse(stream, 503, "server out of file descriptors, try again later\n");
+                }
+                self.admit.reserve = open_reserve();
+            }
+        }
+        log::warn!(
+            "reactor {}: accept failed: {e}; serving the {} connections held, accepting again in {:?}",
+            self.index,
+            self.conns.len(),
+            self.config.accept_retry
+        );
+        self.admit.accept_paused_until = Some(self.now + self.config.accept_retry);
+    }
+}
