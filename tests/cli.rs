@@ -6,9 +6,34 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
 
+/// The proxy peers of tests/proxy (tinyproxy, danted), for the client's and bench's proxy options.
+#[path = "proxy/peers.rs"]
+#[allow(dead_code)]
+mod peers;
+
+/// The proxy variables `client` and `bench` read; cleared for every run, so the machine's own settings
+/// never route a test through a proxy.
+const PROXY_VARS: [&str; 12] = [
+    "ws_proxy",
+    "WS_PROXY",
+    "wss_proxy",
+    "WSS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 fn wsloop(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env("RUST_LOG", "warn");
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -353,4 +378,78 @@ fn bench_spreads_connections_over_source_addresses() {
     let v = json(&stdout);
     assert_eq!(v["connections"]["opened"], 4, "{v}");
     assert_eq!(v["messages"]["received"], 100, "{v}");
+}
+
+#[test]
+fn client_goes_through_proxy_flag_and_environment_as_curl_decides() {
+    let serve = Serve::start(&[]);
+    let proxy = peers::ProxyProcess::tinyproxy(None);
+    let port = serve.url.trim_end_matches('/').rsplit(':').next().unwrap().to_owned();
+    let connects = || proxy.log().matches(&format!("CONNECT 127.0.0.1:{port} ")).count();
+    let echo = |mut cmd: Command| {
+        cmd.arg(&serve.url);
+        let (status, stdout, stderr) = run(cmd, b"via\n", Duration::from_secs(20));
+        assert!(status.success(), "{stderr}");
+        assert_eq!(stdout, "via\n");
+        stderr
+    };
+    let stderr = echo(wsloop(&["client", "-v", "--proxy", &proxy.url("http")]));
+    assert!(stderr.contains(&format!("through proxy {}", proxy.url("http"))), "{stderr}");
+    assert!(peers::eventually(peers::WAIT, || connects() == 1), "{}", proxy.log());
+    // http_proxy (lowercase) is read for ws://; NO_PROXY and --no-proxy bypass it; HTTP_PROXY is not read.
+    echo({
+        let mut cmd = wsloop(&["client"]);
+        cmd.env("http_proxy", proxy.url("http"));
+        cmd
+    });
+    assert!(peers::eventually(peers::WAIT, || connects() == 2), "{}", proxy.log());
+    echo({
+        let mut cmd = wsloop(&["client"]);
+        cmd.env("http_proxy", proxy.url("http")).env("NO_PROXY", "localhost,127.0.0.1");
+        cmd
+    });
+    echo({
+        let mut cmd = wsloop(&["client", "--no-proxy"]);
+        cmd.env("ALL_PROXY", proxy.url("http"));
+        cmd
+    });
+    echo({
+        let mut cmd = wsloop(&["client"]);
+        cmd.env("HTTP_PROXY", proxy.url("http"));
+        cmd
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(connects(), 2, "NO_PROXY, --no-proxy and HTTP_PROXY went around the proxy: {}", proxy.log());
+}
+
+#[test]
+fn client_exits_1_naming_a_proxy_it_cannot_reach() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy = format!("socks5h://{nobody}");
+    let (status, _, stderr) =
+        run(wsloop(&["client", "--proxy", &proxy, "ws://example.invalid/"]), b"", Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("proxy {proxy}: cannot connect to the proxy")), "{stderr}");
+    let (status, _, stderr) =
+        run(wsloop(&["client", "--proxy", "socks4://h", "ws://example.invalid/"]), b"", Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unsupported proxy scheme"), "{stderr}");
+}
+
+#[test]
+fn bench_goes_through_a_socks5_proxy() {
+    let serve = Serve::start(&[]);
+    let dante = peers::ProxyProcess::dante();
+    let args = ["bench", &serve.url, "-c", "4", "-n", "400", "--json", "--proxy", &dante.url("socks5h")];
+    let (status, stdout, stderr) = run(wsloop(&args), b"", Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["messages"]["received"], 400, "{v}");
+    assert_eq!(v["connections"]["opened"], 4, "{v}");
+    let port = serve.url.trim_end_matches('/').rsplit(':').next().unwrap().to_owned();
+    assert!(
+        peers::eventually(peers::WAIT, || dante.log().matches(&format!("127.0.0.1.{port}")).count() >= 4),
+        "{}",
+        dante.log()
+    );
 }

@@ -511,6 +511,40 @@ fn keepalive_pings_keep_a_connection_to_an_idle_timeout_server_alive() {
 }
 
 #[test]
+fn keepalive_runs_only_while_reading_and_poll_keeps_it_going_between_reads() {
+    let server = TestServer::start(Config {
+        idle_timeout: Some(Duration::from_millis(400)),
+        ping_interval: None,
+        ..Config::default()
+    });
+    let pinging = || options().ping_interval(Duration::from_millis(100));
+    // A client that does not read sends no pings, whatever its ping interval: the server idles it out.
+    let mut busy = connect(&server.url("/echo"), pinging()).unwrap();
+    thread::sleep(Duration::from_millis(900));
+    match busy.read_message(Some(3 * SEC)) {
+        Err(Error::Closed { code, .. }) => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
+        other => panic!("expected an idle close, got {other:?}"),
+    }
+    // Polling every 50 ms between other work keeps the pings going well past the idle timeout.
+    let mut c = connect(&server.url("/echo"), pinging()).unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(c.poll().unwrap(), None);
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.is_open());
+    c.send_text("alive").unwrap();
+    let echoed = loop {
+        if let Some(m) = c.poll().unwrap() {
+            break m;
+        }
+        assert!(started.elapsed() < 10 * SEC, "no echo");
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(echoed, Message::Text("alive".into()), "poll returns a message that arrived");
+}
+
+#[test]
 fn unanswered_keepalive_ping_fails_with_a_pong_timeout() {
     let server = TestServer::start(Config { auto_pong: false, ping_interval: None, ..Config::default() });
     let mut c = connect(

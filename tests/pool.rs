@@ -1,6 +1,6 @@
 //! The connection pool against the project's own server over real sockets on loopback: reuse, limits
 //! under concurrency, exhaustion, per-URL limits, idle eviction, health checks, discard, close_pool,
-//! and the metrics it feeds.
+//! the metrics it feeds, and per-call headers and subprotocols (`Pool::acquire_with`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier, Mutex};
@@ -369,4 +369,68 @@ fn dropping_the_pool_closes_idle_connections() {
     drop(pool);
     assert_eq!(server.codes(1), [1001]);
     assert_eq!(metrics.snapshot().active_connections, 0);
+}
+
+/// Says on open which subprotocol was chosen and which `X-User` and `Authorization` headers came.
+struct Greeter;
+
+impl Handler for Greeter {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let greeting = format!(
+            "protocol={} user={} auth={}",
+            ctx.protocol().unwrap_or("-"),
+            ctx.header("x-user").unwrap_or("-"),
+            ctx.header("authorization").unwrap_or("-")
+        );
+        let _ = ctx.send_text(&greeting);
+    }
+}
+
+#[test]
+fn per_call_headers_and_subprotocols_are_pooled_separately() {
+    use wsloop::client::AcquireOptions;
+    use wsloop::proto::negotiate::SubprotocolPolicy;
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        subprotocols: SubprotocolPolicy::Preferred(vec!["v2".into(), "v1".into()]),
+        ..Config::default()
+    };
+    let mut server = Server::new(config);
+    server.register_handler("/g", |_| Greeter);
+    let server = server.start().unwrap();
+    let url = format!("ws://{}/g", server.local_addr());
+    let pool = Pool::new(PoolOptions::default().client(ClientOptions::default().header("X-User", "pool")));
+    let greet = |call: &AcquireOptions| {
+        let mut lease = pool.acquire_with(&url, call, Some(5 * SEC)).unwrap();
+        let Message::Text(greeting) = lease.read_message(Some(5 * SEC)).unwrap() else { panic!("binary") };
+        (lease, greeting)
+    };
+    let v1 = AcquireOptions::default().subprotocol("v1");
+    let (lease, greeting) = greet(&v1);
+    assert_eq!(greeting, "protocol=v1 user=pool auth=-");
+    assert_eq!(lease.protocol(), Some("v1"));
+    drop(lease);
+    // Another offer is another pool entry: the idle v1 connection is not lent for it.
+    let (lease, greeting) = greet(&AcquireOptions::default().subprotocol("v2").subprotocol("v1"));
+    assert_eq!(greeting, "protocol=v2 user=pool auth=-");
+    drop(lease);
+    // The same offer again reuses the v1 connection (nothing new is said on it).
+    let mut lease = pool.acquire_with(&url, &v1, Some(5 * SEC)).unwrap();
+    assert_eq!(lease.protocol(), Some("v1"));
+    assert!(matches!(lease.read_message(Some(100 * MS)), Err(Error::Timeout(_))), "a reused connection");
+    assert!(lease.pool_key().ends_with("\nprotocols: v1"), "{:?}", lease.pool_key());
+    drop(lease);
+    // Per-call headers are sent beside the pool's and key the pool too.
+    let (lease, greeting) = greet(&AcquireOptions::default().header("Authorization", "Bearer a"));
+    assert_eq!(greeting, "protocol=- user=pool auth=Bearer a");
+    drop(lease);
+    let (lease, greeting) = greet(&AcquireOptions::default().header("Authorization", "Bearer b"));
+    assert_eq!(greeting, "protocol=- user=pool auth=Bearer b");
+    drop(lease);
+    let stats = pool.stats();
+    assert_eq!((stats.created, stats.reused), (4, 1), "{stats:?}");
+    assert_eq!(server.handle().metrics().connections_upgraded, 4);
+    pool.close_pool();
+    server.stop();
 }

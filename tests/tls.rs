@@ -584,3 +584,62 @@ asyncio.run(main())
     std::fs::remove_dir_all(&dir).unwrap();
     server.stop();
 }
+
+/// The proxy peers of tests/proxy (tinyproxy, danted).
+#[path = "proxy/peers.rs"]
+#[allow(dead_code)]
+mod peers;
+
+/// Sends "tunnel" on open and reports the echo (or the failure).
+struct TunnelProbe(std::sync::mpsc::Sender<Result<String, String>>);
+
+impl Handler for TunnelProbe {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx.send_text("tunnel");
+    }
+
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, message: wsloop::server::Message<'_>) {
+        if let wsloop::server::Message::Text(t) = message {
+            let _ = self.0.send(Ok(t.to_owned()));
+        }
+    }
+
+    fn on_connect_error(&mut self, error: &wsloop::server::ConnectError) {
+        let _ = self.0.send(Err(error.to_string()));
+    }
+}
+
+#[test]
+fn wss_goes_through_http_and_socks5_proxies_blocking_and_in_loop() {
+    use wsloop::client::Proxy;
+    let ca = Ca::new("proxy CA");
+    let server = localhost_server(&ca);
+    let port = server.local_addr().port();
+    let tinyproxy = peers::ProxyProcess::tinyproxy(None);
+    let dante = peers::ProxyProcess::dante();
+    let engine = Server::new(Config { threads: 1, ..Config::default() }).start_without_listeners().unwrap();
+    for proxy in [tinyproxy.url("http"), dante.url("socks5h")] {
+        // Blocking: TLS over the tunnelled stream, the server's name verified end to end.
+        let mut o = options(ca.client_tls());
+        o.proxy = Some(Proxy::parse(&proxy).unwrap());
+        let mut client = connect(&url(server.local_addr()), o).unwrap();
+        client.send_text("tls in a tunnel").unwrap();
+        assert_eq!(client.read_message(Some(5 * SEC)).unwrap(), Message::Text("tls in a tunnel".into()), "{proxy}");
+        // In the loop: the tunnel on the helper thread, then the reactor's TLS session over it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = wsloop::server::ConnectOptions {
+            tls: Some(ca.client_tls()),
+            proxy: Some(Proxy::parse(&proxy).unwrap()),
+            ..Default::default()
+        };
+        engine.handle().connect_url(&url(server.local_addr()), options, TunnelProbe(tx));
+        assert_eq!(rx.recv_timeout(10 * SEC).unwrap(), Ok("tunnel".into()), "{proxy}");
+    }
+    assert!(
+        eventually(10 * SEC, || tinyproxy.log().matches(&format!("CONNECT localhost:{port} ")).count() == 2),
+        "{}",
+        tinyproxy.log()
+    );
+    assert!(eventually(10 * SEC, || dante.log().matches(&format!("127.0.0.1.{port}")).count() >= 2), "{}", dante.log());
+    server.stop();
+}

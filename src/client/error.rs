@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::proto::handshake::HandshakeError;
 use crate::proto::{CloseCode, ProtocolError, SendError};
 
+use super::proxy::ProxyError;
 use super::tls::TlsFailure;
 use super::url::UrlError;
 
@@ -129,6 +130,14 @@ pub enum Error {
         /// Why it failed (refused, unreachable, ...).
         source: io::Error,
     },
+    /// The tunnel through the proxy (`ClientOptions::proxy`) could not be opened: the proxy could not be
+    /// reached, refused, timed out or answered garbage.
+    Proxy {
+        /// The proxy, as its URL without credentials (`http://127.0.0.1:3128`).
+        proxy: String,
+        /// What went wrong.
+        kind: ProxyError,
+    },
     /// The opening handshake failed. A non-101 answer is [`HandshakeError::Rejected`], which holds the
     /// HTTP status and the response headers.
     Handshake(HandshakeError),
@@ -197,6 +206,7 @@ impl fmt::Display for Error {
             Self::Connect { addr, source } => {
                 write!(f, "cannot connect to {addr}: {source} (is the server running and the port right?)")
             }
+            Self::Proxy { proxy, kind } => write!(f, "proxy {proxy}: {kind}"),
             Self::Handshake(e) => write!(f, "WebSocket handshake failed: {e}"),
             Self::UnsupportedExtension { name } => write!(
                 f,
@@ -240,6 +250,7 @@ impl std::error::Error for Error {
             Self::InvalidUrl { reason, .. } => Some(reason),
             Self::Resolve { source, .. } | Self::Connect { source, .. } => Some(source),
             Self::Handshake(e) => Some(e),
+            Self::Proxy { kind, .. } => Some(kind),
             Self::Protocol(e) => Some(e),
             Self::Send(e) => Some(e),
             Self::Io(e) => Some(e),

@@ -1,5 +1,5 @@
-//! The WebSocket client: URLs, errors, a blocking client over `std::net::TcpStream`, and on top of it
-//! a connection pool ([`Pool`]), circuit breakers ([`CircuitBreaker`], [`BreakerRegistry`]) and a reconnecting
+//! The WebSocket client: URLs, errors, proxies, a blocking client over `std::net::TcpStream`, and on top
+//! of it a connection pool ([`Pool`]), circuit breakers ([`CircuitBreaker`], [`BreakerRegistry`]) and a reconnecting
 //! client ([`ReconnectingClient`]).
 //!
 //! Owns: the client side of a connection, from URL to closing handshake. Never touches: server
@@ -14,8 +14,12 @@
 //!   [`ClientSender`] cloned from it) can still send, and [`CallbackClient::wait_for_close`] blocks until
 //!   the connection ends.
 //!
-//! Every item has one path, `client::Name`: the files that hold them (`blocking`, `pool`, `breaker`,
-//! `reconnect`, `url`, `error`) are private.
+//! Every client style can go through a proxy ([`ClientOptions::proxy`]: HTTP `CONNECT` or SOCKS5, see
+//! [`Proxy`]). [`connect_async`] opens an in-loop client by URL (a [`crate::server::Handler`] driven on a
+//! reactor thread) without a server of one's own.
+//!
+//! Every item has one path, `client::Name`: the files that hold them (`blocking`, `proxy`, `inloop`,
+//! `pool`, `breaker`, `reconnect`, `url`, `error`) are private.
 //!
 //! ```no_run
 //! use wsloop::client::{with_connection, ClientOptions};
@@ -32,18 +36,25 @@
 mod blocking;
 mod breaker;
 mod error;
+mod inloop;
 mod pool;
+mod proxy;
 mod reconnect;
 mod tls;
 mod url;
 
+pub(crate) use blocking::connect_stream;
 pub use blocking::{
     connect, connect_with_callback, with_connection, CallbackClient, Client, ClientOptions, ClientSender, CloseInfo,
     ExtensionFactory, Message, MessageCallback,
 };
+pub use inloop::connect_async;
+pub(crate) use proxy::{open_tunnel, Progress, Target, Tunnel};
+
 pub use breaker::{BreakerOptions, BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
 pub use error::{Error, Operation};
-pub use pool::{Pool, PoolOptions, PoolStats, PooledConnection};
+pub use pool::{AcquireOptions, Pool, PoolOptions, PoolStats, PooledConnection};
+pub use proxy::{Proxy, ProxyAddr, ProxyAuth, ProxyError, ProxyUrlError, DEFAULT_PROXY_PORT};
 pub use reconnect::{Backoff, ReconnectListener, ReconnectPolicy, ReconnectingClient};
 #[cfg(feature = "tls")]
 pub(crate) use tls::classify as tls_classify;

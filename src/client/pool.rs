@@ -1,4 +1,5 @@
-//! A pool of open WebSocket connections keyed by URL, for request/response style use.
+//! A pool of open WebSocket connections keyed by URL (and per-call headers and subprotocols), for
+//! request/response style use.
 //!
 //! Owns: leasing [`Client`]s exclusively, limits (total and per URL), waiting for a free slot, idle
 //! eviction, the health check before reuse, closing everything at [`Pool::close_pool`], and the
@@ -27,6 +28,63 @@ use super::breaker::{BreakerOptions, BreakerRegistry};
 use super::error::{Error, Operation};
 use super::url::WsUrl;
 
+/// Per-call options of [`Pool::acquire_with`]: request headers and subprotocols for this lease, on top
+/// of [`PoolOptions::client`]. Connections are pooled by URL *and* these options, so a connection is
+/// only lent to a call that would have opened it the same way: what it negotiated (the subprotocol the
+/// server chose from this offer, what it decided from these headers) is what the call asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct AcquireOptions {
+    /// Headers added to the pool's (`PoolOptions::client.headers`), e.g. `Authorization`. Default none.
+    pub headers: Vec<(String, String)>,
+    /// Subprotocols to offer, most preferred first, instead of the pool's (`PoolOptions::client.subprotocols`)
+    /// when not empty. Default none: the pool's offer.
+    pub subprotocols: Vec<String>,
+}
+
+impl AcquireOptions {
+    /// Adds a request header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a subprotocol to offer (after those already added).
+    #[must_use]
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.subprotocols.push(protocol.into());
+        self
+    }
+
+    /// The pool key: the normalized URL, then a line for the offer and one per header (a newline cannot
+    /// appear in a URL or a header).
+    fn key(&self, url: &WsUrl) -> String {
+        let mut key = url.to_string();
+        if !self.subprotocols.is_empty() {
+            key.push_str("\nprotocols: ");
+            key.push_str(&self.subprotocols.join(", "));
+        }
+        for (name, value) in &self.headers {
+            key.push('\n');
+            key.push_str(&name.to_ascii_lowercase());
+            key.push_str(": ");
+            key.push_str(value);
+        }
+        key
+    }
+
+    /// The client options for a new connection of this lease.
+    fn apply(&self, base: &ClientOptions) -> ClientOptions {
+        let mut options = base.clone();
+        options.headers.extend(self.headers.iter().cloned());
+        if !self.subprotocols.is_empty() {
+            options.subprotocols.clone_from(&self.subprotocols);
+        }
+        options
+    }
+}
+
 /// Pool settings. Start from [`PoolOptions::default`] and chain the setters; every default is
 /// documented on its field.
 #[derive(Debug, Clone)]
@@ -35,8 +93,8 @@ pub struct PoolOptions {
     /// Most connections open at once, all URLs together (leased, idle and being opened). Default 20;
     /// 0 is treated as 1.
     pub max_connections: usize,
-    /// Most connections open at once to one URL. Default 20 (so only `max_connections` binds); 0 is
-    /// treated as 1.
+    /// Most connections open at once to one URL (with one set of [`AcquireOptions`]). Default 20 (so
+    /// only `max_connections` binds); 0 is treated as 1.
     pub max_per_url: usize,
     /// An idle connection unused for this long is closed (1000) and evicted. Default 300 s.
     pub max_idle_time: Duration,
@@ -368,8 +426,20 @@ impl Pool {
     /// is made); [`Error::InvalidUrl`]; any error of [`connect`] for a new connection (the slot is
     /// freed, the error returned at once without retrying).
     pub fn acquire(&self, url: &str, timeout: Option<Duration>) -> Result<PooledConnection, Error> {
+        self.acquire_with(url, &AcquireOptions::default(), timeout)
+    }
+
+    /// [`Pool::acquire`] with per-call headers and subprotocols: the lease is a connection opened with
+    /// `call` applied to [`PoolOptions::client`], reused only by calls with the same URL and `call`
+    /// (limits such as [`PoolOptions::max_per_url`] count each such pair on its own).
+    pub fn acquire_with(
+        &self,
+        url: &str,
+        call: &AcquireOptions,
+        timeout: Option<Duration>,
+    ) -> Result<PooledConnection, Error> {
         let parsed = WsUrl::parse(url).map_err(|reason| Error::InvalidUrl { url: url.to_owned(), reason })?;
-        let key = parsed.to_string();
+        let key = call.key(&parsed);
         let timeout = timeout.unwrap_or(self.inner.options.acquire_timeout);
         let deadline = Instant::now().checked_add(timeout);
         let options = &self.inner.options;
@@ -413,7 +483,7 @@ impl Pool {
                 drop(st);
                 // Close what was taken out (evicted, reclaimed) first: it frees server resources.
                 self.close_idle(std::mem::take(&mut to_close));
-                return self.open(&parsed, key);
+                return self.open(&parsed, call, key);
             }
             st.forget_if_empty(&key);
             // 3. Wait for a release.
@@ -442,14 +512,15 @@ impl Pool {
     }
 
     /// Opens a connection in a reserved slot (counted in `connecting`), then publishes it as leased.
-    fn open(&self, url: &WsUrl, key: String) -> Result<PooledConnection, Error> {
+    fn open(&self, url: &WsUrl, call: &AcquireOptions, key: String) -> Result<PooledConnection, Error> {
         let options = &self.inner.options;
+        let target = url.to_string();
         let result = match &self.inner.breakers {
             Some(breakers) => {
                 let breaker = breakers.for_url(url);
                 let result = match breaker.try_acquire(Instant::now()) {
                     Ok(permit) => {
-                        let result = connect(&key, options.client.clone());
+                        let result = connect(&target, call.apply(&options.client));
                         permit.record(&result, Instant::now());
                         result
                     }
@@ -460,7 +531,7 @@ impl Pool {
                 };
                 result
             }
-            None => connect(&key, options.client.clone()),
+            None => connect(&target, call.apply(&options.client)),
         };
         let mut st = self.lock();
         st.slots(&key).connecting -= 1;
@@ -671,7 +742,8 @@ impl PooledConnection {
         }
     }
 
-    /// The pool's key for this connection: the normalized URL.
+    /// The pool's key for this connection: the normalized URL, followed (one per line) by the per-call
+    /// subprotocol offer and headers of [`Pool::acquire_with`], if any.
     pub fn pool_key(&self) -> &str {
         &self.key
     }

@@ -229,7 +229,7 @@ impl fmt::Display for WsUrl {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(Host, Option<&str>), UrlError> {
+pub(super) fn split_host_port(authority: &str) -> Result<(Host, Option<&str>), UrlError> {
     if let Some(bracketed) = authority.strip_prefix('[') {
         let invalid = || UrlError::InvalidHost { host: authority.to_owned() };
         let (ip, after) = bracketed.split_once(']').ok_or_else(invalid)?;
@@ -267,7 +267,7 @@ fn parse_host(host: &str) -> Result<Host, UrlError> {
     Ok(Host::Domain(host.to_ascii_lowercase()))
 }
 
-fn parse_port(port: &str) -> Result<u16, UrlError> {
+pub(super) fn parse_port(port: &str) -> Result<u16, UrlError> {
     let invalid = || UrlError::InvalidPort { port: port.to_owned() };
     if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());

@@ -91,7 +91,10 @@ pub trait Handler: 'static {
     /// The peer broke the protocol (the connection is being failed with `error.close_code()`) or a limit was hit.
     fn on_error(&mut self, ctx: &mut Ctx<'_>, error: &proto::ProtocolError) {}
     /// An outgoing (in-loop client) connection could not be established: TCP connect, the handshake, or
-    /// their timeout failed. No other callback is called for it.
+    /// their timeout failed; for a connection by URL or through a proxy also the URL, the name or the
+    /// proxy ([`ConnectError::Client`]). No other callback is called for it. A failure before the reactor
+    /// had the socket is reported on the thread that set it up (the caller's for a bad URL, else the
+    /// connect helper thread), which is why in-loop client handlers are `Send`.
     fn on_connect_error(&mut self, error: &ConnectError) {}
 }
 
@@ -109,6 +112,13 @@ pub enum ConnectError {
     ClosedDuringHandshake,
     /// The engine is stopping (or the reactor is at its connection limit) and took no new connection.
     Refused,
+    /// The connection failed before the reactor had a socket, with the error the blocking client gives
+    /// for the same failure: a bad URL ([`client::Error::InvalidUrl`](crate::client::Error::InvalidUrl)),
+    /// `wss://` ([`client::Error::TlsUnsupported`](crate::client::Error::TlsUnsupported)), the host's name
+    /// (`Resolve`, `Timeout(Operation::Resolve)`), the TCP connect (`Connect`, `Timeout(Operation::Connect)`)
+    /// or the proxy (`Proxy`). From [`Handle::connect_url`](super::Handle::connect_url),
+    /// [`client::connect_async`](crate::client::connect_async) and a connect through a proxy.
+    Client(crate::client::Error),
     /// The TLS handshake failed (a `wss://` connection, `ConnectOptions::tls`); `failure` says why
     /// (unknown CA, wrong host name, expired certificate, ...), `detail` is rustls' description.
     Tls {
@@ -127,12 +137,22 @@ impl std::fmt::Display for ConnectError {
             Self::Timeout => f.write_str("connect or handshake timed out (check the address and the server's load)"),
             Self::ClosedDuringHandshake => f.write_str("the server closed the connection during the handshake"),
             Self::Refused => f.write_str("the engine is stopping or at its connection limit"),
+            Self::Client(e) => e.fmt(f),
             Self::Tls { failure, detail } => write!(f, "TLS failed: {failure} ({detail})"),
         }
     }
 }
 
-impl std::error::Error for ConnectError {}
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            Self::Handshake(e) => Some(e),
+            Self::Client(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 /// Why a send through [`Ctx`] did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,7 @@
 //! ```
 
 mod config;
+mod dial;
 mod handler;
 mod handler_timers;
 mod handoff;
@@ -59,6 +60,7 @@ pub(crate) use tls::{
 pub use tls::{TlsConfig, TlsConfigBuilder, TlsError};
 
 use crate::broker::{Attached, Broker, BrokerSnapshot};
+use crate::client::Proxy;
 use crate::http::HttpHandler;
 use crate::metrics::{Counters, MetricsSnapshot};
 use crate::proto::handshake::UpgradeRequest;
@@ -222,7 +224,8 @@ impl RunningServer {
     }
 }
 
-/// Settings of one in-loop client connection ([`Handle::connect`]). Frame and message limits, ping
+/// Settings of one in-loop client connection ([`Handle::connect`], [`Handle::connect_url`],
+/// [`client::connect_async`](crate::client::connect_async)). Frame and message limits, ping
 /// interval and timeouts other than these two come from the engine's [`Config`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -233,8 +236,16 @@ pub struct ConnectOptions {
     /// Extra request headers (name, value).
     pub headers: Vec<(String, String)>,
     /// Local address to connect from (e.g. `127.0.0.2:0` to use another source address's ephemeral
-    /// ports). Default: chosen by the kernel.
+    /// ports), for the connections a reactor dials itself: [`Handle::connect`], and a proxy given by
+    /// address (not a helper thread's connect). Default: chosen by the kernel.
     pub local_addr: Option<SocketAddr>,
+    /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`. A proxy given by
+    /// address whose target needs no resolving by the client, on a connection without TLS, has its
+    /// handshake run by the reactor;
+    /// otherwise a helper thread opens the tunnel (blocking, within `timeout`) and the reactor takes the
+    /// stream over. A proxy's failure is [`ConnectError::Client`] with
+    /// [`client::Error::Proxy`](crate::client::Error::Proxy) either way.
+    pub proxy: Option<Proxy>,
     /// TLS (wss://) for this connection (feature `tls`): the server name sent (SNI) and verified is the
     /// host given to [`Handle::connect`] without its port. Default `None`: plain TCP (ws://).
     #[cfg(feature = "tls")]
@@ -251,6 +262,7 @@ impl Default for ConnectOptions {
             protocols: Vec::new(),
             headers: Vec::new(),
             local_addr: None,
+            proxy: None,
             #[cfg(feature = "tls")]
             tls: None,
             deflate: crate::proto::deflate::DeflateConfig::default(),
@@ -441,7 +453,9 @@ impl Handle {
     /// Opens an in-loop client connection to `addr` on one of the reactors (round robin) and returns at
     /// once. Success is reported through `handler.on_open`, failure through `handler.on_connect_error`;
     /// afterwards the handler is driven exactly like a server-side one. `host` is the `Host` header value
-    /// and `path_and_query` the request target (e.g. `/chat?room=1`).
+    /// and `path_and_query` the request target (e.g. `/chat?room=1`). With [`ConnectOptions::proxy`], the tunnel
+    /// to `addr` is opened first (in the loop for a proxy given by address, see
+    /// [`ConnectOptions::proxy`]); to reach a URL by name, use [`Handle::connect_url`].
     pub fn connect<H: Handler + Send>(
         &self,
         addr: SocketAddr,
@@ -452,8 +466,13 @@ impl Handle {
     ) {
         let reactors = self.shared.links.len().max(1);
         let reactor = self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
+        if let Some(proxy) = options.proxy.clone() {
+            return dial::through_proxy(self.clone(), proxy, addr, host, path_and_query, options, Box::new(handler));
+        }
         let request = Box::new(reactor::ClientStart {
             addr,
+            stream: None,
+            tunnel: None,
             host: host.to_owned(),
             path_and_query: path_and_query.to_owned(),
             options,

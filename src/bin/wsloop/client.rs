@@ -3,8 +3,8 @@
 //! answer.
 //!
 //! Exit status: 0 after a normal close (1000 or 1001, or a close frame without a code: 1005); 1 when
-//! no connection was made (bad URL or header, TCP or handshake failure); 2 when an open connection
-//! ended otherwise (another close code, a protocol error, a reset, a pong timeout).
+//! no connection was made (bad URL, header or proxy, TCP, proxy or handshake failure); 2 when an open
+//! connection ended otherwise (another close code, a protocol error, a reset, a pong timeout).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -14,14 +14,19 @@ use clap::Args;
 use wsloop::client::{self, ClientOptions, ClientSender, Error as ClientError, Message};
 use wsloop::proto::CloseCode;
 
-use crate::util::{duration, header};
+use crate::util::{duration, header, ProxyArgs};
 
 const AFTER_HELP: &str = "\
 Output: text messages are printed as they are, one per line; binary messages as lowercase hex, one \
 per line (or as raw bytes with --raw). Errors and, with -v, connection events go to stderr.
 
+Proxy: --proxy URL, else (unless --no-proxy) the environment as curl reads it: ws_proxy, http_proxy \
+(lowercase only), all_proxy for ws://; wss_proxy, https_proxy, all_proxy for wss://; no_proxy lists \
+hosts, domains, addresses and CIDR ranges to reach directly (* for all).
+
 Exit status: 0 after a normal close (1000 normal closure, 1001 going away, or 1005 a close frame \
-without a code); 1 when no connection was made (bad URL or header, TCP or handshake failure); 2 when \
+without a code); 1 when no connection was made (bad URL, header or proxy, TCP, proxy or handshake \
+failure); 2 when \
 the connection ended any other way (another close code, a protocol error, a reset, a pong timeout). \
 Command-line mistakes other than the URL and -H (an unknown flag, a bad duration) are reported by the \
 argument parser with status 2 before anything is attempted.";
@@ -66,6 +71,8 @@ pub(crate) struct ClientArgs {
     /// Report the connection, the chosen subprotocol and the close on stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
     #[command(flatten)]
     deflate: crate::util::DeflateArgs,
 }
@@ -183,6 +190,19 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
                 eprintln!("wsloop client: -H {e}");
                 return ExitCode::from(EXIT_CONNECT);
             }
+        }
+    }
+    match args.proxy.proxy_for(&args.url) {
+        Ok(Some(proxy)) => {
+            if args.verbose {
+                eprintln!("wsloop client: through proxy {proxy}");
+            }
+            options = options.proxy(proxy);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("wsloop client: {e}");
+            return ExitCode::from(EXIT_CONNECT);
         }
     }
     let client = match client::connect_with_callback(&args.url, options) {

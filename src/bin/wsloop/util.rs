@@ -137,6 +137,36 @@ mod tests {
     }
 }
 
+/// `--proxy URL` and `--no-proxy`, shared by `client` and `bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ProxyArgs {
+    /// Connect through this proxy: http://[user:password@]host[:port], socks5://... (local DNS) or
+    /// socks5h://... (the proxy resolves names). Overrides the environment (ws_proxy, http_proxy,
+    /// all_proxy, ...; wss_proxy, https_proxy for wss://) and NO_PROXY.
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long, conflicts_with = "proxy")]
+    pub(crate) no_proxy: bool,
+}
+
+impl ProxyArgs {
+    /// The proxy to use for `url`: `--proxy`, else none with `--no-proxy`, else the environment as curl
+    /// reads it ([`wsloop::client::Proxy::from_env`]).
+    pub(crate) fn proxy_for(&self, url: &str) -> Result<Option<wsloop::client::Proxy>, String> {
+        use wsloop::client::{Proxy, WsUrl};
+        if let Some(proxy) = &self.proxy {
+            return Proxy::parse(proxy).map(Some).map_err(|e| format!("--proxy {proxy}: {e}"));
+        }
+        if self.no_proxy {
+            return Ok(None);
+        }
+        // A bad URL is reported by the connect itself.
+        let Ok(parsed) = WsUrl::parse(url) else { return Ok(None) };
+        Proxy::from_env(&parsed).map_err(|e| format!("proxy from the environment: {e}"))
+    }
+}
+
 /// The permessage-deflate flags shared by `serve`, `client`, `bench` and `autobahn-client`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct DeflateArgs {

@@ -14,6 +14,7 @@ use crate::proto::handshake::{ClientHandshake, ClientRequest, UpgradeResponse};
 use crate::proto::{Connection, ConnectionConfig, Role};
 
 use super::super::error::{Error, Operation};
+use super::super::proxy::{open_tunnel, Proxy};
 use super::super::url::{Host, WsUrl};
 use super::link::{Link, LinkState};
 use super::options::ClientOptions;
@@ -31,8 +32,12 @@ pub(super) struct Opened {
 /// The addresses of `url`'s host: IP literals as they are; a name through the system resolver, given at most
 /// `timeout` (the resolver itself has none).
 pub(super) fn resolve(url: &WsUrl, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
-    let port = url.port();
-    match url.host() {
+    resolve_host(url.host(), url.port(), timeout)
+}
+
+/// The addresses of `host` at `port` (see [`resolve`]); never empty.
+pub(crate) fn resolve_host(host: &Host, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
+    match host {
         Host::Ipv4(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Ipv6(ip) => Ok(vec![SocketAddr::from((*ip, port))]),
         Host::Domain(name) => {
@@ -94,6 +99,16 @@ pub(super) fn tcp_connect(url: &WsUrl, timeout: Duration) -> Result<TcpStream, E
         Some(_) if all_timed_out => Err(Error::Timeout(Operation::Connect)),
         Some((addr, source)) => Err(Error::Connect { addr, source }),
         None => Err(Error::Timeout(Operation::Connect)),
+    }
+}
+
+/// A connected TCP stream to `url`'s host and port, directly or through `proxy`: the one place a client
+/// gets its stream (a TLS layer wraps what this returns). Direct: `timeout` per address tried; through a
+/// proxy: `timeout` for everything up to the open tunnel.
+pub(crate) fn connect_stream(url: &WsUrl, timeout: Duration, proxy: Option<&Proxy>) -> Result<TcpStream, Error> {
+    match proxy {
+        None => tcp_connect(url, timeout),
+        Some(proxy) => open_tunnel(proxy, url.host(), url.port(), timeout),
     }
 }
 
@@ -179,7 +194,7 @@ pub(super) fn secure(tcp: TcpStream, url: &WsUrl, options: &ClientOptions) -> Re
 
 pub(super) fn open(url: &str, options: &ClientOptions) -> Result<Opened, Error> {
     let parsed = WsUrl::parse(url).map_err(|reason| Error::InvalidUrl { url: url.to_owned(), reason })?;
-    let tcp = tcp_connect(&parsed, options.connect_timeout)?;
+    let tcp = connect_stream(&parsed, options.connect_timeout, options.proxy.as_ref())?;
     tcp.set_nodelay(options.nodelay)?;
     let stream = secure(tcp, &parsed, options)?;
     let (response, leftover) = handshake(&stream, &parsed, options)?;

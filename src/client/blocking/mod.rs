@@ -23,6 +23,8 @@ mod pull;
 mod reader;
 mod stream;
 
+pub(crate) use connect::{connect_stream, resolve_host};
+
 pub use callback::{connect_with_callback, CallbackClient, ClientSender};
 pub use options::{ClientOptions, CloseInfo, ExtensionFactory, Message, MessageCallback};
 pub use pull::{connect, with_connection, Client};

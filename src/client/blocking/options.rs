@@ -16,6 +16,7 @@ use crate::proto::negotiate::ExtensionOffer;
 use crate::proto::{CloseCode, ConnectionConfig, Extension};
 
 use super::super::error::Error;
+use super::super::proxy::Proxy;
 use super::callback::ClientSender;
 
 /// The callback of [`ClientOptions::on_message`]: called on the reader thread with a sender for
@@ -140,6 +141,11 @@ pub struct ClientOptions {
     /// A collector to feed: connections opened and closed (by code), messages sent and received (by kind
     /// and size). Default `None`.
     pub metrics: Option<Arc<MetricsCollector>>,
+    /// Reach the server through this proxy (HTTP `CONNECT` or SOCKS5). Default `None`: connect directly
+    /// (the environment is not read; [`Proxy::from_env`] does that). With a proxy, `connect_timeout`
+    /// bounds everything up to the open tunnel: the proxy's name, its TCP connect and its handshake. A
+    /// proxy that refuses, times out or answers garbage fails with [`Error::Proxy`], which names it.
+    pub proxy: Option<Proxy>,
     /// TLS settings for `wss://` URLs (feature `tls`). Default `None`: [`ClientTls::default`], the
     /// Mozilla root CAs and one process-wide session cache. The host name is always verified; the TLS
     /// handshake gets its own `handshake_timeout`, failing with
@@ -171,6 +177,7 @@ impl Default for ClientOptions {
             handshake_limits: HandshakeLimits::default(),
             on_message: None,
             metrics: None,
+            proxy: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -196,6 +203,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("handshake_limits", &self.handshake_limits)
             .field("on_message", &self.on_message.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -204,6 +212,13 @@ impl ClientOptions {
     /// Sets [`ClientOptions::metrics`]: the connection feeds this collector.
     pub fn metrics(mut self, collector: Arc<MetricsCollector>) -> Self {
         self.metrics = Some(collector);
+        self
+    }
+
+    /// Sets [`ClientOptions::proxy`].
+    #[must_use]
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 

@@ -39,10 +39,16 @@ pub struct Client {
 
 /// Connects to `url` (`ws://host[:port]/path?query`) and performs the opening handshake.
 ///
-/// Resolves the host, tries each address with [`ClientOptions::connect_timeout`], then runs the
-/// handshake within [`ClientOptions::handshake_timeout`]. Frames the server sent right after its 101
+/// Resolves the host, tries each address with [`ClientOptions::connect_timeout`] (or opens a tunnel
+/// through [`ClientOptions::proxy`]), then runs the handshake within
+/// [`ClientOptions::handshake_timeout`]. Frames the server sent right after its 101
 /// response are kept and returned by the first reads. `wss://` URLs fail with
 /// [`Error::TlsUnsupported`]. [`ClientOptions::on_message`] is ignored (see [`connect_with_callback`]).
+///
+/// A [`Client`] has no thread of its own: pings are answered and keepalive pings
+/// ([`ClientOptions::ping_interval`]) sent only while it reads ([`Client::read_message`],
+/// [`Client::wait_for_close`], [`Client::poll`]). Between reads nothing is sent; call [`Client::poll`]
+/// now and then to keep pinging, or use [`connect_with_callback`], whose reader thread reads all the time.
 pub fn connect(url: &str, options: ClientOptions) -> Result<Client, Error> {
     let opened = open(url, &options)?;
     Ok(Client {
@@ -87,6 +93,22 @@ impl Client {
     pub fn read_message(&mut self, timeout: Option<Duration>) -> Result<Message, Error> {
         let deadline = timeout.or(self.read_timeout).map(|t| Instant::now() + t);
         self.reader.next_message(&self.link, deadline, false, None)
+    }
+
+    /// Does what a read does, without waiting: takes what arrived, answers pings, consumes pongs, sends the
+    /// keepalive ping when one is due ([`ClientOptions::ping_interval`]) and notices a pong timeout.
+    /// Returns a message that is complete, `None` when there is none (the connection stays usable).
+    ///
+    /// Keepalive runs only while the client reads: inside [`Client::read_message`],
+    /// [`Client::wait_for_close`] and this call. A client that only sends, or waits on something else
+    /// between reads, calls `poll` every so often (more often than the ping interval) to keep pinging.
+    /// Errors: those of [`Client::read_message`], except the read timeout.
+    pub fn poll(&mut self) -> Result<Option<Message>, Error> {
+        match self.read_message(Some(Duration::ZERO)) {
+            Ok(message) => Ok(Some(message)),
+            Err(Error::Timeout(Operation::Read)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a close frame with `code` (one allowed on the wire, else [`Error::Send`]) and `reason`

@@ -18,6 +18,7 @@ use crate::proto::{encode_frame, CloseCode, Connection, OpCode, Role};
 
 use super::super::handler::{ConnId, ConnInfo};
 use super::super::handoff::AcceptedUpgrade;
+use super::super::rate_limit::ConnRate;
 use super::super::transport::Transport;
 use super::super::Handle;
 use super::calls::{invoke, Env, EnvParts};
@@ -79,7 +80,9 @@ impl Reactor {
         if let Some((agreed, _)) = deflate {
             proto.add_extension(PerMessageDeflate::boxed(Role::Server, &agreed, &self.config.deflate));
         }
-        let open = OpenConn::new(proto, handler, info);
+        let mut open = OpenConn::new(proto, handler, info);
+        // The message and byte rate limits of a connection the engine accepted (`upgrade::accept`).
+        open.set_rate(ConnRate::new(self.config.message_rate, self.config.byte_rate, self.now));
         let inbound = (!already_read.is_empty()).then(|| {
             let mut buf = InboundBuf::from_vec(self.pool.take_for(already_read.len()));
             buf.append(&already_read);

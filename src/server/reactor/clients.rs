@@ -1,6 +1,7 @@
 //! In-loop clients: outgoing connections the reactor opens and drives with the same `Handler` trait.
 //!
-//! Owns: the non-blocking connect, writing the upgrade request once TCP connects, and reporting a
+//! Owns: the non-blocking connect (or taking over a stream connected off the reactor: see
+//! `server::dial`), writing the upgrade request once TCP connects, and reporting a
 //! failure before the upgrade (`on_connect_error`). The 101 itself is checked by the upgrade room through
 //! [`ClientHandshake`]. Never touches: frames after the upgrade.
 
@@ -10,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use mio::net::TcpStream;
 
+use crate::client::{Error, ProxyError, Tunnel};
 use crate::metrics::Counters;
 use crate::proto::handshake::{ClientHandshake, ClientRequest};
 use crate::proto::CloseCode;
@@ -17,7 +19,7 @@ use crate::proto::CloseCode;
 use super::super::handler::{ConnectError, Handler};
 use super::super::transport::Transport;
 use super::super::Handle;
-use super::conn::{PendingClient, Phase};
+use super::conn::{PendingClient, PendingTunnel, Phase};
 use super::{millis, ClientStart, Reactor};
 
 /// Starts a non-blocking TCP connect to `addr`, from `local` when given (e.g. another 127.0.0.x address to
@@ -36,6 +38,20 @@ fn connect_nonblocking(addr: SocketAddr, local: Option<SocketAddr>) -> io::Resul
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
+}
+
+/// While a proxy tunnel is still being opened, a failure is the proxy's: the same `Error::Proxy` a blocking
+/// client reports. `connecting`: TCP to the proxy is not up yet.
+fn through_proxy(tunnel: Option<&PendingTunnel>, connecting: bool, error: ConnectError) -> ConnectError {
+    let Some(tunnel) = tunnel else { return error };
+    let kind = match error {
+        ConnectError::Io(e) if connecting => ProxyError::Connect(e),
+        ConnectError::Io(e) => ProxyError::Io(e),
+        ConnectError::Timeout => ProxyError::Timeout,
+        ConnectError::ClosedDuringHandshake => ProxyError::Closed,
+        other => return other,
+    };
+    ConnectError::Client(Error::Proxy { proxy: tunnel.proxy.clone(), kind })
 }
 
 /// Plain TCP, or with `options.tls` a client TLS session for `host` (its port, if any, dropped).
@@ -68,7 +84,7 @@ fn host_without_port(host: &str) -> &str {
 impl Reactor {
     /// Starts an in-loop client connection: non-blocking TCP connect, request written once connected.
     pub(super) fn start_client(&mut self, start: ClientStart) {
-        let ClientStart { addr, host, path_and_query, options, handler } = start;
+        let ClientStart { addr, stream, tunnel, host, path_and_query, options, handler } = start;
         let mut handler: Box<dyn Handler> = handler;
         let counters = self.counters.clone();
         let fail = |handler: &mut Box<dyn Handler>, error: ConnectError| {
@@ -94,9 +110,19 @@ impl Reactor {
             Ok(handshake) => handshake,
             Err(e) => return fail(&mut handler, ConnectError::Handshake(e)),
         };
-        let stream = match connect_nonblocking(addr, options.local_addr) {
+        let tunnel = tunnel.map(|(proxy, target)| {
+            let mut first = Vec::new();
+            let machine = Tunnel::start(&proxy, &target, &mut first);
+            Box::new(PendingTunnel { machine, first, proxy: proxy.to_string() })
+        });
+        let connected = match stream {
+            // Registered like a connecting socket: its first writable event sends the request.
+            Some(stream) => stream.set_nonblocking(true).map(|()| TcpStream::from_std(stream)),
+            None => connect_nonblocking(addr, options.local_addr),
+        };
+        let stream = match connected {
             Ok(stream) => stream,
-            Err(e) => return fail(&mut handler, ConnectError::Io(e)),
+            Err(e) => return fail(&mut handler, through_proxy(tunnel.as_deref(), true, ConnectError::Io(e))),
         };
         let transport = match client_transport(stream, &req.host, &options) {
             Ok(transport) => transport,
@@ -109,6 +135,7 @@ impl Reactor {
             path_and_query,
             timeout_ms: millis(options.timeout),
             deflate: options.deflate,
+            tunnel,
         };
         if let Err((e, Phase::Connecting(mut pending))) =
             self.insert_conn(transport, Phase::Connecting(Box::new(pending)), None)
@@ -130,7 +157,12 @@ impl Reactor {
             Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
         }
         let Phase::Connecting(mut pending) = std::mem::replace(&mut conn.phase, Phase::Rejected) else { return };
-        self.calls.cork.extend_from_slice(&std::mem::take(&mut pending.request));
+        // Through a proxy, its handshake goes first; the request follows once the tunnel is open.
+        let first = match &mut pending.tunnel {
+            Some(tunnel) => std::mem::take(&mut tunnel.first),
+            None => std::mem::take(&mut pending.request),
+        };
+        self.calls.cork.extend_from_slice(&first);
         conn.phase = Phase::AwaitingResponse(pending);
         self.flush(slot, handle);
     }
@@ -142,7 +174,9 @@ impl Reactor {
             self.wheel.cancel(key);
         }
         let _ = self.poll.registry().deregister(conn.transport.source());
+        let connecting = matches!(conn.phase, Phase::Connecting(_));
         if let Phase::Connecting(pending) | Phase::AwaitingResponse(pending) = &mut conn.phase {
+            let error = through_proxy(pending.tunnel.as_deref(), connecting, error);
             if catch_unwind(AssertUnwindSafe(|| pending.handler.on_connect_error(&error))).is_err() {
                 Counters::add(&self.counters.handler_panics, 1);
             }

@@ -25,6 +25,18 @@ pub(super) struct PendingClient {
     pub(super) timeout_ms: u64,
     /// permessage-deflate as offered, to check the answer against.
     pub(super) deflate: crate::proto::deflate::DeflateConfig,
+    /// A proxy tunnel to open first (the socket connects to the proxy); `None` once open, or without a
+    /// proxy.
+    pub(super) tunnel: Option<Box<PendingTunnel>>,
+}
+
+/// A proxy handshake an in-loop client runs before its upgrade request (sans-IO, `client::Tunnel`).
+pub(super) struct PendingTunnel {
+    pub(super) machine: crate::client::Tunnel,
+    /// The first bytes for the proxy, written once TCP connects.
+    pub(super) first: Vec<u8>,
+    /// The proxy, as errors name it (its URL without credentials).
+    pub(super) proxy: String,
 }
 
 /// Where a connection stands.

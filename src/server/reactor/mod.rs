@@ -95,6 +95,11 @@ pub(crate) enum Command {
 /// An in-loop client connection to open.
 pub(crate) struct ClientStart {
     pub(crate) addr: SocketAddr,
+    /// A stream already connected (through a proxy, or by a helper thread that resolved the host); `None`:
+    /// the reactor connects to `addr` itself.
+    pub(crate) stream: Option<std::net::TcpStream>,
+    /// A tunnel to open through a proxy first, in the loop: `addr` is then the proxy's address.
+    pub(crate) tunnel: Option<(crate::client::Proxy, crate::client::Target)>,
     pub(crate) host: String,
     pub(crate) path_and_query: String,
     pub(crate) options: super::ConnectOptions,

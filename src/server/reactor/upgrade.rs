@@ -23,6 +23,7 @@ use super::super::router::Router;
 use super::super::Handle;
 use super::calls::{invoke, Env};
 use super::conn::{count_as, OpenConn, PendingClient, Phase};
+use crate::client::{Progress, ProxyError};
 
 /// The reactor parts an upgrade needs.
 pub(super) struct Upgrade<'a> {
@@ -116,6 +117,31 @@ pub(super) fn client_response(
         return (0, false);
     };
     let mut pending = pending;
+    if let Some(mut tunnel) = pending.tunnel.take() {
+        let kind = match tunnel.machine.feed(buf, env.writer.cork) {
+            Ok(Progress::NeedMore) => {
+                pending.tunnel = Some(tunnel);
+                *phase = Phase::AwaitingResponse(pending);
+                return (buf.len(), false);
+            }
+            Ok(Progress::Done { used }) if used == buf.len() => {
+                // The tunnel is open: the upgrade request goes through it now.
+                env.writer.cork.extend_from_slice(&std::mem::take(&mut pending.request));
+                *phase = Phase::AwaitingResponse(pending);
+                return (buf.len(), false);
+            }
+            Ok(Progress::Done { .. }) => {
+                ProxyError::Malformed("bytes after the proxy's answer, before any request".into())
+            }
+            Err(kind) => kind,
+        };
+        let mut handler = pending.handler;
+        let error = ConnectError::Client(crate::client::Error::Proxy { proxy: tunnel.proxy, kind });
+        if catch_unwind(AssertUnwindSafe(|| handler.on_connect_error(&error))).is_err() {
+            Counters::add(&env.counters.handler_panics, 1);
+        }
+        return (buf.len(), false);
+    }
     let fed = pending.handshake.feed(buf).and_then(|done| match done {
         Some((response, consumed)) => {
             let extension = deflate::client_extension(&pending.deflate, &response.extensions)?;
