@@ -11,6 +11,7 @@
 //! - [`server`]: the reactor engine: per-core mio loops serving connections through [`server::Handler`]s.
 //! - [`metrics`]: per-reactor counters, snapshots, rates, a text table and Prometheus text.
 //! - [`http`]: plain HTTP/1.1 requests on the WebSocket port (health, metrics, an application handler).
+//! - `integrations` (features `hyper`, `axum`): a WebSocket route on an existing hyper or axum app.
 //! - [`client`]: a blocking WebSocket client (pull style and callback style) on the same protocol core, a
 //!   connection pool, per-host circuit breakers and a reconnecting client.
 //! - [`broker`]: topics shared by many nodes through a message broker (Redis pub/sub with the `redis`
@@ -24,13 +25,15 @@
 //! - `cli` (default): the `wsloop` binary and its dependencies (clap, env_logger, signal-hook,
 //!   hdrhistogram, indicatif, serde_json). It adds nothing to the library; an embedder can use
 //!   `default-features = false, features = ["metrics"]`.
-//!
+//! - `hyper`: `integrations::hyper`, a WebSocket route on a hyper 1 server whose socket the engine
+//!   adopts after hyper sent the engine's 101. `axum` (implies `hyper`): `integrations::axum`, an
+//!   extractor and a handler an axum app mounts like any route.
 //! - `tls` (default; `cli` turns it on): `wss://` on the server and in every client, with rustls and
 //!   the ring provider: `server::TlsConfig`, `client::ClientTls`, `Config::tls`, `ClientOptions::tls`,
 //!   `ConnectOptions::tls` (see `docs/tls.md`). Without it a `wss://` URL is `Error::TlsUnsupported`.
 //!
 //! Items that exist only with a feature carry a banner saying so in the documentation built by docs.rs
-//! (`--cfg docsrs`); `tls` gates the TLS types and fields.
+//! (`--cfg docsrs`); `tls` gates the TLS types and fields, `hyper` and `axum` their `integrations` modules.
 //!
 //! # Lints
 //!
@@ -43,6 +46,9 @@ pub mod broker;
 pub mod buf;
 pub mod client;
 pub mod http;
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod integrations;
 pub mod metrics;
 pub mod proto;
 pub mod server;

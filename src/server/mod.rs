@@ -27,6 +27,7 @@ mod config;
 mod dial;
 mod handler;
 mod handler_timers;
+mod handoff;
 mod ip_limits;
 mod rate_limit;
 mod reactor;
@@ -49,6 +50,7 @@ use bytes::Bytes;
 
 pub use config::{BackpressurePolicy, Config};
 pub use handler::{ConnId, ConnectError, Ctx, Handler, Message, SendError};
+pub use handoff::{AcceptedUpgrade, UpgradeRefusal};
 pub use rate_limit::{RateLimit, RateLimitPolicy};
 #[cfg(feature = "tls")]
 pub(crate) use tls::{
@@ -164,6 +166,8 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared {
+            config,
+            router,
             counters: links.iter().map(|l| l.counters.clone()).collect(),
             links,
             broker,
@@ -291,6 +295,9 @@ impl Reactors {
 }
 
 struct Shared {
+    /// What [`Handle::accept_upgrade`] checks a request parsed elsewhere against.
+    config: Arc<Config>,
+    router: Arc<Router>,
     links: Vec<ReactorLink>,
     broker: Option<Attached>,
     counters: Vec<Arc<Counters>>,
@@ -320,6 +327,12 @@ impl Handle {
                 }
             }
         }
+    }
+
+    /// The next reactor, round robin (in-loop clients and adopted sockets).
+    fn next_reactor(&self) -> usize {
+        let reactors = self.shared.links.len().max(1);
+        self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors
     }
 
     fn send_all(&self, make: impl Fn() -> Command) {
@@ -473,9 +486,7 @@ impl Handle {
     /// over and completes the upgrade as if it had accepted the connection itself; a request it cannot
     /// upgrade is answered as usual (400, 404, 426, ...). Returns at once.
     pub fn adopt(&self, stream: std::net::TcpStream, already_read: Vec<u8>) {
-        let reactors = self.shared.links.len().max(1);
-        let reactor = self.shared.next_client_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
-        self.send(reactor, Command::Adopt(stream, already_read));
+        self.send(self.next_reactor(), Command::Adopt(stream, already_read));
     }
 
     /// The counters of every reactor, summed.

@@ -1,78 +1,60 @@
-//! An axum application that serves HTTP and hands WebSocket sockets to a wsloop engine.
+//! An axum application that serves HTTP and hands WebSocket connections to a wsloop engine.
 //!
-//! Each accepted connection is peeked at: a WebSocket upgrade for a path under `/ws` is read up to the end
-//! of its request head and handed, with those bytes, to the wsloop engine (`Handle::adopt`), which
-//! completes the upgrade on one of its reactors. Everything else is served by axum through hyper.
+//! [`app`] is the way to do it: `/ws` is an ordinary axum route (`get(wsloop_upgrade)`), so the app's
+//! layers and extractors run first; wsloop checks the upgrade, computes the 101, and takes the socket
+//! over once hyper has sent it (`wsloop::integrations::axum`). `/me/ws` shows a handler made in the
+//! route from what a layer attached (a user name).
+//!
+//! [`peek`] is the zero-overhead alternative for an app that routes WebSockets by path only: it looks at
+//! each new connection before hyper does and hands upgrade requests for `/ws` to wsloop untouched, so
+//! no middleware runs for them.
 
-use std::io;
+pub mod peek;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use wsloop::server::Handle;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use wsloop::integrations::axum::{wsloop_upgrade, WsloopUpgrade};
+use wsloop::server::{Ctx, Handle, Handler};
 
-/// The axum side: plain HTTP routes.
-pub fn app() -> axum::Router {
-    axum::Router::new().route("/hello", axum::routing::get(|| async { "hello from axum\n" }))
-}
+/// The user a request authenticated as (`?user=` here; a real app reads a session or a token).
+#[derive(Clone, Debug)]
+pub struct User(pub String);
 
-/// Whether a (possibly partial) request head asks for a WebSocket upgrade on a `/ws` path.
-pub fn is_websocket_request(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let path = request_line.split(' ').nth(1).unwrap_or_default();
-    let upgrade = lines.any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("upgrade") && value.to_ascii_lowercase().contains("websocket")
-        })
-    });
-    (path == "/ws" || path.starts_with("/ws/") || path.starts_with("/ws?")) && upgrade
-}
+/// Greets its user, then stays open.
+#[derive(Debug)]
+pub struct Greeter(pub String);
 
-/// Accepts connections forever, routing each one to wsloop or axum.
-pub async fn serve(listener: TcpListener, engine: Handle, app: axum::Router) -> io::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let engine = engine.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            if let Err(e) = route(stream, engine, app).await {
-                eprintln!("connection failed: {e}");
-            }
-        });
+impl Handler for Greeter {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx.send_text(&format!("hello {}", self.0));
     }
 }
 
-async fn route(mut stream: TcpStream, engine: Handle, app: axum::Router) -> io::Result<()> {
-    // Peek until the request head is complete (or the peek buffer is full).
-    let mut peeked = vec![0u8; 8192];
-    let seen = loop {
-        let seen = stream.peek(&mut peeked).await?;
-        if seen == 0 || seen == peeked.len() || peeked[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
-            break seen;
+async fn authenticate(mut request: Request, next: Next) -> Response {
+    let user = request.uri().query().and_then(|q| q.strip_prefix("user=")).map(str::to_owned);
+    match user {
+        Some(user) => {
+            request.extensions_mut().insert(User(user));
+            next.run(request).await
         }
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    };
-    if is_websocket_request(&peeked[..seen]) {
-        // Read the head for real (it and anything behind it go to wsloop), then hand the socket over.
-        let mut already_read = Vec::with_capacity(seen);
-        let mut chunk = [0u8; 4096];
-        while !already_read.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            already_read.extend_from_slice(&chunk[..n]);
-        }
-        engine.adopt(stream.into_std()?, already_read);
-        return Ok(());
+        None => (StatusCode::UNAUTHORIZED, "who are you?\n").into_response(),
     }
-    let service = TowerToHyperService::new(app);
-    Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+async fn me(upgrade: WsloopUpgrade, Extension(User(name)): Extension<User>) -> Response {
+    upgrade.on_upgrade(move |_request| Greeter(name))
+}
+
+/// The app: `/hello` is plain axum, `/ws` goes to the engine's route for `/ws`, `/me/ws` to a handler
+/// made from the authenticated user.
+pub fn app(engine: Handle) -> Router {
+    Router::new()
+        .route("/hello", get(|| async { "hello from axum\n" }))
+        .route("/ws", get(wsloop_upgrade))
+        .route("/me/ws", get(me).route_layer(middleware::from_fn(authenticate)))
+        .with_state(engine)
 }

@@ -1,5 +1,6 @@
 //! `cargo run` (in examples/axum-handoff): axum on 127.0.0.1:8080 serves `/hello`; WebSocket upgrades
-//! to `/ws` are handed to a wsloop engine that echoes.
+//! to `/ws` (echo) and `/me/ws?user=NAME` (a greeting, after an auth layer) are handed to a wsloop
+//! engine after axum's routing and middleware ran.
 
 use wsloop::server::{Config, Ctx, Handler, Message, Server};
 
@@ -21,5 +22,5 @@ async fn main() -> std::io::Result<()> {
     let engine = engine.start_without_listeners()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     println!("axum on http://127.0.0.1:8080/hello, WebSockets on ws://127.0.0.1:8080/ws (served by wsloop)");
-    axum_handoff::serve(listener, engine.handle(), axum_handoff::app()).await
+    axum::serve(listener, axum_handoff::app(engine.handle())).await
 }

@@ -174,7 +174,7 @@ impl HandshakeError {
 
     /// The short body sent to the peer by [`error_response`]. Fixed text: nothing the peer sent is
     /// echoed back.
-    pub(super) fn public_message(&self) -> &'static str {
+    pub fn public_message(&self) -> &'static str {
         match self {
             Self::HeadTooLarge { .. } => "The request head is too large.\n",
             Self::TooManyHeaders { .. } => "The request has too many headers.\n",

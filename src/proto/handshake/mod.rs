@@ -24,7 +24,7 @@ use headers::find_header;
 
 pub use client::{parse_response, write_request, write_request_with_nonce, ClientHandshake, ClientRequest};
 pub use error::HandshakeError;
-pub use server::{error_response, parse_request, plain_response, write_response, ServerHandshake};
+pub use server::{error_response, parse_request, plain_response, validate_request, write_response, ServerHandshake};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;

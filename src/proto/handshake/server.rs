@@ -32,20 +32,36 @@ pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(Upg
         httparse::Status::Partial => return incomplete(buf, limits),
     };
     let headers = owned_headers(req.headers);
+    // httparse fills method, path and version on a complete parse; be defensive anyway.
+    let request = validate_request(
+        req.method.unwrap_or_default(),
+        req.version.unwrap_or(0),
+        req.path.unwrap_or_default(),
+        headers,
+    )?;
+    Ok(Some((request, n)))
+}
 
+/// Validates an upgrade request whose head another HTTP parser already read (an HTTP server that
+/// hands the connection over, see `Handle::adopt_upgraded`): `method`, the HTTP/1 minor version,
+/// the request target and every header in order. The checks and their order are exactly those of
+/// [`parse_request`] after the HTTP syntax (so [`HandshakeError::NotUpgrade`] comes first); limits
+/// are the caller's (see [`ServerHandshake::parse_parts`]).
+pub fn validate_request(
+    method: &str,
+    minor: u8,
+    target: &str,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<UpgradeRequest, HandshakeError> {
     if !lists_token(&headers, "Upgrade", "websocket") {
         return Err(HandshakeError::NotUpgrade);
     }
-    // httparse fills method, path and version on a complete parse; be defensive anyway.
-    let method = req.method.unwrap_or_default();
     if method != "GET" {
         return Err(HandshakeError::MethodNotAllowed { method: method.to_owned() });
     }
-    let minor = req.version.unwrap_or(0);
     if minor != 1 {
         return Err(HandshakeError::UnsupportedHttpVersion { minor });
     }
-    let target = req.path.unwrap_or_default();
     let Some((path, query)) = split_target(target) else {
         return Err(HandshakeError::InvalidTarget { target: target.to_owned() });
     };
@@ -75,7 +91,7 @@ pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(Upg
     let extensions = parse_extension_headers(&headers)?;
     let origin = single_header(&headers, "Origin")?.map(str::to_owned);
 
-    Ok(Some((UpgradeRequest { path, query, host, key, protocols, extensions, origin, headers }, n)))
+    Ok(UpgradeRequest { path, query, host, key, protocols, extensions, origin, headers })
 }
 
 /// The reason phrase for the statuses this module writes.
@@ -201,6 +217,33 @@ impl ServerHandshake {
     /// [`error_response`]).
     pub fn parse(&self, buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
         parse_request(buf, &self.limits)
+    }
+
+    /// Validates a request head another HTTP parser read (see [`validate_request`]) within these
+    /// limits: more than `max_headers` headers fail with [`HandshakeError::TooManyHeaders`], and a
+    /// head whose HTTP/1.1 form (request line, `name: value` lines, blank line) is longer than
+    /// `max_head_bytes` with [`HandshakeError::HeadTooLarge`], as [`ServerHandshake::parse`] would.
+    pub fn parse_parts(
+        &self,
+        method: &str,
+        minor: u8,
+        target: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<UpgradeRequest, HandshakeError> {
+        if headers.len() > self.limits.max_headers {
+            return Err(HandshakeError::TooManyHeaders { limit: self.limits.max_headers });
+        }
+        // "GET /t HTTP/1.1\r\n", each "name: value\r\n", then "\r\n".
+        let head = method.len()
+            + 1
+            + target.len()
+            + 11
+            + headers.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum::<usize>()
+            + 2;
+        if head > self.limits.max_head_bytes {
+            return Err(HandshakeError::HeadTooLarge { limit: self.limits.max_head_bytes });
+        }
+        validate_request(method, minor, target, headers)
     }
 
     /// Writes the 101 answer to `request` into `out`, with the chosen subprotocol and extensions.

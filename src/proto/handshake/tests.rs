@@ -887,3 +887,53 @@ fn client_handshake_rejects_a_wrong_accept_and_an_endless_head() {
     }
     assert_eq!(result.unwrap_err(), HandshakeError::HeadTooLarge { limit: 64 });
 }
+
+/// Splits a complete head the way another HTTP parser would hand it over.
+fn parts_of(buf: &[u8]) -> (String, u8, String, Vec<(String, Vec<u8>)>) {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut slots);
+    assert!(req.parse(buf).unwrap().is_complete());
+    let headers = req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+    (req.method.unwrap().to_owned(), req.version.unwrap(), req.path.unwrap().to_owned(), headers)
+}
+
+#[test]
+fn parse_parts_judges_a_head_parsed_elsewhere_as_parse_does() {
+    let heads = [
+        request_with("Sec-WebSocket-Protocol: chat, superchat\r\nOrigin: https://a.example\r\n"),
+        base_with("Sec-WebSocket-Key", None),
+        base_with("Sec-WebSocket-Version", Some("Sec-WebSocket-Version: 8")),
+        base_with("Upgrade", None),
+        base_with("Connection", Some("Connection: keep-alive")),
+        base_with("Host", None),
+        request_lines("POST / HTTP/1.1", &BASE),
+        request_lines("GET / HTTP/1.0", &BASE),
+        request_with("Content-Length: 5\r\n"),
+    ];
+    let handshake = ServerHandshake::default();
+    for head in heads {
+        let (method, minor, target, headers) = parts_of(&head);
+        let elsewhere = handshake.parse_parts(&method, minor, &target, headers);
+        let here = handshake.parse(&head).map(|r| r.map(|(request, _)| request));
+        assert_eq!(elsewhere.map(Some), here, "{}", String::from_utf8_lossy(&head));
+    }
+}
+
+#[test]
+fn parse_parts_applies_the_head_limits_at_the_same_sizes() {
+    let head = request_with("");
+    let exact = HandshakeLimits { max_head_bytes: head.len(), max_headers: 5 };
+    let (method, minor, target, headers) = parts_of(&head);
+    let handshake = ServerHandshake::new(exact);
+    assert!(handshake.parse(&head).unwrap().is_some());
+    assert!(handshake.parse_parts(&method, minor, &target, headers.clone()).is_ok());
+    let short = ServerHandshake::new(HandshakeLimits { max_head_bytes: head.len() - 1, ..exact });
+    assert_eq!(short.parse(&head), Err(HandshakeError::HeadTooLarge { limit: head.len() - 1 }));
+    assert_eq!(
+        short.parse_parts(&method, minor, &target, headers.clone()),
+        Err(HandshakeError::HeadTooLarge { limit: head.len() - 1 })
+    );
+    let few = ServerHandshake::new(HandshakeLimits { max_headers: 4, ..exact });
+    assert_eq!(few.parse(&head), Err(HandshakeError::TooManyHeaders { limit: 4 }));
+    assert_eq!(few.parse_parts(&method, minor, &target, headers), Err(HandshakeError::TooManyHeaders { limit: 4 }));
+}

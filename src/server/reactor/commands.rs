@@ -1,7 +1,7 @@
 //! Commands, broadcast and topics: work that reaches connections other than the one being served.
 //!
 //! Owns: draining the command channel other threads write to (broadcast, publish, send to an id, close,
-//! connect, adopt, stop), the per-reactor topic map, and carrying out what a callback deferred
+//! connect, adopt, count a refusal, stop), the per-reactor topic map, and carrying out what a callback deferred
 //! (subscriptions, its handler timer, broadcasts and publishes, which go to the other reactors too).
 //! Never touches: parsing, the socket (frames go through the write path's `queue_frame`).
 
@@ -60,6 +60,10 @@ impl Reactor {
                 }
                 Ok(Command::Connect(start)) => self.start_client(*start),
                 Ok(Command::Adopt(stream, already_read)) => self.adopt(stream, already_read, handle),
+                Ok(Command::AdoptUpgraded(stream, upgrade, already_read)) => {
+                    self.adopt_upgraded(stream, *upgrade, already_read, handle);
+                }
+                Ok(Command::CountRefusal(kind)) => self.counters.record_handshake_failure(kind),
                 Ok(Command::Stop) => self.begin_stop(handle),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }

@@ -14,11 +14,13 @@
 //! | [`upgrade`] | plain HTTP and the opening handshake (server side and in-loop clients) |
 //! | [`commands`] | the command channel, broadcast, topics, deferred work |
 //! | [`clients`] | in-loop clients: connect, request, connect errors |
+//! | [`adopt`] | connections whose upgrade another HTTP server completed |
 //! | [`timers`] | the wheel timer per connection (driven by the protocol core) and handler timers |
 //!
 //! Every byte goes through the connection's [`Transport`](super::transport::Transport).
 
 mod admit;
+mod adopt;
 mod calls;
 mod clients;
 mod commands;
@@ -83,6 +85,10 @@ pub(crate) enum Command {
     Close(ConnId, CloseCode, String),
     Connect(Box<ClientStart>),
     Adopt(std::net::TcpStream, Vec<u8>),
+    /// A socket whose upgrade another HTTP server completed (`Handle::adopt_upgraded`).
+    AdoptUpgraded(std::net::TcpStream, Box<super::AcceptedUpgrade>, Vec<u8>),
+    /// An upgrade another HTTP server refused for the engine (`Handle::accept_upgrade`), to count.
+    CountRefusal(crate::metrics::HandshakeFailure),
     Stop,
 }
 
