@@ -211,17 +211,31 @@ fn settled(handle: &Handle, accepted: u64, what: &str) {
 
 /// The reactor still accepts, upgrades and echoes.
 fn still_serves(addr: SocketAddr) {
-    let mut s = TcpStream::connect(addr).expect("connect after the input");
+    let mut s = loop {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            connected => break connected.expect("connect after the input"),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut request = UPGRADE.to_vec();
     request.extend(frame(0x81, b"alive"));
-    let sent = socket2::SockRef::from(&s).send_with_flags(&request, MSG_NOSIGNAL).expect("send to a fresh connection");
+    let sent = loop {
+        match socket2::SockRef::from(&s).send_with_flags(&request, MSG_NOSIGNAL) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            sent => break sent.expect("send to a fresh connection"),
+        }
+    };
     assert_eq!(sent, request.len());
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     let expected: &[u8] = b"\x81\x05alive";
     while !got.windows(expected.len()).any(|w| w == expected) {
-        let n = s.read(&mut buf).expect("the server answers after the input");
+        // (libFuzzer's timers interrupt blocking calls: EINTR is retried, as `read_exact` would.)
+        let n = match s.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            read => read.expect("the server answers after the input"),
+        };
         assert!(n > 0, "the server closed a fresh connection: {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
