@@ -1,7 +1,8 @@
 //! The one module that may use `unsafe`: thin, safe wrappers over the few OS calls the standard library,
 //! mio and socket2 do not offer. Every `unsafe` block carries a `// SAFETY:` argument and a test below.
 //!
-//! Owns: a non-blocking `recv` on a blocking socket (`MSG_DONTWAIT`), the process's CPU time
+//! Owns: a non-blocking `recv` on a blocking socket (`MSG_DONTWAIT`), socket writes that never raise
+//! `SIGPIPE` ([`NoSigPipe`]: `send`/`sendmsg` with `MSG_NOSIGNAL`), the process's CPU time
 //! (`getrusage`), a cheap cycle counter for the load generator's hot path, and raw-deflate streams over
 //! stock zlib ([`Deflater`], [`Inflater`]: permessage-deflate's backend, with every byte zlib allocates
 //! counted in [`zlib_bytes`]). Never touches: WebSocket state, buffers' ownership beyond the call.
@@ -94,6 +95,76 @@ pub fn ticks() -> u64 {
 pub fn ticks() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+// ---- writes that never raise SIGPIPE -------------------------------------------------------------------
+
+/// A socket borrowed for writing so that a peer that has gone (EPIPE) is an error and never a `SIGPIPE`.
+///
+/// `std` writes one slice with `send(MSG_NOSIGNAL)` on Linux, but `write_vectored` is a plain `writev`,
+/// which raises `SIGPIPE` on a reset peer; a host whose `main` is not Rust's (which ignores the signal)
+/// would be killed by it. Here the vectored write is a `sendmsg` with `MSG_NOSIGNAL` too. On systems
+/// without `MSG_NOSIGNAL` it forwards to the socket's own `Write`.
+#[derive(Debug)]
+pub struct NoSigPipe<'a, S>(pub &'a S);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl<S: std::os::fd::AsRawFd> io::Write for NoSigPipe<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call (a shared borrow), and
+        // the descriptor is the socket's own, kept open by the borrow in `self`. `send` reads at most
+        // `buf.len()` bytes and returns how many it took, or -1 with errno set.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // More than IOV_MAX (1024 on Linux) would fail with EINVAL: offer the first 1024, as writev's
+        // callers must anyway be ready for a short write.
+        let bufs = &bufs[..bufs.len().min(1024)];
+        // SAFETY: a zeroed `msghdr` is valid (null name and control, zero lengths). `IoSlice` is
+        // guaranteed ABI-compatible with `iovec` on unix, so `msg_iov` points at `bufs.len()` valid
+        // iovecs, each valid for reads of its length, borrowed for the whole call; sendmsg only reads them
+        // (the pointer is `*mut` in the C type only). The descriptor is the socket's own, kept open by
+        // the borrow in `self`.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len() as _;
+            libc::sendmsg(self.0.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl<S> io::Write for NoSigPipe<'_, S>
+where
+    for<'s> &'s S: io::Write,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&mut &*self.0).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (&mut &*self.0).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 // ---- zlib: raw deflate streams (RFC 1951) for permessage-deflate -------------------------------------
@@ -472,6 +543,80 @@ mod tests {
     use std::io::{ErrorKind, Read, Write};
     use std::thread;
     use std::time::Instant;
+
+    /// Writes vectored to a socket whose peer has reset it, with SIGPIPE blocked in this thread (so a
+    /// raised one stays pending instead of being ignored or killing the process), until the write fails;
+    /// then reports whether a SIGPIPE is pending, and consumes it.
+    #[cfg(target_os = "linux")]
+    fn sigpipe_raised_by(write: fn(&TcpStream, &[std::io::IoSlice<'_>]) -> std::io::Result<usize>) -> bool {
+        thread::spawn(move || {
+            // SAFETY: sigset_t values are initialised by sigemptyset before use; pthread_sigmask,
+            // sigpending and sigtimedwait only read and write the sets passed by valid pointers, and
+            // affect this spawned thread's mask only.
+            unsafe {
+                let mut pipe: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut pipe);
+                libc::sigaddset(&mut pipe, libc::SIGPIPE);
+                assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, std::ptr::null_mut()), 0);
+            }
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(peer); // an RST: the next writes fail with ECONNRESET, then EPIPE
+            let part = [7u8; 64];
+            let bufs = [std::io::IoSlice::new(&part), std::io::IoSlice::new(&part)];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match write(&ours, &bufs) {
+                    Ok(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(1)),
+                    Ok(_) => panic!("writes to a reset peer kept succeeding"),
+                    Err(e) if e.kind() == ErrorKind::BrokenPipe => break,
+                    Err(_) => {} // ECONNRESET first; the one after it is EPIPE
+                }
+            }
+            // SAFETY: as above; a zero timeout makes sigtimedwait a poll that consumes a pending SIGPIPE.
+            unsafe {
+                let mut pending: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut pending);
+                assert_eq!(libc::sigpending(&mut pending), 0);
+                let raised = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+                let mut pipe: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut pipe);
+                libc::sigaddset(&mut pipe, libc::SIGPIPE);
+                let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
+                raised
+            }
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn vectored_writes_to_a_gone_peer_fail_without_sigpipe() {
+        // The control: a plain writev does raise it, so the check below can fail.
+        assert!(sigpipe_raised_by(|s, bufs| (&mut &*s).write_vectored(bufs)), "writev raised no SIGPIPE");
+        assert!(!sigpipe_raised_by(|s, bufs| NoSigPipe(s).write_vectored(bufs)), "sendmsg raised SIGPIPE");
+        assert!(!sigpipe_raised_by(|s, bufs| NoSigPipe(s).write(&bufs[0])), "send raised SIGPIPE");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn no_sigpipe_writes_deliver_every_slice_in_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let n = NoSigPipe(&ours)
+            .write_vectored(&[std::io::IoSlice::new(b"ab"), std::io::IoSlice::new(b""), std::io::IoSlice::new(b"cde")])
+            .unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(NoSigPipe(&ours).write(b"f").unwrap(), 1);
+        let mut got = [0u8; 6];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abcdef");
+    }
 
     #[test]
     fn recv_now_takes_what_is_there_and_leaves_the_socket_blocking() {

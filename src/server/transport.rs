@@ -184,7 +184,8 @@ impl Transport {
         };
         let mut written = 0;
         while !src.is_empty() {
-            let result = src.write_once(stream);
+            // `sendmsg(MSG_NOSIGNAL)`: a reset peer is an error here, never a SIGPIPE for the host process.
+            let result = src.write_once(&mut crate::sys::NoSigPipe(&*stream));
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
