@@ -256,3 +256,23 @@ fn large_raw_frames_are_written_uncopied_and_keep_their_order() {
     clients.stop();
     server.stop();
 }
+
+#[test]
+fn a_connect_to_a_stopped_engine_is_refused_not_dropped_unheard() {
+    let server = echo_server();
+    let clients = client_engine();
+    let handle = clients.handle();
+    clients.stop(); // joins: every reactor has exited
+    let tally = Arc::new(Tally::default());
+    handle.connect(
+        server.local_addr(),
+        "localhost",
+        "/echo",
+        ConnectOptions::default(),
+        Greeter { n: 0, tally: tally.clone() },
+    );
+    // Reported at once, on this thread: no reactor is left to do it.
+    assert_eq!(*tally.errors.lock().unwrap(), vec![ConnectError::Refused.to_string()]);
+    assert_eq!(tally.opened.load(Ordering::SeqCst), 0);
+    server.stop();
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::client::{Error, Proxy, Target, WsUrl};
 
 use super::handler::{ConnectError, Handler};
-use super::reactor::{ClientStart, Command};
+use super::reactor::ClientStart;
 use super::{ConnectOptions, Handle};
 
 impl Handle {
@@ -93,7 +93,7 @@ impl Handle {
         let reactors = self.shared.links.len().max(1);
         let reactor = self.shared.next_client_reactor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % reactors;
         let start = ClientStart { addr, stream: Some(stream), tunnel: None, host, path_and_query, options, handler };
-        self.send(reactor, Command::Connect(Box::new(start)));
+        self.send_connect(reactor, Box::new(start));
     }
 
     /// Starts a connection whose proxy handshake runs in the loop (the sans-IO `client::Tunnel`): the
@@ -114,7 +114,7 @@ impl Handle {
         let reactor = self.shared.next_client_reactor.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % reactors;
         let tunnel = Some((proxy, target));
         let start = ClientStart { addr: proxy_addr, stream: None, tunnel, host, path_and_query, options, handler };
-        self.send(reactor, Command::Connect(Box::new(start)));
+        self.send_connect(reactor, Box::new(start));
     }
 }
 

@@ -329,6 +329,24 @@ impl Handle {
         }
     }
 
+    /// Hands an in-loop client's start to `reactor`. If that reactor has already exited (the engine
+    /// stopped), its handler hears [`ConnectError::Refused`] at once, on this thread, instead of being
+    /// dropped without a word.
+    pub(crate) fn send_connect(&self, reactor: usize, start: Box<reactor::ClientStart>) {
+        let Some(link) = self.shared.links.get(reactor) else {
+            return refuse_connect(start);
+        };
+        match link.tx.send(Command::Connect(start)) {
+            Ok(()) => {
+                if let Err(e) = link.waker.wake() {
+                    log::warn!("could not wake reactor {reactor}: {e}");
+                }
+            }
+            Err(std::sync::mpsc::SendError(Command::Connect(start))) => refuse_connect(start),
+            Err(_) => unreachable!("the command sent was a Connect"),
+        }
+    }
+
     /// The next reactor, round robin (in-loop clients and adopted sockets).
     fn next_reactor(&self) -> usize {
         let reactors = self.shared.links.len().max(1);
@@ -455,7 +473,8 @@ impl Handle {
     /// afterwards the handler is driven exactly like a server-side one. `host` is the `Host` header value
     /// and `path_and_query` the request target (e.g. `/chat?room=1`). With [`ConnectOptions::proxy`], the tunnel
     /// to `addr` is opened first (in the loop for a proxy given by address, see
-    /// [`ConnectOptions::proxy`]); to reach a URL by name, use [`Handle::connect_url`].
+    /// [`ConnectOptions::proxy`]); to reach a URL by name, use [`Handle::connect_url`]. On an engine that
+    /// has stopped, `on_connect_error` hears [`ConnectError::Refused`] at once, on the calling thread.
     pub fn connect<H: Handler + Send>(
         &self,
         addr: SocketAddr,
@@ -478,7 +497,7 @@ impl Handle {
             options,
             handler: Box::new(handler),
         });
-        self.send(reactor, Command::Connect(request));
+        self.send_connect(reactor, request);
     }
 
     /// Hands a socket accepted elsewhere (an HTTP server, say) to the engine, with every byte already
@@ -510,5 +529,17 @@ impl Handle {
             snapshot.add(c);
             snapshot
         })
+    }
+}
+
+/// Tells an in-loop client's handler that no reactor took its connection (the engine has stopped); a
+/// panic in the handler is caught, as in the loop.
+pub(crate) fn refuse_connect(start: Box<reactor::ClientStart>) {
+    let mut handler = start.handler;
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.on_connect_error(&ConnectError::Refused);
+    }));
+    if refused.is_err() {
+        log::warn!("an in-loop client's on_connect_error panicked");
     }
 }

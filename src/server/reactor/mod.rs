@@ -338,6 +338,12 @@ impl Reactor {
                 }
             }
         }
+        // In-loop clients asked for while the loop wound down are refused, not dropped unheard.
+        while let Ok(command) = self.rx.try_recv() {
+            if let Command::Connect(start) = command {
+                super::refuse_connect(start);
+            }
+        }
         log::debug!("reactor {} stopped", self.index);
     }
 
