@@ -130,8 +130,13 @@ impl CircuitBreaker {
     /// Whether `error`, returned by a connect attempt, counts against the host: failures to resolve, to
     /// connect, to complete the handshake (including a non-101 answer) and I/O errors do; errors in the
     /// request itself (an invalid URL, `wss://`, an extension this client cannot run) and a refusal by
-    /// a breaker do not.
+    /// a breaker do not. A proxy's failure counts only when the proxy says the target failed
+    /// ([`ProxyError::blames_target`](crate::client::ProxyError::blames_target)): an unreachable or
+    /// misconfigured proxy is not the target's fault.
     pub fn counts_as_failure(error: &Error) -> bool {
+        if let Error::Proxy { kind, .. } = error {
+            return kind.blames_target();
+        }
         !matches!(
             error,
             Error::InvalidUrl { .. }
@@ -382,6 +387,40 @@ mod tests {
 
     fn refused() -> Error {
         Error::Io(io::ErrorKind::ConnectionRefused.into())
+    }
+
+    #[test]
+    fn only_proxy_errors_that_blame_the_target_count_against_it() {
+        use crate::client::ProxyError;
+        let proxy = |kind| Error::Proxy { proxy: "http://127.0.0.1:3128".into(), kind };
+        let rejected = |status| ProxyError::Rejected { status, reason: String::new() };
+        for kind in [rejected(502), rejected(503), rejected(504), ProxyError::Socks5Failure { code: 4 }] {
+            assert!(CircuitBreaker::counts_as_failure(&proxy(kind)));
+        }
+        let proxys_own = [
+            ProxyError::Connect(io::ErrorKind::ConnectionRefused.into()),
+            ProxyError::Timeout,
+            ProxyError::Closed,
+            rejected(403),
+            rejected(407),
+            ProxyError::Socks5Failure { code: 2 },
+            ProxyError::AuthFailed,
+            ProxyError::Malformed("x".into()),
+        ];
+        for kind in proxys_own {
+            assert!(!CircuitBreaker::counts_as_failure(&proxy(kind)));
+        }
+        // Through a breaker: a dead proxy leaves the target's circuit closed.
+        let b = breaker(2);
+        for _ in 0..5 {
+            let permit = b.try_acquire(Instant::now()).unwrap();
+            permit.record::<()>(
+                &Err(proxy(ProxyError::Connect(io::ErrorKind::ConnectionRefused.into()))),
+                Instant::now(),
+            );
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.consecutive_failures(), 0);
     }
 
     #[test]

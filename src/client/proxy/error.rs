@@ -86,6 +86,15 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether the proxy reported that the *target* failed (it could not reach the WebSocket server):
+    /// an HTTP proxy's 502, 503 or 504, a SOCKS5 reply of network or host unreachable, connection
+    /// refused or TTL expired. Every other proxy error is the proxy's own (it cannot be reached, wants
+    /// other credentials, refuses by rule, times out or answers garbage) and says nothing about the
+    /// target, so a circuit breaker guarding the target does not count it.
+    pub fn blames_target(&self) -> bool {
+        matches!(self, Self::Rejected { status: 502..=504, .. } | Self::Socks5Failure { code: 3..=6 })
+    }
+
     fn socks5_reply(code: u8) -> &'static str {
         match code {
             1 => "general SOCKS server failure",
