@@ -217,3 +217,36 @@ fn a_panicking_factory_closes_with_1011_and_a_stopping_engine_with_1001() {
     drop(holder);
     running.join();
 }
+
+#[test]
+fn an_adopted_connection_keeps_the_engines_message_rate_limit() {
+    use wsloop::server::{RateLimit, RateLimitPolicy};
+    let config = Config {
+        message_rate: Some(RateLimit { per_second: 10.0, burst: 5.0 }),
+        rate_limit_policy: RateLimitPolicy::Close,
+        ..Config::default()
+    };
+    let (running, listener, addr) = engine(config);
+    let handle = running.handle();
+    let stream = TcpStream::connect(addr).unwrap();
+    (&stream).write_all(upgrade_request("/echo", "").as_bytes()).unwrap();
+    assert_eq!(serve_one(&listener, &handle), None);
+    let mut ws = TestClient::from_stream_after_handshake(stream);
+    assert_eq!(ws.recv_ok(), Got::Text("open /echo -".into()));
+    let mut burst = Vec::new();
+    for i in 0..20 {
+        burst.extend(client_frame(OpCode::Text, true, format!("m{i}").as_bytes()));
+    }
+    ws.send_raw(&burst);
+    let mut echoed = 0;
+    let close = loop {
+        match ws.recv(Duration::from_secs(5)) {
+            Some(Got::Text(_)) => echoed += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(close, Some(Got::Close(Some((1008, "rate limit exceeded".into())))));
+    assert_eq!(echoed, 6, "messages echoed past a burst of 5");
+    assert!(eventually(Duration::from_secs(5), || handle.metrics().rate_limit_closes == 1));
+    running.stop();
+}

@@ -120,13 +120,17 @@ fn over_the_message_rate_under_close_the_connection_gets_1008_and_others_live_on
         burst.extend(client_frame(wsloop::proto::OpCode::Text, true, format!("m{i}").as_bytes()));
     }
     flooder.send_raw(&burst);
+    let mut echoed = 0;
     let close = loop {
         match flooder.recv(5 * SEC) {
-            Some(Got::Text(_)) => {}
+            Some(Got::Text(_)) => echoed += 1,
             other => break other,
         }
     };
     assert_eq!(close, Some(Got::Close(Some((1008, "rate limit exceeded".into())))));
+    // Charged message by message: the one that went into debt is the last the handler saw, even though
+    // all 20 arrived in one read.
+    assert_eq!(echoed, 6, "messages echoed past a burst of 5");
     assert_eq!(refusals(&handle.metrics()), [0, 0, 0, 0, 1]);
     echo_works(&mut other, "other is served");
     server.stop();
@@ -172,21 +176,26 @@ fn over_the_message_rate_under_pause_reading_waits_and_nothing_is_lost() {
     for i in 0..40 {
         burst.extend(client_frame(wsloop::proto::OpCode::Text, true, format!("m{i}").as_bytes()));
     }
-    // 40 frames in one read: all are delivered (nothing is dropped), and the bucket owes 35 tokens,
-    // 1.75 s at 20/s, during which the socket is not read.
+    // 40 frames in one read: all are delivered, in order (nothing is dropped), but paced: the burst of 5
+    // and the one that goes into debt at once, then one per token, 34 tokens at 20/s = 1.7 s, while the
+    // socket is not read.
+    let sent = Instant::now();
     flooder.send_raw(&burst);
-    for i in 0..40 {
+    for i in 0..6 {
         assert_eq!(flooder.recv_ok(), Got::Text(format!("m{i}")));
     }
     assert!(handle.metrics().rate_limit_pauses >= 1);
-    let sent = Instant::now();
-    flooder.send_text("after the pause");
     // Meanwhile another connection is served at once.
+    let asked = Instant::now();
     echo_works(&mut other, "other is not paused");
-    assert!(sent.elapsed() < Duration::from_millis(500), "the other connection waited {:?}", sent.elapsed());
+    assert!(asked.elapsed() < Duration::from_millis(500), "the other connection waited {:?}", asked.elapsed());
+    for i in 6..40 {
+        assert_eq!(flooder.recv_ok(), Got::Text(format!("m{i}")));
+    }
+    let paced = sent.elapsed();
+    assert!(paced >= Duration::from_millis(1500), "40 messages in {paced:?}: the pace did not hold");
+    flooder.send_text("after the pause");
     assert_eq!(flooder.recv_ok(), Got::Text("after the pause".into()));
-    let waited = sent.elapsed();
-    assert!(waited >= Duration::from_secs(1), "read again after {waited:?}: the pause did not hold");
     let m = handle.metrics();
     assert_eq!(m.rate_limit_closes, 0);
     assert_eq!(m.active_connections, 2);

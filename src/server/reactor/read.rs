@@ -199,8 +199,9 @@ impl Reactor {
         }
         let mut paused = false;
         if let Phase::Open(open) = phase {
-            let start = pos;
-            let mut frames = 0u32;
+            // What the rate limits were charged up to: event by event, so that past a limit nothing more
+            // of this read is dispatched (a pause keeps the rest for later; a close drops it).
+            let mut charged = pos;
             while !env.slow_peer() {
                 let was_open = open.proto.can_send();
                 match open.proto.read(&mut buf[pos..], env.writer.cork) {
@@ -210,8 +211,20 @@ impl Reactor {
                     }
                     Ok((n, Some(event))) => {
                         pos += n;
-                        frames += 1;
                         dispatch(open, &mut env, event, was_open);
+                        if *rate_limited {
+                            match charge_rate(open, &mut env, 1, pos - charged) {
+                                Rate::Within => charged = pos,
+                                Rate::Paused => {
+                                    paused = true;
+                                    break;
+                                }
+                                Rate::Closed => {
+                                    pos = buf.len();
+                                    break;
+                                }
+                            }
+                        }
                     }
                     Err(err) => {
                         pos = buf.len();
@@ -227,8 +240,9 @@ impl Reactor {
                     }
                 }
             }
-            if *rate_limited {
-                paused = over_rate(open, &mut env, frames, pos - start);
+            if *rate_limited && !paused && pos > charged {
+                // Bytes of a frame still arriving count against the byte rate too.
+                paused = charge_rate(open, &mut env, 0, pos - charged) == Rate::Paused;
             }
         } else if matches!(phase, Phase::Rejected) {
             pos = buf.len();
@@ -263,11 +277,22 @@ impl Reactor {
     }
 }
 
-/// Charges what one read delivered to the connection's rate limits; over a limit it pauses reading
-/// (returns `true`; the timer resumes it) or closes with 1008, as `Config::rate_limit_policy` says.
-fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) -> bool {
-    let Some(rate) = open.rate_mut() else { return false };
-    let Some(until) = rate.charge(env.now, frames, bytes) else { return false };
+/// Where a connection stands after a charge to its rate limits.
+#[derive(Debug, PartialEq, Eq)]
+enum Rate {
+    /// Within its limits (or it has none).
+    Within,
+    /// Over a limit under `Pause`: reading stops until its timer.
+    Paused,
+    /// Over a limit under `Close`: a 1008 close is on its way.
+    Closed,
+}
+
+/// Charges `frames` events and `bytes` to the connection's rate limits; over a limit it pauses reading
+/// (the timer resumes it) or closes with 1008, as `Config::rate_limit_policy` says.
+fn charge_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) -> Rate {
+    let Some(rate) = open.rate_mut() else { return Rate::Within };
+    let Some(until) = rate.charge(env.now, frames, bytes) else { return Rate::Within };
     match env.config.rate_limit_policy {
         RateLimitPolicy::Close => {
             open.set_rate(None);
@@ -276,7 +301,7 @@ fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) 
                 Counters::add(&env.counters.rate_limit_closes, 1);
                 log::info!("{}: closed with 1008: over its rate limit", env.id);
             }
-            false
+            Rate::Closed
         }
         _ => {
             if let Some(rate) = open.rate_mut() {
@@ -288,7 +313,7 @@ fn over_rate(open: &mut OpenConn, env: &mut Env<'_>, frames: u32, bytes: usize) 
                 env.id,
                 until.saturating_duration_since(env.now)
             );
-            true
+            Rate::Paused
         }
     }
 }

@@ -136,7 +136,13 @@ impl Reactor {
             }
         }
         if resume {
-            // A rate-limit pause is over: read what waited in the socket (no new edge may come).
+            // A rate-limit pause is over: first the whole frames it held back (the socket may have nothing
+            // new for them), then what waited in the socket (no new edge may come). A new pause stops
+            // both (`on_readable` returns at once while paused).
+            if self.conns.get(slot).is_some_and(|c| c.inbound.is_some()) {
+                let outcome = self.process(slot, handle, None);
+                self.after_event(slot, handle, outcome.slow_peer);
+            }
             self.on_readable(slot, handle, true);
         }
         if self.conns.contains(slot) {
