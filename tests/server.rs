@@ -205,6 +205,56 @@ fn unanswered_ping_closes_the_connection() {
     server.stop();
 }
 
+/// A client with a tiny receive buffer, so the server's queue (not the kernel's buffers) holds what it
+/// has not read yet.
+fn slow_reader(addr: std::net::SocketAddr) -> TestClient {
+    use std::io::Write;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.write_all(upgrade_request("/", "").as_bytes()).unwrap();
+    TestClient::from_stream_after_handshake(stream)
+}
+
+#[test]
+fn a_ping_queued_behind_a_draining_backlog_gets_its_pong_time_from_when_it_leaves() {
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_millis(1500),
+        ..one_thread()
+    };
+    let server = start(config);
+    let handle = server.handle();
+    let mut c = slow_reader(server.local_addr());
+    // 15 MiB queued at once, read at about 6.4 MB/s: the first keepalive ping waits behind ~2.4 s of
+    // backlog, longer than the pong timeout. The peer is reading all along, so it must not count as
+    // unresponsive: the deadline runs from when the transport last took queued bytes.
+    c.send_text("flood 240");
+    let mut received = 0;
+    while received < 240 {
+        match c.recv(5 * SEC) {
+            Some(Got::Binary(b)) => {
+                assert_eq!(b.len(), 64 * 1024);
+                received += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Some(Got::Ping(_)) => {} // answered by the client's auto-pong
+            other => panic!("after {received} messages: {other:?} (pong timeouts {})", handle.metrics().pong_timeouts),
+        }
+    }
+    c.send_text("still open");
+    loop {
+        match c.recv(5 * SEC) {
+            Some(Got::Text(t)) => break assert_eq!(t, "still open"),
+            Some(Got::Ping(_)) => {}
+            other => panic!("expected the echo, got {other:?}"),
+        }
+    }
+    assert_eq!(handle.metrics().pong_timeouts, 0);
+    server.stop();
+}
+
 #[test]
 fn message_over_the_limit_fails_with_1009() {
     let config = Config { max_message_size: 1000, ..one_thread() };
