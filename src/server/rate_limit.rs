@@ -61,6 +61,10 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
+        if now <= self.last {
+            // Charges within one loop turn share its `now`: nothing to add after the first.
+            return;
+        }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.limit.per_second).min(self.limit.burst);
@@ -101,6 +105,15 @@ impl TokenBucket {
     }
 }
 
+/// How much one read may dispatch ([`ConnRate::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    /// Stop after this many events.
+    pub(crate) events: u32,
+    /// Stop once more bytes than this were consumed.
+    pub(crate) bytes: usize,
+}
+
 /// One connection's buckets (messages and bytes), in the open connection's boxed extras only when a
 /// limit is set, so a server without rate limits pays one `None` check per read and no memory.
 #[derive(Debug, Clone)]
@@ -122,6 +135,24 @@ impl ConnRate {
             bytes: bytes.map(|l| TokenBucket::new(l, now)),
             paused_until: None,
         })
+    }
+
+    /// What one read may dispatch at `now` before a bucket goes into debt, counted as the caller goes:
+    /// stop after the event that makes `events` (the one that goes into debt is the last), or once more
+    /// than `bytes` were consumed. Refills the buckets (a [`ConnRate::charge`] at the same `now` does not
+    /// refill again). Without a limit, its figure is the type's maximum.
+    pub(crate) fn budget(&mut self, now: Instant) -> Budget {
+        let mut budget = Budget { events: u32::MAX, bytes: usize::MAX };
+        if let Some(bucket) = &mut self.messages {
+            bucket.refill(now);
+            // Saturating float-to-int casts: a debt is 0, a huge burst the maximum.
+            budget.events = (bucket.tokens.floor() as u32).saturating_add(1);
+        }
+        if let Some(bucket) = &mut self.bytes {
+            bucket.refill(now);
+            budget.bytes = bucket.tokens.floor() as usize;
+        }
+        budget
     }
 
     /// Charges `messages` frames and `bytes` bytes at `now`. Returns when the later of the two buckets
@@ -175,6 +206,21 @@ mod tests {
             assert!(b.charge(t0, 1e300));
             assert_eq!(b.paid_back_at(), Some(t0 + MAX_WAIT), "rate {per_second}");
         }
+    }
+
+    #[test]
+    fn a_budget_lets_the_burst_and_the_one_into_debt_through() {
+        let t0 = Instant::now();
+        let limit = |per_second, burst| Some(RateLimit { per_second, burst });
+        let mut rate = ConnRate::new(limit(10.0, 5.0), limit(1000.0, 100.0), t0).unwrap();
+        assert_eq!(rate.budget(t0), Budget { events: 6, bytes: 100 });
+        // Charging what the budget allowed puts the bucket into debt: the caller pauses or closes.
+        assert!(rate.charge(t0, 6, 10).is_some());
+        assert_eq!(rate.budget(t0).events, 1, "in debt: still the one event that finds out");
+        let only_bytes = ConnRate::new(None, limit(1000.0, 100.0), t0).unwrap().budget(t0);
+        assert_eq!(only_bytes, Budget { events: u32::MAX, bytes: 100 });
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(rate.budget(t1).events, 5, "refilled 5 tokens from -1: 4 whole, and the one into debt");
     }
 
     #[test]

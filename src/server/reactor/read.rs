@@ -199,9 +199,11 @@ impl Reactor {
         }
         let mut paused = false;
         if let Phase::Open(open) = phase {
-            // What the rate limits were charged up to: event by event, so that past a limit nothing more
-            // of this read is dispatched (a pause keeps the rest for later; a close drops it).
-            let mut charged = pos;
+            // Past a rate limit nothing more of this read reaches the handler, however many frames it
+            // carried: the budget (one refill per read) is checked event by event, the charge made once.
+            let budget = if *rate_limited { open.rate_mut().map(|r| r.budget(env.now)) } else { None };
+            let start = pos;
+            let mut frames = 0u32;
             while !env.slow_peer() {
                 let was_open = open.proto.can_send();
                 match open.proto.read(&mut buf[pos..], env.writer.cork) {
@@ -211,19 +213,10 @@ impl Reactor {
                     }
                     Ok((n, Some(event))) => {
                         pos += n;
+                        frames += 1;
                         dispatch(open, &mut env, event, was_open);
-                        if *rate_limited {
-                            match charge_rate(open, &mut env, 1, pos - charged) {
-                                Rate::Within => charged = pos,
-                                Rate::Paused => {
-                                    paused = true;
-                                    break;
-                                }
-                                Rate::Closed => {
-                                    pos = buf.len();
-                                    break;
-                                }
-                            }
+                        if budget.is_some_and(|b| frames >= b.events || pos - start > b.bytes) {
+                            break;
                         }
                     }
                     Err(err) => {
@@ -240,9 +233,13 @@ impl Reactor {
                     }
                 }
             }
-            if *rate_limited && !paused && pos > charged {
-                // Bytes of a frame still arriving count against the byte rate too.
-                paused = charge_rate(open, &mut env, 0, pos - charged) == Rate::Paused;
+            if budget.is_some() {
+                match charge_rate(open, &mut env, frames, pos - start) {
+                    Rate::Within => {}
+                    // The undispatched rest stays as the tail; the timer dispatches it first.
+                    Rate::Paused => paused = true,
+                    Rate::Closed => pos = buf.len(),
+                }
             }
         } else if matches!(phase, Phase::Rejected) {
             pos = buf.len();
