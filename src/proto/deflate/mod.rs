@@ -16,7 +16,7 @@
 mod codec;
 mod params;
 
-pub use codec::{thread_compressions, PerMessageDeflate};
+pub use codec::{thread_compressions, PerMessageDeflate, SharedDeflate};
 pub use params::{accept_offers, check_response, client_offer, DeflateParams, DeflateResponseError, EXTENSION_NAME};
 
 /// How much memory permessage-deflate may use per connection, and whether it is offered or accepted.
@@ -104,6 +104,16 @@ impl DeflateConfig {
             return Err(format!("deflate level must be -1-9, not {}", self.level));
         }
         Ok(())
+    }
+}
+
+/// Adds the `agreed` permessage-deflate to `conn` for our `role` and `config`: inline
+/// ([`SharedDeflate`], no allocation) when neither direction keeps context, else a boxed
+/// [`PerMessageDeflate`] (whose zlib streams are allocated on first use).
+pub fn add_to(conn: &mut super::Connection, role: super::Role, agreed: &DeflateParams, config: &DeflateConfig) {
+    match SharedDeflate::new(role, agreed, config) {
+        Some(shared) => conn.add_shared_deflate(shared),
+        None => conn.add_extension(PerMessageDeflate::boxed(role, agreed, config)),
     }
 }
 

@@ -199,7 +199,9 @@ fn pair(client_config: &DeflateConfig, server_config: &DeflateConfig, limit: usi
     let mut client = Connection::new(Role::Client, config.clone(), now);
     client.add_extension(PerMessageDeflate::boxed(Role::Client, &agreed, client_config));
     let mut server = Connection::new(Role::Server, config, now);
-    server.add_extension(PerMessageDeflate::boxed(Role::Server, &agreed, server_config));
+    // The server as the reactor does it (inline in shared mode), the client boxed: both forms meet.
+    add_to(&mut server, Role::Server, &agreed, server_config);
+    assert!(server.has_extensions());
     (client, server)
 }
 
@@ -356,6 +358,35 @@ fn the_size_limit_applies_to_the_inflated_message_with_1009() {
     let mut wire = Vec::new();
     client.send_binary(&[0u8; 10_000], &mut wire).unwrap();
     assert_eq!(deliver(&mut server, wire).unwrap().len(), 10_000, "exactly the limit passes");
+}
+
+#[test]
+fn shared_mode_is_inline_and_dedicated_is_boxed() {
+    let agreed = accept_offers(&shared(), &[client_offer(&shared()).unwrap()]).unwrap().0;
+    let a = SharedDeflate::new(Role::Server, &agreed, &shared()).expect("no takeover either way: inline");
+    let b = SharedDeflate::new(Role::Server, &agreed, &shared()).unwrap();
+    assert_eq!(a, b, "the same settings share one profile");
+    let other = DeflateConfig { threshold: 1000, ..shared() };
+    let c = SharedDeflate::new(Role::Server, &agreed, &other).unwrap();
+    assert_ne!(a, c);
+    assert_ne!(a.shared_encoding(), c.shared_encoding(), "a different threshold is a different frame key");
+    assert_eq!(std::mem::size_of::<Option<SharedDeflate>>(), 1);
+    // Dedicated keeps context: no inline form.
+    let agreed = accept_offers(&dedicated(), &[client_offer(&dedicated()).unwrap()]).unwrap().0;
+    assert_eq!(SharedDeflate::new(Role::Server, &agreed, &dedicated()), None);
+    // The inline form encodes as the boxed one does (equal frames: broadcasts may share them).
+    let agreed = accept_offers(&shared(), &[client_offer(&shared()).unwrap()]).unwrap().0;
+    let text = "inline or boxed, the same bytes ".repeat(40);
+    let mut inline = Vec::new();
+    assert_eq!(a.encode_message(text.as_bytes(), &mut inline).unwrap(), Some(RSV1));
+    let mut boxed = Vec::new();
+    use crate::proto::Extension;
+    let mut full = PerMessageDeflate::new(Role::Server, &agreed, &shared());
+    full.encode_message(crate::proto::OpCode::Text, text.as_bytes(), &mut boxed).unwrap();
+    assert_eq!(inline, boxed);
+    assert_eq!(full.shared_encoding(), a.shared_encoding());
+    // Below the threshold: plain.
+    assert_eq!(c.encode_message(&text.as_bytes()[..999], &mut Vec::new()).unwrap(), None);
 }
 
 #[test]
