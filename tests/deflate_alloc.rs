@@ -42,4 +42,39 @@ fn adding_shared_deflate_allocates_nothing_and_dedicated_allocates_no_zlib_state
     let added = ALLOC.live() - before;
     assert!(added > 0 && added < 256, "dedicated at the handshake: {added} bytes");
     assert_eq!(wsloop::sys::zlib_bytes(), zlib);
+
+    // Dedicated at window bits 11 / memLevel 1, used both ways: by default the server answers
+    // client_no_context_takeover, so the zlib bytes it holds are its compressor's alone.
+    let small = DeflateConfig { window_bits: 11, mem_level: 1, ..dedicated };
+    let client_config = DeflateConfig::with_mode(DeflateMode::Dedicated);
+    let (agreed, _) = accept_offers(&small, &[client_offer(&client_config).unwrap()]).unwrap();
+    assert!(agreed.client_no_context_takeover);
+    let masks = ConnectionConfig {
+        mask_source: Some(std::sync::Arc::new(wsloop::proto::SeededMasks::new(3))),
+        ..ConnectionConfig::default()
+    };
+    let mut client = Connection::new(Role::Client, masks, now);
+    deflate::add_to(&mut client, Role::Client, &agreed, &client_config);
+    let text = "a JSON-like {\"id\": 17, \"name\": \"wsloop\"} message ".repeat(100);
+    let mut wire = Vec::new();
+    client.send_text(&text, &mut wire).unwrap();
+    // Warm this thread's shared decompressor (a reactor has one from its first message on).
+    let mut warm = Connection::new(Role::Server, ConnectionConfig::default(), now);
+    deflate::add_to(&mut warm, Role::Server, &agreed, &small);
+    let mut warm_wire = wire.clone();
+    warm.read(&mut warm_wire, &mut Vec::new()).unwrap();
+    drop(warm);
+
+    let mut server = Connection::new(Role::Server, ConnectionConfig::default(), now);
+    let zlib = wsloop::sys::zlib_bytes();
+    deflate::add_to(&mut server, Role::Server, &agreed, &small);
+    let (_, event) = server.read(&mut wire, &mut Vec::new()).unwrap();
+    assert!(matches!(event, Some(wsloop::proto::Event::Text(ref t)) if *t == text));
+    server.send_text(&text, &mut Vec::new()).unwrap();
+    let held = wsloop::sys::zlib_bytes() - zlib;
+    let mut alone = wsloop::sys::Deflater::new(1, 11, 1).unwrap();
+    alone.compress_sync(text.as_bytes(), &mut Vec::new()).unwrap();
+    assert_eq!(held, alone.memory(), "a used dedicated connection holds its compressor alone");
+    assert!(held <= 16 * 1024, "{held} bytes");
+    eprintln!("ZLIB dedicated wb 11 memLevel 1, used both ways: {held} bytes");
 }
