@@ -126,6 +126,9 @@ fn python_websockets_round_trips_deflated_megabytes() {
         let out = run(Command::new(&python).args(["-c", PY, &url]));
         eprintln!("{mode:?}: {out}");
         check(&out, &server);
+        // Dedicated answers client_no_context_takeover to an offer without it (RFC 7692 §7.1.1.2): the
+        // peer must take it (its messages then inflate with the reactor's shared decompressor).
+        assert!(out.contains("client_no_context_takeover"), "{mode:?}: {out}");
         server.stop();
     }
 }
@@ -139,6 +142,9 @@ fn node_ws_round_trips_deflated_megabytes() {
         let out = run(Command::new("node").env("NODE_PATH", &modules).args(["-e", JS, "--", &url]));
         eprintln!("{mode:?}: {out}");
         check(&out, &server);
+        // Dedicated answers client_no_context_takeover to an offer without it (RFC 7692 §7.1.1.2): the
+        // peer must take it (its messages then inflate with the reactor's shared decompressor).
+        assert!(out.contains("client_no_context_takeover"), "{mode:?}: {out}");
         server.stop();
     }
 }
