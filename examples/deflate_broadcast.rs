@@ -5,14 +5,18 @@
 //! cargo run --release --example deflate_broadcast [CONNECTIONS] [BYTES]
 //! ```
 //!
-//! Starts a server in this process (`Config::deflate` shared, 2 reactors), opens CONNECTIONS (default
-//! 9,000: the server's and the clients' sockets share this process's 20,000 open files) raw connections
-//! offering `permessage-deflate`, broadcasts one BYTES-long text (default 4096, JSON-like), reads the frame
-//! on every connection (checking RSV1), and prints the time from the broadcast call until the last
-//! connection had its frame, and the compressions counted (`messages_compressed`).
+//! Starts the server as a child process (this example again, with `--serve`: `Config::deflate` shared, 2
+//! reactors), so that the server's and the clients' sockets each have a process's 20,000 open files;
+//! opens CONNECTIONS (default 10,000) raw connections offering `permessage-deflate`, has the server
+//! broadcast one BYTES-long text (default 4096, JSON-like) through `Handle::broadcast_text`, reads the
+//! frame on every connection (checking RSV1 and that all frames are the same bytes), and prints the time
+//! from the command to the last connection having its frame, and the compressions the server counted
+//! (`messages_compressed`). The child takes its commands on stdin (`broadcast`, `count`) and answers on
+//! stdout.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wsloop::proto::deflate::{DeflateConfig, DeflateMode};
@@ -40,24 +44,7 @@ fn open(addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map_or(9_000, |a| a.parse().expect("CONNECTIONS"));
-    let bytes: usize = args.next().map_or(4096, |a| a.parse().expect("BYTES"));
-    let config = Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        threads: 2,
-        ping_interval: None,
-        max_connections: n + 100,
-        deflate: DeflateConfig::with_mode(DeflateMode::Shared),
-        ..Config::default()
-    };
-    let mut server = Server::new(config);
-    server.register_handler("/", |_| Quiet);
-    let server = server.start().expect("start");
-    let addr = server.local_addr();
-    let mut conns: Vec<TcpStream> = (0..n).map(|_| open(addr)).collect();
-    std::thread::sleep(Duration::from_millis(500));
+fn json_like(bytes: usize) -> String {
     let mut text = String::new();
     let mut i = 0u32;
     while text.len() < bytes {
@@ -69,11 +56,76 @@ fn main() {
         i += 1;
     }
     text.truncate(bytes);
+    text
+}
+
+/// The child: a server with room for `n` connections; prints `port=P`, then answers `broadcast` (prints
+/// `sent`) and `count` (prints `compressions=C`, counted since the last `broadcast`) on stdin/stdout.
+fn serve(n: usize, bytes: usize) {
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        ping_interval: None,
+        max_connections: n + 100,
+        deflate: DeflateConfig::with_mode(DeflateMode::Shared),
+        ..Config::default()
+    };
+    let mut server = Server::new(config);
+    server.register_handler("/", |_| Quiet);
+    let server = server.start().expect("start");
     let handle = server.handle();
-    let before = handle.metrics().messages_compressed;
+    let text = json_like(bytes);
+    let mut out = std::io::stdout();
+    writeln!(out, "port={}", server.local_addr().port()).unwrap();
+    out.flush().unwrap();
+    let mut before = 0;
+    for line in std::io::stdin().lock().lines() {
+        match line.expect("stdin").trim() {
+            "broadcast" => {
+                before = handle.metrics().messages_compressed;
+                handle.broadcast_text(&text);
+                writeln!(out, "sent").unwrap();
+            }
+            "count" => writeln!(out, "compressions={}", handle.metrics().messages_compressed - before).unwrap(),
+            other => panic!("unknown command {other:?}"),
+        }
+        out.flush().unwrap();
+    }
+    server.stop();
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    let child = args.peek().is_some_and(|a| a == "--serve");
+    if child {
+        args.next();
+    }
+    let n: usize = args.next().map_or(10_000, |a| a.parse().expect("CONNECTIONS"));
+    let bytes: usize = args.next().map_or(4096, |a| a.parse().expect("BYTES"));
+    if child {
+        return serve(n, bytes);
+    }
+    let mut server = Command::new(std::env::current_exe().expect("this example's path"))
+        .args(["--serve", &n.to_string(), &bytes.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server process");
+    let mut commands = server.stdin.take().unwrap();
+    let mut answers = BufReader::new(server.stdout.take().unwrap());
+    let mut answer = || {
+        let mut line = String::new();
+        answers.read_line(&mut line).expect("the server's answer");
+        line.trim().to_owned()
+    };
+    let port: u16 = answer().strip_prefix("port=").expect("port=").parse().expect("a port");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conns: Vec<TcpStream> = (0..n).map(|_| open(addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
-    handle.broadcast_text(&text);
-    let mut wire_len = 0;
+    writeln!(commands, "broadcast").unwrap();
+    commands.flush().unwrap();
+    let mut first: Option<Vec<u8>> = None;
     for c in &mut conns {
         let mut head = [0u8; 2];
         c.read_exact(&mut head).expect("frame");
@@ -89,16 +141,25 @@ fn main() {
         };
         let mut payload = vec![0u8; len];
         c.read_exact(&mut payload).unwrap();
-        wire_len = len;
+        match &first {
+            None => first = Some(payload),
+            Some(f) => assert_eq!(*f, payload, "every connection gets the same compressed bytes"),
+        }
     }
     let elapsed = start.elapsed();
+    assert_eq!(answer(), "sent");
+    // A reactor publishes its compression count once per loop turn.
     std::thread::sleep(Duration::from_millis(300));
-    let compressions = handle.metrics().messages_compressed - before;
+    writeln!(commands, "count").unwrap();
+    commands.flush().unwrap();
+    let compressions: u64 = answer().strip_prefix("compressions=").expect("compressions=").parse().expect("a count");
     println!(
-        "connections={n} message_bytes={bytes} compressed_bytes={wire_len} reactors=2 compressions={compressions} \
+        "connections={n} message_bytes={bytes} compressed_bytes={} reactors=2 compressions={compressions} \
          all_delivered_after_ms={:.1}",
+        first.map_or(0, |f| f.len()),
         elapsed.as_secs_f64() * 1000.0
     );
     drop(conns);
-    server.stop();
+    drop(commands);
+    let _ = server.wait();
 }

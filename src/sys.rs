@@ -254,6 +254,9 @@ fn new_stream() -> Box<Stream> {
     stream
 }
 
+/// The most output [`Inflater::inflate_checked`] produces between two calls of its check (16 KiB).
+pub const INFLATE_CHUNK: usize = 16 * 1024;
+
 /// What went wrong in a zlib stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -268,6 +271,8 @@ pub enum ZlibError {
     /// Inflating would produce more than the limit given to [`Inflater::inflate`]; nothing past the limit
     /// was allocated.
     TooLarge,
+    /// The check given to [`Inflater::inflate_checked`] refused a chunk of output; inflating stopped there.
+    Rejected,
 }
 
 /// A raw-deflate compressor (zlib's `deflateInit2` with negative window bits): window bits and memLevel
@@ -408,6 +413,20 @@ impl Inflater {
     /// as `out` would pass `limit` bytes: `out` never grows beyond `limit + 1`. Returns `true` when the
     /// stream ended (a final block): the decompressor must then be reset before it is used again.
     pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<bool, ZlibError> {
+        self.inflate_checked(input, out, limit, &mut |_| true)
+    }
+
+    /// [`Inflater::inflate`], handing `check` each piece of output as soon as it is produced (at most
+    /// [`INFLATE_CHUNK`] bytes at a time, in order): when `check` returns `false`, inflating stops with
+    /// [`ZlibError::Rejected`] (used to validate inflated text as it comes, so that a message whose start
+    /// is invalid UTF-8 is refused without inflating the rest).
+    pub fn inflate_checked(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+        check: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<bool, ZlibError> {
         let s = &mut self.stream.z;
         s.next_in = input.as_ptr().cast_mut();
         s.avail_in = input.len().try_into().map_err(|_| ZlibError::InvalidParameter)?;
@@ -420,7 +439,8 @@ impl Inflater {
                 let want = out.len().max(4096).min(limit + 1 - out.len());
                 out.reserve_exact(want);
             }
-            let spare = (out.capacity() - out.len()).min(limit + 1 - out.len()).min(u32::MAX as usize);
+            let spare = (out.capacity() - out.len()).min(limit + 1 - out.len()).min(INFLATE_CHUNK);
+            let before = out.len();
             // SAFETY: as in `Deflater::compress_sync`: `next_out` covers the `spare` bytes after
             // `out.len()` inside `out`'s allocation, `next_in` the unread part of `input`; zlib writes
             // only within them and `set_len` covers what it wrote.
@@ -431,6 +451,9 @@ impl Inflater {
                 out.set_len(out.len() + (spare - s.avail_out as usize));
                 rc
             };
+            if out.len() > before && !check(&out[before..]) {
+                break Err(ZlibError::Rejected);
+            }
             match rc {
                 libz_sys::Z_STREAM_END => break if out.len() > limit { Err(ZlibError::TooLarge) } else { Ok(true) },
                 libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {

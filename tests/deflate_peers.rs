@@ -126,6 +126,9 @@ fn python_websockets_round_trips_deflated_megabytes() {
         let out = run(Command::new(&python).args(["-c", PY, &url]));
         eprintln!("{mode:?}: {out}");
         check(&out, &server);
+        // Dedicated answers client_no_context_takeover to an offer without it (RFC 7692 §7.1.1.2): the
+        // peer must take it (its messages then inflate with the reactor's shared decompressor).
+        assert!(out.contains("client_no_context_takeover"), "{mode:?}: {out}");
         server.stop();
     }
 }
@@ -139,6 +142,91 @@ fn node_ws_round_trips_deflated_megabytes() {
         let out = run(Command::new("node").env("NODE_PATH", &modules).args(["-e", JS, "--", &url]));
         eprintln!("{mode:?}: {out}");
         check(&out, &server);
+        // Dedicated answers client_no_context_takeover to an offer without it (RFC 7692 §7.1.1.2): the
+        // peer must take it (its messages then inflate with the reactor's shared decompressor).
+        assert!(out.contains("client_no_context_takeover"), "{mode:?}: {out}");
         server.stop();
     }
+}
+
+/// The pinned Bun binary under target/deflate-bun, installed on first use.
+fn bun() -> PathBuf {
+    let dir = target_dir().join("deflate-bun");
+    let bin = dir.join("node_modules/@oven/bun-linux-x64/bin/bun");
+    if !bin.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("@oven/bun-linux-x64@1.4.5"));
+    }
+    bin
+}
+
+/// Connects to `port` offering permessage-deflate, sends one uncompressed 4 KiB text frame and returns
+/// the answer's `Sec-WebSocket-Extensions` line and the echo frame's first byte and payload length.
+fn raw_echo(port: u16) -> (String, u8, usize) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let extensions =
+        head.lines().find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-extensions:")).unwrap_or("").to_owned();
+    let text = "{\"id\": 1, \"user\": \"someone\", \"score\": 12345} ".repeat(92);
+    let mut frame = Vec::new();
+    wsloop::proto::encode_frame(&mut frame, wsloop::proto::OpCode::Text, true, 0, Some([1, 2, 3, 4]), text.as_bytes());
+    s.write_all(&frame).unwrap();
+    let mut header = [0u8; 2];
+    s.read_exact(&mut header).unwrap();
+    let len = match header[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        127 => panic!("an echo of 4 KiB with a 64-bit length"),
+        n => usize::from(n),
+    };
+    (extensions, header[0], len)
+}
+
+#[test]
+fn bun_echo_compresses_its_echoes_with_deflate() {
+    let bun = bun();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/bun/echo.js");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(&bun)
+        .arg(&script)
+        .arg(port.to_string())
+        .arg("--deflate")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "bun did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (extensions, first, len) = raw_echo(port);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(extensions.contains("permessage-deflate"), "not negotiated: {extensions:?}");
+    assert_eq!(first & 0x0f, 1, "a text frame");
+    assert_eq!(first & 0x40, 0x40, "RSV1: Bun compressed its echo ({len} bytes)");
+    assert!(len < 4140 / 2, "{len} bytes for a 4,140-byte message");
 }

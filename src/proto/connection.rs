@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::close::{parse_close_payload, truncate_reason, CloseCode, CloseFrame};
+use super::deflate::SharedDeflate;
 use super::error::ProtocolError;
 use super::extension::{Extension, FrameSharing};
 use super::frame::{encode_frame, FrameHeader, HeaderParse, OpCode};
@@ -179,6 +180,9 @@ struct CurrentFrame {
     header_len: u8,
 }
 
+/// [`OpenMessage::extension`] of a message for the inline [`Connection::add_shared_deflate`] one.
+const INLINE_DEFLATE: u8 = u8::MAX;
+
 /// The data message being received.
 #[derive(Debug, Clone, Copy)]
 struct OpenMessage {
@@ -215,6 +219,9 @@ pub struct Connection {
     /// Negotiated extensions, allocated only when there are some (one word while there are none).
     #[allow(clippy::box_collection)]
     extensions: Option<Box<Vec<Box<dyn Extension>>>>,
+    /// permessage-deflate without context takeover, inline (one byte, in what was padding): a
+    /// shared-mode connection allocates nothing for its extension. It claims RSV1 before `extensions`.
+    deflate: Option<SharedDeflate>,
     allowed_rsv: u8,
     /// The longest payload [`Connection::small_frame`] takes: 125 (the 7-bit length's largest), or less
     /// when a configured limit is lower. Derived from the config once (it never changes).
@@ -263,6 +270,7 @@ impl Connection {
             message: None,
             assembly: None,
             extensions: None,
+            deflate: None,
             allowed_rsv: 0,
             small_max,
         }
@@ -274,9 +282,20 @@ impl Connection {
         self.extensions.get_or_insert_with(|| Box::new(Vec::with_capacity(1))).push(extension);
     }
 
+    /// Adds permessage-deflate without context takeover in either direction, kept inline (no
+    /// allocation); RSV1 becomes legal on the first frame of a data message. It decodes the messages
+    /// that carry RSV1 and encodes outgoing ones ahead of any [`Connection::add_extension`] one.
+    pub fn add_shared_deflate(&mut self, deflate: SharedDeflate) {
+        self.allowed_rsv |= super::frame::RSV1;
+        self.deflate = Some(deflate);
+    }
+
     /// Whether a frame encoded for another connection may be sent on this one as is (broadcasts): the
     /// first extension decides, as in [`Connection::send_text`].
     pub fn frame_sharing(&self) -> FrameSharing {
+        if let Some(deflate) = self.deflate {
+            return deflate.shared_encoding().map_or(FrameSharing::Own, FrameSharing::Keyed);
+        }
         match self.extensions.as_ref().and_then(|all| all.first()) {
             None => FrameSharing::Plain,
             Some(e) => e.shared_encoding().map_or(FrameSharing::Own, FrameSharing::Keyed),
@@ -285,7 +304,7 @@ impl Connection {
 
     /// Whether an extension was negotiated.
     pub fn has_extensions(&self) -> bool {
-        self.extensions.is_some()
+        self.extensions.is_some() || self.deflate.is_some()
     }
 
     /// This connection's role.
@@ -670,6 +689,8 @@ impl Connection {
                 }
                 let extension = if header.rsv == 0 {
                     None
+                } else if self.deflate.is_some() && header.rsv & super::frame::RSV1 != 0 {
+                    Some(INLINE_DEFLATE)
                 } else {
                     self.extensions
                         .as_ref()
@@ -751,13 +772,22 @@ impl Connection {
     #[inline(never)]
     fn decode_with_extension(&mut self, index: u8, input: &[u8], text: bool) -> Result<Deliver, ProtocolError> {
         let mut decoded = Vec::new();
+        let max = self.config.max_message_size;
+        if let (INLINE_DEFLATE, Some(deflate)) = (index, self.deflate) {
+            deflate.decode_message(input, max, text, &mut decoded)?;
+            return Ok(if text { Deliver::OwnedText(decoded) } else { Deliver::OwnedBinary(decoded) });
+        }
         let Some(extension) = self.extensions.as_mut().and_then(|all| all.get_mut(usize::from(index))) else {
             // Unreachable: `check_header` names an extension only when one claims the frame's bits. The
             // bits themselves are not kept past the header.
             return Err(ProtocolError::ReservedBitsNotNegotiated { rsv: 0, negotiated: self.allowed_rsv });
         };
         let rsv = extension.rsv_bits();
-        extension.decode_message(rsv, input, self.config.max_message_size, &mut decoded)?;
+        if text {
+            extension.decode_text_message(rsv, input, max, &mut decoded)?;
+        } else {
+            extension.decode_message(rsv, input, max, &mut decoded)?;
+        }
         if decoded.len() > self.config.max_message_size {
             return Err(ProtocolError::DecodedMessageTooLarge { limit: self.config.max_message_size as u64 });
         }
@@ -858,7 +888,7 @@ impl Connection {
         if !self.can_send() {
             return Err(SendError::Closed);
         }
-        if self.extensions.is_some() {
+        if self.extensions.is_some() || self.deflate.is_some() {
             return self.send_with_extension(opcode, payload, out);
         }
         self.write_frame(out, opcode, true, 0, payload);
@@ -869,7 +899,13 @@ impl Connection {
     /// connection without any carries none of this).
     #[inline(never)]
     fn send_with_extension(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        if let Some(extension) = self.extensions.as_mut().and_then(|all| all.first_mut()) {
+        if let Some(deflate) = self.deflate {
+            let mut encoded = Vec::new();
+            if let Some(rsv) = deflate.encode_message(payload, &mut encoded).map_err(SendError::Extension)? {
+                self.write_frame(out, opcode, true, rsv, &encoded);
+                return Ok(());
+            }
+        } else if let Some(extension) = self.extensions.as_mut().and_then(|all| all.first_mut()) {
             let mut encoded = Vec::new();
             if let Some(rsv) = extension.encode_message(opcode, payload, &mut encoded).map_err(SendError::Extension)? {
                 self.write_frame(out, opcode, true, rsv, &encoded);
@@ -893,7 +929,7 @@ impl Connection {
         if opcode.is_control() || opcode.is_reserved() || opcode == OpCode::Continuation {
             return Err(SendError::NotDataOpcode(opcode));
         }
-        if self.role == Role::Client || self.extensions.is_some() {
+        if self.role == Role::Client || self.has_extensions() {
             self.send_message(opcode, payload, out)?;
             return Ok(false);
         }

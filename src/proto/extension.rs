@@ -34,6 +34,21 @@ pub trait Extension: Send + fmt::Debug {
         out: &mut Vec<u8>,
     ) -> Result<(), ProtocolError>;
 
+    /// [`Extension::decode_message`] for a text message. An implementation that produces its output in
+    /// pieces should validate each piece as UTF-8 as it comes and fail with
+    /// [`ProtocolError::InvalidUtf8Text`] (1007) at the first invalid one, so that invalid text is refused
+    /// before the rest is decoded (permessage-deflate does). The connection validates the whole message
+    /// afterwards in any case; the default only decodes.
+    fn decode_text_message(
+        &mut self,
+        rsv: u8,
+        payload: &[u8],
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
+        self.decode_message(rsv, payload, max_size, out)
+    }
+
     /// Transforms an outgoing data message. Returns `Some(rsv)` with the transformed payload appended to
     /// `out` and the RSV bits to set on its first frame, or `None` to send the message untouched (for
     /// example when it is below a size threshold), in which case `out` must be left as it was.

@@ -48,7 +48,9 @@ const options = {
     perMessageDeflate: deflate,
     message(ws, message) {
       // A string arrived as text and is sent as text; a Buffer arrived as binary and is sent as binary.
-      ws.send(message);
+      // Bun compresses a send only when asked (its docs: `ws.send(data, compress)`): with --deflate, ask, so
+      // that its echoes are compressed as wsloop's and node ws's are.
+      ws.send(message, deflate);
     },
   },
 };

@@ -190,6 +190,11 @@ pub(crate) struct DeflateArgs {
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = 64)]
     pub(crate) deflate_threshold: usize,
+    /// serve, dedicated mode: let clients keep their compression context (by default the server answers
+    /// client_no_context_takeover, so it inflates with the reactor's shared decompressor and a connection
+    /// owns only its compressor).
+    #[arg(long)]
+    pub(crate) deflate_keep_client_context: bool,
 }
 
 impl DeflateArgs {
@@ -206,6 +211,7 @@ impl DeflateArgs {
             mem_level: self.deflate_mem_level,
             level: self.deflate_level,
             threshold: self.deflate_threshold,
+            request_client_no_context_takeover: !self.deflate_keep_client_context,
         };
         config.validate()?;
         Ok(config)

@@ -170,7 +170,8 @@ fn parse(params: &[(String, Option<String>)], answer: bool) -> Result<Parsed, De
 /// offer; so does `server_max_window_bits=8`, which stock zlib cannot produce).
 ///
 /// The answer holds `server_no_context_takeover` whenever the offer asked for it or the mode is
-/// [`DeflateMode::Shared`] (which also answers `client_no_context_takeover`),
+/// [`DeflateMode::Shared`]; `client_no_context_takeover` whenever the offer asked for it, the mode is
+/// shared, or [`DeflateConfig::request_client_no_context_takeover`] is set (the default);
 /// `server_max_window_bits` whenever the offer had it or our window is below 15, and
 /// `client_max_window_bits` only when the offer had it and [`DeflateConfig::peer_window_bits`] asks
 /// for less than the client allowed.
@@ -187,7 +188,7 @@ pub fn accept_offers(config: &DeflateConfig, offers: &[ExtensionOffer]) -> Optio
         let shared = config.mode == DeflateMode::Shared;
         let agreed = DeflateParams {
             server_no_context_takeover: p.server_nct || shared,
-            client_no_context_takeover: p.client_nct || shared,
+            client_no_context_takeover: p.client_nct || shared || config.request_client_no_context_takeover,
             server_max_window_bits: (p.server_mwb.is_some() || server_bits < 15).then_some(server_bits),
             client_max_window_bits: match p.client_mwb {
                 Some(limit) if config.peer_window_bits < limit.unwrap_or(15) && !shared => {

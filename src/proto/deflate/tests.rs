@@ -16,8 +16,11 @@ fn shared() -> DeflateConfig {
     DeflateConfig::with_mode(DeflateMode::Shared)
 }
 
+/// Dedicated mode with context takeover both ways where the client allows it (the negotiation tests);
+/// the default also asks the client to drop its context (see
+/// `dedicated_by_default_answers_client_no_context_takeover_and_inflates_with_the_shared_stream`).
 fn dedicated() -> DeflateConfig {
-    DeflateConfig::with_mode(DeflateMode::Dedicated)
+    DeflateConfig { request_client_no_context_takeover: false, ..DeflateConfig::with_mode(DeflateMode::Dedicated) }
 }
 
 #[test]
@@ -199,7 +202,9 @@ fn pair(client_config: &DeflateConfig, server_config: &DeflateConfig, limit: usi
     let mut client = Connection::new(Role::Client, config.clone(), now);
     client.add_extension(PerMessageDeflate::boxed(Role::Client, &agreed, client_config));
     let mut server = Connection::new(Role::Server, config, now);
-    server.add_extension(PerMessageDeflate::boxed(Role::Server, &agreed, server_config));
+    // The server as the reactor does it (inline in shared mode), the client boxed: both forms meet.
+    add_to(&mut server, Role::Server, &agreed, server_config);
+    assert!(server.has_extensions());
     (client, server)
 }
 
@@ -359,6 +364,35 @@ fn the_size_limit_applies_to_the_inflated_message_with_1009() {
 }
 
 #[test]
+fn shared_mode_is_inline_and_dedicated_is_boxed() {
+    let agreed = accept_offers(&shared(), &[client_offer(&shared()).unwrap()]).unwrap().0;
+    let a = SharedDeflate::new(Role::Server, &agreed, &shared()).expect("no takeover either way: inline");
+    let b = SharedDeflate::new(Role::Server, &agreed, &shared()).unwrap();
+    assert_eq!(a, b, "the same settings share one profile");
+    let other = DeflateConfig { threshold: 1000, ..shared() };
+    let c = SharedDeflate::new(Role::Server, &agreed, &other).unwrap();
+    assert_ne!(a, c);
+    assert_ne!(a.shared_encoding(), c.shared_encoding(), "a different threshold is a different frame key");
+    assert_eq!(std::mem::size_of::<Option<SharedDeflate>>(), 1);
+    // Dedicated keeps context: no inline form.
+    let agreed = accept_offers(&dedicated(), &[client_offer(&dedicated()).unwrap()]).unwrap().0;
+    assert_eq!(SharedDeflate::new(Role::Server, &agreed, &dedicated()), None);
+    // The inline form encodes as the boxed one does (equal frames: broadcasts may share them).
+    let agreed = accept_offers(&shared(), &[client_offer(&shared()).unwrap()]).unwrap().0;
+    let text = "inline or boxed, the same bytes ".repeat(40);
+    let mut inline = Vec::new();
+    assert_eq!(a.encode_message(text.as_bytes(), &mut inline).unwrap(), Some(RSV1));
+    let mut boxed = Vec::new();
+    use crate::proto::Extension;
+    let mut full = PerMessageDeflate::new(Role::Server, &agreed, &shared());
+    full.encode_message(crate::proto::OpCode::Text, text.as_bytes(), &mut boxed).unwrap();
+    assert_eq!(inline, boxed);
+    assert_eq!(full.shared_encoding(), a.shared_encoding());
+    // Below the threshold: plain.
+    assert_eq!(c.encode_message(&text.as_bytes()[..999], &mut Vec::new()).unwrap(), None);
+}
+
+#[test]
 fn a_connection_pays_a_small_fixed_struct_for_the_extension() {
     // Settings and two empty Options; the zlib streams live elsewhere (shared) or come on first use.
     assert!(std::mem::size_of::<PerMessageDeflate>() <= 32, "{}", std::mem::size_of::<PerMessageDeflate>());
@@ -400,4 +434,99 @@ fn the_servers_frames_inflate_with_exactly_the_window_it_announced() {
     let mut out = Vec::new();
     crate::sys::Inflater::new(9).unwrap().inflate(&packed, &mut out, 1 << 20).unwrap();
     assert_eq!(out, message);
+}
+
+#[test]
+fn inflated_text_is_validated_chunk_by_chunk_and_refused_after_at_most_one_chunk() {
+    use crate::proto::Extension;
+    use crate::sys::{Deflater, INFLATE_CHUNK};
+    // Invalid UTF-8 first, then 8 MiB of valid text: deflates to a few KiB.
+    let mut message = vec![b'x', 0xff, 0xfe];
+    message.resize(8 << 20, b'a');
+    let mut packed = Vec::new();
+    Deflater::new(1, 15, 8).unwrap().compress_sync(&message, &mut packed).unwrap();
+    packed.truncate(packed.len() - 4);
+    assert!(packed.len() < 64 * 1024, "{}", packed.len());
+
+    let agreed = accept_offers(&shared(), &[client_offer(&shared()).unwrap()]).unwrap().0;
+    for config in [shared(), DeflateConfig { request_client_no_context_takeover: false, ..dedicated() }] {
+        let agreed = if config.mode == DeflateMode::Shared {
+            agreed
+        } else {
+            accept_offers(&config, &[client_offer(&config).unwrap()]).unwrap().0
+        };
+        let mut ext = PerMessageDeflate::new(Role::Server, &agreed, &config);
+        let mut out = Vec::new();
+        let err = ext.decode_text_message(RSV1, &packed, 64 << 20, &mut out).unwrap_err();
+        assert_eq!(err, ProtocolError::InvalidUtf8Text, "{:?}", config.mode);
+        assert!(out.len() <= INFLATE_CHUNK, "{:?}: inflated {} bytes before refusing", config.mode, out.len());
+        // The same bytes as binary inflate whole.
+        let mut ext = PerMessageDeflate::new(Role::Server, &agreed, &config);
+        let mut out = Vec::new();
+        ext.decode_message(RSV1, &packed, 64 << 20, &mut out).unwrap();
+        assert_eq!(out.len(), message.len());
+    }
+    let shared_inline = SharedDeflate::new(Role::Server, &agreed, &shared()).unwrap();
+    let mut out = Vec::new();
+    let err = shared_inline.decode_message(&packed, 64 << 20, true, &mut out).unwrap_err();
+    assert_eq!(err, ProtocolError::InvalidUtf8Text);
+    assert!(out.len() <= INFLATE_CHUNK, "inline: inflated {} bytes before refusing", out.len());
+
+    // Through a connection: a Close with 1007.
+    let (_, mut server) = pair(&shared(), &shared(), 64 << 20);
+    let mut wire = Vec::new();
+    crate::proto::encode_frame(&mut wire, crate::proto::OpCode::Text, true, RSV1, Some([9, 8, 7, 6]), &packed);
+    let mut out = Vec::new();
+    let err = server.read(&mut wire, &mut out).unwrap_err();
+    assert_eq!(err.close_code(), CloseCode::INVALID_PAYLOAD);
+    assert_eq!(&out[2..4], &1007u16.to_be_bytes());
+
+    // A message that ends inside a code point is refused too (checked at the end).
+    let mut packed = Vec::new();
+    Deflater::new(1, 15, 8).unwrap().compress_sync(&"é".repeat(100).as_bytes()[..199], &mut packed).unwrap();
+    packed.truncate(packed.len() - 4);
+    let mut ext = PerMessageDeflate::new(Role::Server, &agreed, &shared());
+    assert_eq!(ext.decode_text_message(RSV1, &packed, 1 << 20, &mut Vec::new()), Err(ProtocolError::InvalidUtf8Text));
+}
+
+#[test]
+fn dedicated_by_default_answers_client_no_context_takeover_and_inflates_with_the_shared_stream() {
+    let config = DeflateConfig::with_mode(DeflateMode::Dedicated);
+    assert!(config.request_client_no_context_takeover);
+    assert_eq!(
+        accept(&config, "permessage-deflate").as_deref(),
+        Some("permessage-deflate; client_no_context_takeover")
+    );
+    assert_eq!(
+        accept(&config, "permessage-deflate; client_max_window_bits; server_max_window_bits=12").as_deref(),
+        Some("permessage-deflate; client_no_context_takeover; server_max_window_bits=12")
+    );
+    // Our own client, told so, resets its compressor: the repeat is not a back-reference.
+    let small = DeflateConfig { window_bits: 11, mem_level: 1, ..config };
+    let (mut client, mut server) = pair(&dedicated(), &small, 1 << 20);
+    let text = "the same message again and again, ".repeat(100);
+    let mut sizes = Vec::new();
+    for _ in 0..2 {
+        let mut wire = Vec::new();
+        client.send_text(&text, &mut wire).unwrap();
+        sizes.push(wire.len());
+        assert_eq!(deliver(&mut server, wire).unwrap(), text.as_bytes());
+    }
+    assert_eq!(sizes[0], sizes[1], "no context kept by the client");
+    // The server side owns a compressor once it sends, never a decompressor.
+    let agreed = accept_offers(&small, &[client_offer(&dedicated()).unwrap()]).unwrap().0;
+    assert!(agreed.client_no_context_takeover && !agreed.server_no_context_takeover);
+    let mut ext = PerMessageDeflate::new(Role::Server, &agreed, &small);
+    use crate::proto::Extension;
+    let mut packed = Vec::new();
+    PerMessageDeflate::new(Role::Client, &agreed, &dedicated())
+        .encode_message(crate::proto::OpCode::Text, text.as_bytes(), &mut packed)
+        .unwrap();
+    ext.decode_text_message(RSV1, &packed, 1 << 20, &mut Vec::new()).unwrap();
+    assert_eq!(ext.memory(), 0, "inflated with the thread's shared decompressor");
+    ext.encode_message(crate::proto::OpCode::Text, text.as_bytes(), &mut Vec::new()).unwrap();
+    let mut alone = crate::sys::Deflater::new(1, 11, 1).unwrap();
+    alone.compress_sync(text.as_bytes(), &mut Vec::new()).unwrap();
+    assert_eq!(ext.memory(), alone.memory(), "the compressor alone");
+    assert!(ext.memory() <= 16 * 1024, "{}", ext.memory());
 }

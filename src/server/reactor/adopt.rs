@@ -13,7 +13,7 @@ use mio::net::TcpStream;
 
 use crate::buf::InboundBuf;
 use crate::metrics::Counters;
-use crate::proto::deflate::PerMessageDeflate;
+use crate::proto::deflate;
 use crate::proto::{encode_frame, CloseCode, Connection, OpCode, Role};
 
 use super::super::handler::{ConnId, ConnInfo};
@@ -78,7 +78,7 @@ impl Reactor {
         );
         let mut proto = Connection::new(Role::Server, self.proto_config.clone(), self.now);
         if let Some((agreed, _)) = deflate {
-            proto.add_extension(PerMessageDeflate::boxed(Role::Server, &agreed, &self.config.deflate));
+            deflate::add_to(&mut proto, Role::Server, &agreed, &self.config.deflate);
         }
         let mut open = OpenConn::new(proto, handler, info);
         // The message and byte rate limits of a connection the engine accepted (`upgrade::accept`).

@@ -227,7 +227,7 @@ fn accept(
     // The 101 is corked now; the connection's clock starts with it.
     let mut proto = Connection::new(Role::Server, up.proto_config.clone(), now);
     if let Some((agreed, _)) = deflate {
-        proto.add_extension(deflate::PerMessageDeflate::boxed(Role::Server, &agreed, &config.deflate));
+        deflate::add_to(&mut proto, Role::Server, &agreed, &config.deflate);
     }
     let mut open = OpenConn::new(proto, handler, info);
     open.set_rate(ConnRate::new(config.message_rate, config.byte_rate, now));
