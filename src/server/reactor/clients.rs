@@ -61,9 +61,9 @@ fn client_transport(stream: TcpStream, host: &str, options: &super::super::Conne
         let name = host_without_port(host);
         let name = rustls::pki_types::ServerName::try_from(name.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let session = rustls::ClientConnection::new(tls.rustls().clone(), name)
+        let session = rustls::client::UnbufferedClientConnection::new(tls.rustls().clone(), name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        return Ok(Transport::Tls(Box::new(super::super::tls_session::TlsStream::new(stream, session.into()))));
+        return Ok(Transport::Tls(Box::new(super::super::tls_session::TlsStream::client(stream, session)?)));
     }
     let _ = (host, options);
     Ok(Transport::Tcp(stream))

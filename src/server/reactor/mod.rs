@@ -382,10 +382,8 @@ impl Reactor {
     fn accepted_transport(&self, stream: TcpStream) -> Option<Transport> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
-            return match rustls::ServerConnection::new(tls.rustls().clone()) {
-                Ok(session) => {
-                    Some(Transport::Tls(Box::new(super::tls_session::TlsStream::new(stream, session.into()))))
-                }
+            return match rustls::server::UnbufferedServerConnection::new(tls.rustls().clone()) {
+                Ok(session) => Some(Transport::Tls(Box::new(super::tls_session::TlsStream::server(stream, session)))),
                 Err(e) => {
                     log::warn!("reactor {}: cannot start a TLS session: {e}", self.index);
                     None
