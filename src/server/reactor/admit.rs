@@ -89,12 +89,28 @@ fn open_reserve() -> Option<File> {
 /// Answers `status` with `body` and closes: the answer is small enough for an empty socket buffer, so
 /// one write either sends it or the peer is gone. The write side is shut first, so the peer reads the
 /// answer and an end of stream.
-fn refuse(mut stream: TcpStream, status: u16, body: &str) {
-    let mut out = Vec::with_capacity(160);
-    HttpResponse::text(status, body).write(&mut out, false, false);
-    let _ = stream.write(&out);
+///
+/// On a TLS listener (`tls`) an HTTP answer would reach the client as a record that is not TLS, so the
+/// refusal is a fatal TLS alert instead ([`REFUSAL_ALERT`]): the client reports that the server
+/// refused the handshake, never a corrupt record. Finishing the handshake to answer in HTTP was not
+/// chosen: it would spend a full handshake (a signature) on every refused connection, under the very
+/// load (a flood from one address, the connection cap, no descriptors left) that made the server
+/// refuse, and keep a session per refusal.
+fn refuse(mut stream: TcpStream, status: u16, body: &str, tls: bool) {
+    if tls {
+        let _ = stream.write(&REFUSAL_ALERT);
+    } else {
+        let mut out = Vec::with_capacity(160);
+        HttpResponse::text(status, body).write(&mut out, false, false);
+        let _ = stream.write(&out);
+    }
     let _ = stream.shutdown(Shutdown::Write);
 }
+
+/// A plaintext TLS record (valid before any handshake): content type alert (21), legacy version 3.3,
+/// length 2, level fatal (2), description `internal_error` (80): the server cannot serve this
+/// connection, for reasons of its own.
+const REFUSAL_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 80];
 
 /// Whether an `accept` error means the process or the system ran out of descriptors (or of memory for
 /// one).
@@ -138,8 +154,16 @@ impl Reactor {
                 self.index
             );
         }
-        refuse(stream, status, body);
+        refuse(stream, status, body, self.tls_listener());
         None
+    }
+
+    /// Whether the listener speaks TLS (its refusals are then TLS alerts).
+    fn tls_listener(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.config.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// `accept` failed with `e`. Out of descriptors: count it, shed one pending connection through the
@@ -153,7 +177,7 @@ impl Reactor {
                 drop(reserve);
                 if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
                     Counters::add(&self.counters.connections_shed, 1);
-                    refuse(stream, 503, "server out of file descriptors, try again later\n");
+                    refuse(stream, 503, "server out of file descriptors, try again later\n", self.tls_listener());
                 }
                 self.admit.reserve = open_reserve();
             }
