@@ -453,9 +453,8 @@ impl<D> Write for Sealer<'_, '_, D> {
     }
 }
 
-/// A TLS session over a non-blocking socket.
+/// A TLS session over a non-blocking socket (the socket is the connection's: each call is given it).
 pub(crate) struct TlsStream {
-    pub(crate) stream: TcpStream,
     session: Sessions,
     held: Held,
 }
@@ -466,7 +465,7 @@ impl std::fmt::Debug for TlsStream {
             Sessions::Server(_) => "server",
             Sessions::Client(_) => "client",
         };
-        f.debug_struct("TlsStream").field("stream", &self.stream).field("side", &side).finish_non_exhaustive()
+        f.debug_struct("TlsStream").field("side", &side).finish_non_exhaustive()
     }
 }
 
@@ -482,13 +481,13 @@ macro_rules! either {
 
 impl TlsStream {
     /// An accepted connection's server session.
-    pub(crate) fn server(stream: TcpStream, session: UnbufferedServerConnection) -> Self {
-        Self { stream, session: Sessions::Server(session), held: Held::default() }
+    pub(crate) fn server(session: UnbufferedServerConnection) -> Self {
+        Self { session: Sessions::Server(session), held: Held::default() }
     }
 
     /// An in-loop client's session: its ClientHello is held, ready for the socket's first writable event.
-    pub(crate) fn client(stream: TcpStream, session: UnbufferedClientConnection) -> io::Result<Self> {
-        let mut tls = Self { stream, session: Sessions::Client(session), held: Held::default() };
+    pub(crate) fn client(session: UnbufferedClientConnection) -> io::Result<Self> {
+        let mut tls = Self { session: Sessions::Client(session), held: Held::default() };
         if let Sessions::Client(session) = &mut tls.session {
             pump(session, &mut tls.held, &mut [], None)
                 .map_err(|(_, error)| TlsFailure { error, during_handshake: true }.into_io())?;
@@ -502,8 +501,8 @@ impl TlsStream {
     }
 
     /// Writes pending records until none are left (`Ok(true)`) or the socket would block (`Ok(false)`).
-    pub(crate) fn flush(&mut self) -> io::Result<bool> {
-        self.held.flush(&mut self.stream)
+    pub(crate) fn flush(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        self.held.flush(stream)
     }
 
     /// Reads plaintext into `buf` until it is full or the socket would block, so that a short read still
@@ -514,8 +513,8 @@ impl TlsStream {
     /// [`CIPHER_READ`]) into this thread's ciphertext buffer, after the kept part of a record, and
     /// decrypted there; what is left of a partial record is kept in a buffer of its size, plaintext
     /// beyond `buf` likewise.
-    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Self { stream, session, held } = self;
+    pub(crate) fn read(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        let Self { session, held } = self;
         match session {
             Sessions::Server(s) => read_into(s, held, stream, buf),
             Sessions::Client(s) => read_into(s, held, stream, buf),
@@ -525,8 +524,8 @@ impl TlsStream {
     /// Encrypts what `src` offers and writes the records until `src` is empty or the socket would
     /// block. Returns the plaintext bytes taken. At most [`RECORDS_AHEAD`] of plaintext (as
     /// records) stays in the connection while the socket is blocked; the rest stays in `src`.
-    pub(crate) fn write_until_blocked(&mut self, src: &mut impl Outgoing) -> io::Result<usize> {
-        let Self { stream, session, held } = self;
+    pub(crate) fn write_until_blocked(&mut self, stream: &mut TcpStream, src: &mut impl Outgoing) -> io::Result<usize> {
+        let Self { session, held } = self;
         match session {
             Sessions::Server(s) => write_into(s, held, stream, src),
             Sessions::Client(s) => write_into(s, held, stream, src),
@@ -534,12 +533,12 @@ impl TlsStream {
     }
 
     /// Sends `close_notify` (best effort: the socket closes next).
-    pub(crate) fn close_notify(&mut self) {
+    pub(crate) fn close_notify(&mut self, stream: &mut TcpStream) {
         let held = &mut self.held;
         let _ = either!(self, s => with_write_held(s, held, |write, held| {
             held.encode(|out| write.queue_close_notify(out).map_err(|_| EncodeError::AlreadyEncoded));
         }));
-        let _ = self.flush();
+        let _ = self.flush(stream);
     }
 
     /// Bytes this connection holds in buffers of its own (none while idle): for tests.
@@ -807,13 +806,13 @@ mod tests {
 
     /// Reads on the server side until `want` plaintext bytes arrived (polling: the socket is
     /// non-blocking).
-    fn read_all(tls: &mut TlsStream, want: usize) -> Vec<u8> {
+    fn read_all(tls: &mut TlsStream, stream: &mut TcpStream, want: usize) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 300];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while got.len() < want {
             assert!(std::time::Instant::now() < deadline, "got {} of {want}", got.len());
-            match tls.read(&mut buf) {
+            match tls.read(stream, &mut buf) {
                 Ok(0) => panic!("closed after {}", got.len()),
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -831,8 +830,8 @@ mod tests {
     #[test]
     fn an_unbuffered_server_session_echoes_and_holds_nothing_when_idle() {
         let (server_config, client_config) = configs();
-        let (stream, client) = pair();
-        let mut tls = TlsStream::server(stream, UnbufferedServerConnection::new(server_config).unwrap());
+        let (mut stream, client) = pair();
+        let mut tls = TlsStream::server(UnbufferedServerConnection::new(server_config).unwrap());
         let peer = std::thread::spawn(move || {
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
             let conn = rustls::ClientConnection::new(client_config, name).unwrap();
@@ -847,13 +846,13 @@ mod tests {
             let mut rest = [0u8; 1];
             let _ = client.read(&mut rest);
         });
-        let got = read_all(&mut tls, 100_000);
+        let got = read_all(&mut tls, &mut stream, 100_000);
         assert_eq!(got, (0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
         let mut src = super::super::transport::Slices::new(b"hel", b"lo");
-        assert_eq!(tls.write_until_blocked(&mut src).unwrap(), 5);
+        assert_eq!(tls.write_until_blocked(&mut stream, &mut src).unwrap(), 5);
         assert!(!tls.wants_write());
         assert_eq!(tls.held_capacity(), 0, "an idle session holds no buffer");
-        tls.close_notify();
+        tls.close_notify(&mut stream);
         drop(tls);
         peer.join().unwrap();
     }
@@ -862,13 +861,13 @@ mod tests {
     #[test]
     fn garbage_is_a_handshake_failure() {
         let (server_config, _) = configs();
-        let (stream, mut client) = pair();
-        let mut tls = TlsStream::server(stream, UnbufferedServerConnection::new(server_config).unwrap());
+        let (mut stream, mut client) = pair();
+        let mut tls = TlsStream::server(UnbufferedServerConnection::new(server_config).unwrap());
         client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = [0u8; 64];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let err = loop {
-            match tls.read(&mut buf) {
+            match tls.read(&mut stream, &mut buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     assert!(std::time::Instant::now() < deadline);
                     std::thread::sleep(std::time::Duration::from_millis(1));

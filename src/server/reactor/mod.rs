@@ -55,7 +55,7 @@ use super::handler::{ConnId, Handler};
 use super::handler_timers::HandlerTimers;
 use super::ip_limits::IpLimits;
 use super::router::Router;
-use super::transport::Transport;
+use super::transport::{NewTransport, TlsSessions, Transport};
 use super::{Config, Handle, ReactorLink};
 use calls::{notify_close, CallState, Env, EnvParts};
 use commands::{unsubscribe, Topics};
@@ -167,6 +167,8 @@ pub(crate) struct Reactor {
     conns: Slab<Conn>,
     next_generation: u32,
     scratch: Vec<u8>,
+    /// The TLS sessions of TLS connections, by slot (beside the slab, so a plain entry does not grow).
+    tls: TlsSessions,
     calls: CallState,
     pool: BufferPool,
     /// Timers by connection slot (a `u32` keeps each wheel entry small).
@@ -238,6 +240,7 @@ impl Reactor {
             next_generation: 0,
             // One per reactor, so it can be large: a 64 KiB message and its header arrive in one read.
             scratch: vec![0; config.read_buffer_size.max(MIN_SCRATCH)],
+            tls: TlsSessions::default(),
             calls: CallState { cork: Vec::with_capacity(config.read_buffer_size), ..CallState::default() },
             pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
             wheel: {
@@ -379,18 +382,18 @@ impl Reactor {
 
     /// The transport for a socket the listener accepted: a TLS session when the server has TLS
     /// settings (`None` if rustls refuses to start one, which only bad settings cause), else plain TCP.
-    fn accepted_transport(&self, stream: TcpStream) -> Option<Transport> {
+    fn accepted_transport(&self, stream: TcpStream) -> Option<NewTransport> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
             return match rustls::server::UnbufferedServerConnection::new(tls.rustls().clone()) {
-                Ok(session) => Some(Transport::Tls(Box::new(super::tls_session::TlsStream::server(stream, session)))),
+                Ok(session) => Some(NewTransport::tls(stream, super::tls_session::TlsStream::server(session))),
                 Err(e) => {
                     log::warn!("reactor {}: cannot start a TLS session: {e}", self.index);
                     None
                 }
             };
         }
-        Some(Transport::Tcp(stream))
+        Some(NewTransport::tcp(stream))
     }
 
     /// Takes over a socket accepted elsewhere (e.g. by an HTTP server), with the bytes already read from
@@ -411,7 +414,7 @@ impl Reactor {
             buf.append(&already_read);
             Box::new(buf)
         });
-        let slot = match self.insert_conn(Transport::Tcp(stream), Phase::Handshake, inbound) {
+        let slot = match self.insert_conn(NewTransport::tcp(stream), Phase::Handshake, inbound) {
             Ok(slot) => slot,
             Err((e, _)) => {
                 log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
@@ -433,16 +436,16 @@ impl Reactor {
     #[allow(clippy::result_large_err)] // rare path; boxing would cost an allocation on the common one
     fn insert_conn(
         &mut self,
-        mut transport: Transport,
+        mut transport: NewTransport,
         phase: Phase,
         inbound: Option<Box<InboundBuf>>,
     ) -> Result<usize, (io::Error, Phase)> {
-        let _ = transport.set_nodelay(true);
+        let _ = transport.stream.set_nodelay(true);
         let last_read = conn::stamp_ms(self.now_ms());
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) =
-            self.poll.registry().register(transport.source(), Token(slot), Interest::READABLE | Interest::WRITABLE)
+            self.poll.registry().register(&mut transport.stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
         {
             if let Some(inbound) = inbound {
                 self.pool.give((*inbound).into_vec());
@@ -452,8 +455,9 @@ impl Reactor {
         self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
         // Accepted, adopted or connecting: through no request yet.
         let counted = if matches!(phase, Phase::Open(_)) { TcpPhase::Open } else { TcpPhase::Handshake };
+        self.tls.insert(slot, &mut transport);
         entry.insert(Conn {
-            transport,
+            stream: transport.stream,
             phase,
             inbound,
             outbound: None,
@@ -498,7 +502,10 @@ impl Reactor {
                 Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
             }
             conn.count_closing(&self.counters);
-            if conn.close_when_flushed && conn.outbound.is_none() && !conn.transport.wants_write() {
+            if conn.close_when_flushed
+                && conn.outbound.is_none()
+                && !self.tls.transport(&mut conn.stream, slot).wants_write()
+            {
                 self.remove(slot, handle, CloseCode::NORMAL, "");
             } else if rearm {
                 self.arm(slot);
@@ -525,8 +532,14 @@ impl Reactor {
         if let Some(key) = conn.timer.take() {
             self.wheel.cancel(key);
         }
-        conn.transport.close_notify();
-        let _ = self.poll.registry().deregister(conn.transport.source());
+        // Its TLS session, if any, leaves the table with it (and is dropped at the end of this call).
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables, unused_mut))]
+        let mut tls = self.tls.remove(slot);
+        #[cfg(feature = "tls")]
+        let mut transport = Transport::with_tls(&mut conn.stream, tls.as_deref_mut());
+        #[cfg(not(feature = "tls"))]
+        let mut transport = Transport::tcp(&mut conn.stream);
+        transport.close_notify();
         if let Phase::Open(open) = &mut conn.phase {
             let parts = EnvParts {
                 calls: &mut self.calls,
@@ -535,7 +548,7 @@ impl Reactor {
                 counters: &self.counters,
                 now: self.now,
             };
-            let mut env = Env::new(ConnId::new(self.index, slot, conn.generation), &mut conn.transport, 0, parts);
+            let mut env = Env::new(ConnId::new(self.index, slot, conn.generation), transport.reborrow(), 0, parts);
             notify_close(open, &mut env, code, reason);
             recorded = open.close_code;
             self.calls.cork.clear();
@@ -543,6 +556,7 @@ impl Reactor {
                 unsubscribe(&mut self.topics, &topic, slot, handle);
             }
         }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.release_buffers(&mut self.pool);
         self.admit.removed(slot);
         self.counters.record_tcp_closed(conn.counted);
