@@ -693,3 +693,44 @@ fn refusals_on_a_tls_listener_are_tls_alerts_and_counted() {
         server.stop();
     }
 }
+
+/// `Config::plain_addr`: a plain listener beside the TLS one, on the same two reactors: wss:// on
+/// one address, ws:// (and http:// for /metrics) on the other, counted in the same metrics; a TLS
+/// hello on the plain listener is not TLS to it (no TLS session: it gets no ServerHello).
+#[test]
+fn a_plain_listener_serves_ws_beside_the_tls_one() {
+    let ca = Ca::new("plain beside CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let tls = TlsConfig::builder().certificate_pem(cert.as_bytes(), key.as_bytes()).unwrap().build().unwrap();
+    let server = serve(tls, |c| {
+        c.threads = 2;
+        c.plain_addr = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let plain = server.plain_addr().expect("a plain listener");
+    assert_ne!(plain.port(), server.local_addr().port());
+    let mut secure = Vec::new();
+    let mut clear = Vec::new();
+    for i in 0..4 {
+        secure.push(connect(&url(server.local_addr()), options(ca.client_tls())).unwrap());
+        clear.push(connect(&format!("ws://127.0.0.1:{}/echo", plain.port()), ClientOptions::default()).unwrap());
+        for c in [secure.last_mut().unwrap(), clear.last_mut().unwrap()] {
+            c.send_text(&format!("m{i}")).unwrap();
+            assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text(format!("m{i}")));
+        }
+    }
+    // Plain HTTP on the plain listener.
+    let mut http = TcpStream::connect(plain).unwrap();
+    http.set_read_timeout(Some(5 * SEC)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = http.read_to_string(&mut body);
+    assert!(body.starts_with("HTTP/1.1 200"), "{body:.80}");
+    // A TLS client on the plain listener: the server parses its hello as HTTP and refuses it.
+    let refused = raw_handshake(plain, ca.client_tls().rustls().clone());
+    assert!(refused.is_err());
+    let handle = server.handle();
+    assert!(eventually(5 * SEC, || handle.metrics().active_connections == 8));
+    drop(secure);
+    drop(clear);
+    server.stop();
+}

@@ -121,7 +121,8 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 impl Reactor {
     /// Lets an accepted connection in, or refuses it with an HTTP answer (503 at the global cap, 429 at a
     /// per-IP cap), counted per kind, and returns `None`.
-    pub(super) fn admit_or_refuse(&mut self, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+    /// `tls`: it came from a TLS listener (a refusal is then a TLS alert).
+    pub(super) fn admit_or_refuse(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) -> Option<TcpStream> {
         // (A stopping reactor has no listener: nothing is accepted then.)
         let refusal = if self.conns.len() >= self.max_conns {
             Counters::add(&self.counters.connections_refused, 1);
@@ -154,12 +155,13 @@ impl Reactor {
                 self.index
             );
         }
-        refuse(stream, status, body, self.tls_listener());
+        refuse(stream, status, body, tls);
         None
     }
 
-    /// Whether the listener speaks TLS (its refusals are then TLS alerts).
-    fn tls_listener(&self) -> bool {
+    /// Whether the main listener speaks TLS (its refusals are then TLS alerts; a plain listener beside
+    /// it never does).
+    pub(super) fn tls_listener(&self) -> bool {
         #[cfg(feature = "tls")]
         return self.config.tls.is_some();
         #[cfg(not(feature = "tls"))]
@@ -170,14 +172,16 @@ impl Reactor {
     /// reserve descriptor (answered 503), and rest the listener for `accept_retry` (the connections held
     /// are served meanwhile; accepting resumes on the timer). Any other error rests the listener too, so
     /// a persistent failure cannot spin the loop.
-    pub(super) fn accept_failed(&mut self, e: &io::Error) {
+    pub(super) fn accept_failed(&mut self, e: &io::Error, plain: bool) {
         if out_of_descriptors(e) {
             Counters::add(&self.counters.accept_fd_exhausted, 1);
             if let Some(reserve) = self.admit.reserve.take() {
                 drop(reserve);
-                if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                let listener = if plain { &self.plain_listener } else { &self.listener };
+                if let Some(Ok((stream, _))) = listener.as_ref().map(|l| l.accept()) {
                     Counters::add(&self.counters.connections_shed, 1);
-                    refuse(stream, 503, "server out of file descriptors, try again later\n", self.tls_listener());
+                    let tls = !plain && self.tls_listener();
+                    refuse(stream, 503, "server out of file descriptors, try again later\n", tls);
                 }
                 self.admit.reserve = open_reserve();
             }

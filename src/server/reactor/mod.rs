@@ -62,6 +62,8 @@ use commands::{unsubscribe, Topics};
 use conn::{Conn, Phase};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+/// The plain listener beside a TLS one (`Config::plain_addr`).
+const PLAIN_LISTENER: Token = Token(usize::MAX - 2);
 /// Smallest per-reactor read buffer.
 const MIN_SCRATCH: usize = 256 * 1024;
 const WAKER: Token = Token(usize::MAX);
@@ -137,11 +139,20 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// A reactor's listeners: its share of the server's address (TLS when the server has TLS settings),
+/// and a plain one beside a TLS one (`Config::plain_addr`). Both `None`: in-loop clients only.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    pub(crate) main: Option<TcpListener>,
+    pub(crate) plain: Option<TcpListener>,
+}
+
 /// What a reactor thread starts from (everything here is `Send`; the reactor itself is not).
 pub(crate) struct ReactorSeed {
     index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    plain_listener: Option<TcpListener>,
     rx: Receiver<Command>,
     counters: Arc<Counters>,
     config: Arc<Config>,
@@ -164,6 +175,8 @@ pub(crate) struct Reactor {
     index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// Plain TCP beside a TLS `listener` (`Config::plain_addr`).
+    plain_listener: Option<TcpListener>,
     conns: Slab<Conn>,
     next_generation: u32,
     scratch: Vec<u8>,
@@ -211,24 +224,38 @@ impl Reactor {
     /// Makes the parts that cross into the reactor thread, and the link other threads use to reach it.
     pub(crate) fn prepare(
         index: usize,
-        mut listener: Option<TcpListener>,
+        listeners: Listeners,
         config: Arc<Config>,
         router: Arc<Router>,
         ip_limits: Option<Arc<IpLimits>>,
     ) -> io::Result<(ReactorSeed, ReactorLink)> {
         let poll = Poll::new()?;
+        let Listeners { main: mut listener, plain: mut plain_listener } = listeners;
         if let Some(listener) = listener.as_mut() {
             poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
+        if let Some(listener) = plain_listener.as_mut() {
+            poll.registry().register(listener, PLAIN_LISTENER, Interest::READABLE)?;
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
-        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router, ip_limits };
+        let seed = ReactorSeed {
+            index,
+            poll,
+            listener,
+            plain_listener,
+            rx,
+            counters: counters.clone(),
+            config,
+            router,
+            ip_limits,
+        };
         Ok((seed, ReactorLink { tx, waker, counters }))
     }
 
     fn from_seed(seed: ReactorSeed) -> Self {
-        let ReactorSeed { index, poll, listener, rx, counters, config, router, ip_limits } = seed;
+        let ReactorSeed { index, poll, listener, plain_listener, rx, counters, config, router, ip_limits } = seed;
         let rate_limited = config.message_rate.is_some() || config.byte_rate.is_some();
         let threads = config.threads.max(1);
         let now = Instant::now();
@@ -236,6 +263,7 @@ impl Reactor {
             index,
             poll,
             listener,
+            plain_listener,
             conns: Slab::with_capacity(RESERVED_CONNS),
             next_generation: 0,
             // One per reactor, so it can be large: a 64 KiB message and its header arrive in one read.
@@ -304,7 +332,8 @@ impl Reactor {
             self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    PLAIN_LISTENER => self.accept(true),
                     WAKER => self.drain_commands(&handle),
                     Token(slot) => {
                         if event.is_writable() {
@@ -323,7 +352,8 @@ impl Reactor {
             self.fire_handler_timers(&handle);
             if self.admit.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.admit.accept_paused_until = None;
-                self.accept();
+                self.accept(false);
+                self.accept(true);
             }
             // This thread's permessage-deflate compressions (a thread-local count: one read per poll).
             Counters::set(&self.counters.messages_compressed, crate::proto::deflate::thread_compressions());
@@ -344,19 +374,21 @@ impl Reactor {
         log::debug!("reactor {} stopped", self.index);
     }
 
-    fn accept(&mut self) {
+    /// Accepts what the listener (`plain`: the plain one beside a TLS one) has pending.
+    fn accept(&mut self, plain: bool) {
         if self.admit.accept_paused_until.is_some() {
             return;
         }
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let Some(listener) = (if plain { &self.plain_listener } else { &self.listener }).as_ref() else {
                 return;
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
                     Counters::add(&self.counters.connections_accepted, 1);
-                    let Some(stream) = self.admit_or_refuse(stream, peer) else { continue };
-                    let Some(transport) = self.accepted_transport(stream) else {
+                    let tls = !plain && self.tls_listener();
+                    let Some(stream) = self.admit_or_refuse(stream, peer, tls) else { continue };
+                    let Some(transport) = self.accepted_transport(stream, tls) else {
                         self.admit.release_ip(peer.ip());
                         continue;
                     };
@@ -373,18 +405,18 @@ impl Reactor {
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
                     // EMFILE and friends: shed one, rest the listener, retry on a timer (admit.rs).
-                    self.accept_failed(&e);
+                    self.accept_failed(&e, plain);
                     return;
                 }
             }
         }
     }
 
-    /// The transport for a socket the listener accepted: a TLS session when the server has TLS
-    /// settings (`None` if rustls refuses to start one, which only bad settings cause), else plain TCP.
-    fn accepted_transport(&self, stream: TcpStream) -> Option<NewTransport> {
+    /// The transport for a socket a listener accepted: a TLS session from the TLS listener (`tls`; `None`
+    /// if rustls refuses to start one, which only bad settings cause), else plain TCP.
+    fn accepted_transport(&self, stream: TcpStream, tls: bool) -> Option<NewTransport> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.config.tls {
+        if let Some(tls) = self.config.tls.as_ref().filter(|_| tls) {
             return match rustls::server::UnbufferedServerConnection::new(tls.rustls().clone()) {
                 Ok(session) => Some(NewTransport::tls(stream, super::tls_session::TlsStream::server(session))),
                 Err(e) => {
@@ -393,6 +425,7 @@ impl Reactor {
                 }
             };
         }
+        let _ = tls;
         Some(NewTransport::tcp(stream))
     }
 
@@ -573,7 +606,7 @@ impl Reactor {
         if self.stopping.is_some() {
             return;
         }
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.plain_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.stopping = Some(self.now + self.config.close_timeout);
