@@ -162,6 +162,9 @@ struct Held {
     early: Vec<u8>,
     /// The peer sent `close_notify`: reads end once `plain` is delivered.
     peer_closed: bool,
+    /// The session failed: it is never asked anything again (its parse state would not match the
+    /// bytes kept, which were dropped), only its held records may still go out.
+    failed: bool,
 }
 
 impl Held {
@@ -346,10 +349,14 @@ fn with_write_held<S: Session, R>(
     held: &mut Held,
     f: impl FnOnce(&mut WriteTraffic<'_, S::Data>, &mut Held) -> R,
 ) -> Result<Option<R>, rustls::Error> {
+    if held.failed {
+        return Err(rustls::Error::General("the TLS session failed".into()));
+    }
     let mut incoming = std::mem::take(&mut held.incoming);
     let result = with_write(session, held, &mut incoming, f);
-    if let Ok((done, _)) = &result {
-        incoming.drain(..*done);
+    match &result {
+        Ok((done, _)) => drop(incoming.drain(..*done)),
+        Err(_) => held.failed = true,
     }
     if !incoming.is_empty() {
         held.incoming = incoming;
@@ -559,14 +566,19 @@ fn fail<S: Session>(
     error: rustls::Error,
     during_handshake: bool,
 ) -> io::Error {
+    held.failed = true;
+    // The session checks for plaintext and for records to send before it reads `tls` again, so the
+    // queued alert comes out without the failed bytes being parsed a second time (which rustls does
+    // not expect: it asserts a fatal alert is sent once). Plaintext decrypted before the failure is
+    // dropped.
     let mut done = 0;
     for _ in 0..4 {
         let UnbufferedStatus { discard, state } = session.process(&mut tls[done..]);
         done += discard;
         match state {
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => held.encode(|out| encode.encode(out)),
-            Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                transmit.done();
+            Ok(ConnectionState::ReadTraffic(mut read)) => while let Some(Ok(_)) = read.next_record() {},
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                held.encode(|out| encode.encode(out));
                 break;
             }
             _ => break,
@@ -614,6 +626,9 @@ fn read_into<S: Session>(
     stream: &mut TcpStream,
     buf: &mut [u8],
 ) -> io::Result<usize> {
+    if held.failed {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the TLS session failed"));
+    }
     let mut sink = Sink { filled: 0, buf };
     sink.filled = held.take_plain(sink.buf);
     if sink.filled == sink.buf.len() || held.peer_closed {
@@ -651,7 +666,10 @@ fn read_into<S: Session>(
                                 cipher.copy_within(done..kept, 0);
                                 kept -= done;
                             }
-                            Err(error) => break Err(TlsFailure { error, during_handshake }.into_io()),
+                            Err(error) => {
+                                held.failed = true;
+                                break Err(TlsFailure { error, during_handshake }.into_io());
+                            }
                         }
                     }
                 }
@@ -857,7 +875,8 @@ mod tests {
         peer.join().unwrap();
     }
 
-    /// Garbage instead of a ClientHello is a handshake failure of the protocol kind.
+    /// Garbage instead of a ClientHello is a handshake failure of the protocol kind (in a debug build,
+    /// rustls asserts that its alert is produced once: the failed bytes are not parsed again).
     #[test]
     fn garbage_is_a_handshake_failure() {
         let (server_config, _) = configs();
@@ -878,5 +897,8 @@ mod tests {
         let failure = TlsFailure::of(&err).expect("a TLS failure");
         assert!(failure.during_handshake);
         assert_eq!(failure.reason(), HandshakeFailure::TlsProtocol);
+        // A failed session is not asked again: closing it and reading it are safe no-ops and errors.
+        tls.close_notify(&mut stream);
+        assert!(tls.read(&mut stream, &mut buf).is_err());
     }
 }
