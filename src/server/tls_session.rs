@@ -684,7 +684,9 @@ fn read_into<S: Session>(
                 break Ok(None);
             }
         };
-        if result.is_ok() && kept > 0 {
+        // Kept whatever happened to the socket (the session's parse state refers to these bytes), unless
+        // the session itself failed.
+        if kept > 0 && !held.failed {
             held.incoming = cipher[..kept].to_vec();
         }
         let result = result?;
