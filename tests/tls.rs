@@ -643,3 +643,94 @@ fn wss_goes_through_http_and_socks5_proxies_blocking_and_in_loop() {
     assert!(eventually(10 * SEC, || dante.log().matches(&format!("127.0.0.1.{port}")).count() >= 2), "{}", dante.log());
     server.stop();
 }
+
+/// The handshake of a rustls client over a blocking socket, to its end: `Err` with the rustls error
+/// when it fails.
+fn raw_handshake(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<(), rustls::Error> {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(5 * SEC)).unwrap();
+    let mut conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut sock) {
+            return Err(e
+                .into_inner()
+                .and_then(|inner| inner.downcast::<rustls::Error>().ok())
+                .map_or_else(|| rustls::Error::General("io".into()), |e| *e));
+        }
+    }
+    Ok(())
+}
+
+/// At the connection cap (503 on a plain listener) and at a per-IP cap (429), a TLS listener refuses
+/// with a fatal TLS alert, which the client reads as such (not as a corrupt record), and counts the
+/// refusal; the connection already open is served on.
+#[test]
+fn refusals_on_a_tls_listener_are_tls_alerts_and_counted() {
+    let ca = Ca::new("refusal CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let tls = || TlsConfig::builder().certificate_pem(cert.as_bytes(), key.as_bytes()).unwrap().build().unwrap();
+    let config = ca.client_tls().rustls().clone();
+    for per_ip in [false, true] {
+        let server = serve(tls(), |c| {
+            if per_ip {
+                c.max_connections_per_ip = Some(1);
+            } else {
+                c.max_connections = 1;
+            }
+        });
+        let handle = server.handle();
+        let mut held = connect(&url(server.local_addr()), options(ca.client_tls())).unwrap();
+        let refused = raw_handshake(server.local_addr(), config.clone());
+        assert!(
+            matches!(refused, Err(rustls::Error::AlertReceived(rustls::AlertDescription::InternalError))),
+            "per_ip {per_ip}: {refused:?}"
+        );
+        let m = handle.metrics();
+        let counted = if per_ip { m.connections_refused_per_ip } else { m.connections_refused };
+        assert_eq!(counted, 1, "per_ip {per_ip}");
+        held.send_text("served on").unwrap();
+        assert_eq!(held.read_message(Some(5 * SEC)).unwrap(), Message::Text("served on".into()));
+        server.stop();
+    }
+}
+
+/// `Config::plain_addr`: a plain listener beside the TLS one, on the same two reactors: wss:// on
+/// one address, ws:// (and http:// for /metrics) on the other, counted in the same metrics; a TLS
+/// hello on the plain listener is not TLS to it (no TLS session: it gets no ServerHello).
+#[test]
+fn a_plain_listener_serves_ws_beside_the_tls_one() {
+    let ca = Ca::new("plain beside CA");
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let tls = TlsConfig::builder().certificate_pem(cert.as_bytes(), key.as_bytes()).unwrap().build().unwrap();
+    let server = serve(tls, |c| {
+        c.threads = 2;
+        c.plain_addr = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let plain = server.plain_addr().expect("a plain listener");
+    assert_ne!(plain.port(), server.local_addr().port());
+    let mut secure = Vec::new();
+    let mut clear = Vec::new();
+    for i in 0..4 {
+        secure.push(connect(&url(server.local_addr()), options(ca.client_tls())).unwrap());
+        clear.push(connect(&format!("ws://127.0.0.1:{}/echo", plain.port()), ClientOptions::default()).unwrap());
+        for c in [secure.last_mut().unwrap(), clear.last_mut().unwrap()] {
+            c.send_text(&format!("m{i}")).unwrap();
+            assert_eq!(c.read_message(Some(5 * SEC)).unwrap(), Message::Text(format!("m{i}")));
+        }
+    }
+    // Plain HTTP on the plain listener.
+    let mut http = TcpStream::connect(plain).unwrap();
+    http.set_read_timeout(Some(5 * SEC)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = http.read_to_string(&mut body);
+    assert!(body.starts_with("HTTP/1.1 200"), "{body:.80}");
+    // A TLS client on the plain listener: the server parses its hello as HTTP and refuses it.
+    let refused = raw_handshake(plain, ca.client_tls().rustls().clone());
+    assert!(refused.is_err());
+    let handle = server.handle();
+    assert!(eventually(5 * SEC, || handle.metrics().active_connections == 8));
+    drop(secure);
+    drop(clear);
+    server.stop();
+}

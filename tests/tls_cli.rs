@@ -169,3 +169,44 @@ fn headless_chromium_loads_the_dashboard_over_https_and_its_feed_over_wss() {
     assert!(dom.contains("echo mode"), "the dashboard's feed did not arrive: {dom}");
     assert!(dom.contains("wss://"), "the dashboard should show the wss:// address: {dom}");
 }
+
+/// `wsloop serve --tls-cert --tls-key --plain-listen ADDR`: wss:// on --addr, ws:// on ADDR (announced
+/// on stderr), both answered by the same server.
+#[test]
+fn serve_with_plain_listen_answers_ws_beside_wss() {
+    let pems = Pems::new("plain");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--tls-cert", &pems.path("cert.pem")])
+        .args(["--tls-key", &pems.path("key.pem"), "--plain-listen", "127.0.0.1:0", "--no-dashboard"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let port = first
+        .strip_prefix("wsloop serving on wss://")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.rsplit(':').next())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let plain = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no plain listener announced");
+        if let Some(url) = line.trim().strip_prefix("wsloop: plain ws:// also on ") {
+            break url.to_owned();
+        }
+    };
+    let (ok, out, stderr) = run(&["client", &format!("{plain}/"), "--ca", &pems.path("ca.pem")], b"plain one\n");
+    assert!(ok, "{stderr}");
+    assert_eq!(out.trim(), "plain one");
+    let wss = format!("wss://localhost:{port}/");
+    let (ok, out, stderr) = run(&["client", &wss, "--ca", &pems.path("ca.pem")], b"secure one\n");
+    assert!(ok, "{stderr}");
+    assert_eq!(out.trim(), "secure one");
+    let _ = child.kill();
+    let _ = child.wait();
+}

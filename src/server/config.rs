@@ -82,6 +82,14 @@ pub struct Config {
     /// `handshake_timeout`, like the upgrade request after it.
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsConfig>,
+    /// With `tls` set: a second address to listen on with plain TCP (ws://, and http:// for the built-in
+    /// endpoints), beside the TLS listener at `addr`; its connections are served by the same reactors,
+    /// handlers and limits. Port 0 picks a free port ([`RunningServer::plain_addr`] says which).
+    /// Ignored without `tls`. Default `None`.
+    ///
+    /// [`RunningServer::plain_addr`]: super::RunningServer::plain_addr
+    #[cfg(feature = "tls")]
+    pub plain_addr: Option<SocketAddr>,
     /// Most open connections from one IP address (over all reactors); more are answered 429 and closed
     /// at accept (`connections_refused_per_ip`). Default `None`: no cap (benchmarks and proxies put
     /// many connections behind one address).
@@ -139,6 +147,8 @@ impl Default for Config {
             keep_request_headers: false,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            plain_addr: None,
             max_connections_per_ip: None,
             handshake_rate_per_ip: None,
             per_ip_ipv6_prefix: 64,

@@ -123,13 +123,22 @@ impl Server {
         // SO_REUSEPORT lets every reactor have its own listener, but would also let this server silently
         // share a port another process already serves: check that nobody listens there first.
         let mut addr = reactor::probe_exclusive(self.config.addr)?;
+        let mut plain = self.plain_listener_addr().map(reactor::probe_exclusive).transpose()?;
         let mut listeners = Vec::with_capacity(threads);
         for _ in 0..threads {
             let listener = reactor::bind_listener(addr)?;
             addr = listener.local_addr()?;
-            listeners.push(Some(listener));
+            let plain_listener = match plain {
+                Some(plain_addr) => {
+                    let listener = reactor::bind_listener(plain_addr)?;
+                    plain = Some(listener.local_addr()?);
+                    Some(listener)
+                }
+                None => None,
+            };
+            listeners.push(reactor::Listeners { main: Some(listener), plain: plain_listener });
         }
-        self.spawn(listeners, addr)
+        self.spawn(listeners, addr, plain)
     }
 
     /// Starts the reactor threads without listeners, to host in-loop client connections only (see
@@ -137,10 +146,24 @@ impl Server {
     pub fn start_without_listeners(self) -> io::Result<RunningServer> {
         let threads = self.config.threads.max(1);
         let addr = SocketAddr::from(([0, 0, 0, 0], 0));
-        self.spawn((0..threads).map(|_| None).collect(), addr)
+        self.spawn((0..threads).map(|_| reactor::Listeners::default()).collect(), addr, None)
     }
 
-    fn spawn(self, listeners: Vec<Option<mio::net::TcpListener>>, addr: SocketAddr) -> io::Result<RunningServer> {
+    /// Where the plain listener beside a TLS one goes (`Config::plain_addr`, with `Config::tls` only).
+    fn plain_listener_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "tls")]
+        if self.config.tls.is_some() {
+            return self.config.plain_addr;
+        }
+        None
+    }
+
+    fn spawn(
+        self,
+        listeners: Vec<reactor::Listeners>,
+        addr: SocketAddr,
+        plain_addr: Option<SocketAddr>,
+    ) -> io::Result<RunningServer> {
         let threads = listeners.len();
         self.config.deflate.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let config = Arc::new(self.config);
@@ -172,6 +195,7 @@ impl Server {
             links,
             broker,
             local_addr: addr,
+            plain_addr,
             stopping: AtomicBool::new(false),
             next_client_reactor: AtomicUsize::new(0),
         });
@@ -202,6 +226,11 @@ impl RunningServer {
     /// The address the listeners are bound to (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// The address of the plain listener beside the TLS one (`Config::plain_addr`), if there is one.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.handle.shared.plain_addr
     }
 
     /// Waits for every reactor thread to finish (after [`Handle::stop`]), then stops the broker, if any.
@@ -302,6 +331,8 @@ struct Shared {
     broker: Option<Attached>,
     counters: Vec<Arc<Counters>>,
     local_addr: SocketAddr,
+    /// The plain listener's address beside a TLS one, if any.
+    plain_addr: Option<SocketAddr>,
     stopping: AtomicBool,
     next_client_reactor: AtomicUsize,
 }

@@ -4,10 +4,12 @@
 //! ([`Transport::write_until_blocked`]) over anything that can offer bytes as iovecs ([`Outgoing`]).
 //! Never touches: WebSocket frames, buffers' pooling policy, handlers.
 //!
-//! Two variants: plain TCP, and (feature `tls`) a TLS session (plaintext in, records out, driven by
-//! the same readiness events; `server::tls_session`). The reactor and `Ctx` only see this interface;
-//! the one thing TLS adds for them is [`Transport::wants_write`]: records a session holds because the
-//! socket would block, flushed on the next writable event like a queue.
+//! Plain TCP, or (feature `tls`) a TLS session over it (plaintext in, records out, driven by the same
+//! readiness events; `server::tls_session`). A connection's slab entry keeps only its socket; its TLS
+//! session, if any, lives beside the slab in the reactor's [`TlsSessions`], and a [`Transport`] joins
+//! the two for one event. The reactor and `Ctx` only see this interface; the one thing TLS adds for
+//! them is [`Transport::wants_write`]: records a session holds because the socket would block, flushed
+//! on the next writable event like a queue.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -87,88 +89,163 @@ impl Outgoing for Slices<'_> {
     }
 }
 
-/// The byte stream under one connection.
+/// A new connection's socket and, with TLS, its session, before the reactor stores them: the socket
+/// goes into the connection's slab entry, the session into the reactor's [`TlsSessions`] beside it (so
+/// a plain connection's entry holds the socket and nothing more).
 #[derive(Debug)]
-pub(crate) enum Transport {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS over TCP. Boxed: an idle plain connection stays one pointer-sized socket.
+pub(crate) struct NewTransport {
+    pub(crate) stream: TcpStream,
     #[cfg(feature = "tls")]
-    Tls(Box<super::tls_session::TlsStream>),
+    pub(crate) tls: Option<Box<super::tls_session::TlsStream>>,
 }
 
-impl Transport {
-    /// The socket, to register with (or deregister from) the reactor's poll.
-    pub(crate) fn source(&mut self) -> &mut TcpStream {
-        match self {
-            Self::Tcp(stream) => stream,
+impl NewTransport {
+    /// Plain TCP.
+    pub(crate) fn tcp(stream: TcpStream) -> Self {
+        Self {
+            stream,
             #[cfg(feature = "tls")]
-            Self::Tls(tls) => &mut tls.stream,
+            tls: None,
+        }
+    }
+
+    /// TLS over TCP.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(stream: TcpStream, tls: super::tls_session::TlsStream) -> Self {
+        Self { stream, tls: Some(Box::new(tls)) }
+    }
+}
+
+/// The TLS sessions of one reactor's connections, by slab slot: empty (no allocation) while none is
+/// TLS. An entry is written whenever a connection is stored in its slot (so a slot never shows the
+/// session of a connection that was there before) and taken when it is removed.
+#[derive(Debug, Default)]
+pub(crate) struct TlsSessions {
+    #[cfg(feature = "tls")]
+    by_slot: Vec<Option<Box<super::tls_session::TlsStream>>>,
+}
+
+impl TlsSessions {
+    /// The transport of the connection in `slot` whose socket is `stream`.
+    #[inline]
+    pub(crate) fn transport<'a>(&'a mut self, stream: &'a mut TcpStream, slot: usize) -> Transport<'a> {
+        let _ = slot;
+        Transport {
+            stream,
+            #[cfg(feature = "tls")]
+            tls: self.by_slot.get_mut(slot).and_then(|tls| tls.as_deref_mut()),
+        }
+    }
+
+    /// Stores the session (or none) of the connection just stored in `slot`.
+    pub(crate) fn insert(&mut self, slot: usize, new: &mut NewTransport) {
+        let _ = (slot, &new);
+        #[cfg(feature = "tls")]
+        match new.tls.take() {
+            Some(tls) => {
+                if self.by_slot.len() <= slot {
+                    self.by_slot.resize_with(slot + 1, || None);
+                }
+                self.by_slot[slot] = Some(tls);
+            }
+            None => {
+                if let Some(entry) = self.by_slot.get_mut(slot) {
+                    *entry = None;
+                }
+            }
+        }
+    }
+
+    /// Takes the session of the connection removed from `slot`, if it had one (`close_notify` is the
+    /// caller's; the session is dropped with what it returns).
+    #[cfg(feature = "tls")]
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Box<super::tls_session::TlsStream>> {
+        self.by_slot.get_mut(slot).and_then(Option::take)
+    }
+
+    /// Takes the session of the connection removed from `slot` (none without the `tls` feature).
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<std::convert::Infallible> {
+        let _ = slot;
+        None
+    }
+}
+
+/// The byte stream under one connection, for one event: its socket and, for TLS, its session.
+#[derive(Debug)]
+pub(crate) struct Transport<'a> {
+    stream: &'a mut TcpStream,
+    #[cfg(feature = "tls")]
+    tls: Option<&'a mut super::tls_session::TlsStream>,
+}
+
+impl<'a> Transport<'a> {
+    /// Plain TCP over `stream`.
+    #[cfg(any(test, not(feature = "tls")))]
+    pub(crate) fn tcp(stream: &'a mut TcpStream) -> Self {
+        Self {
+            stream,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// TLS over `stream`, or plain TCP without a session.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(stream: &'a mut TcpStream, tls: Option<&'a mut super::tls_session::TlsStream>) -> Self {
+        Self { stream, tls }
+    }
+
+    /// The same transport for a shorter borrow.
+    pub(crate) fn reborrow(&mut self) -> Transport<'_> {
+        Transport {
+            stream: self.stream,
+            #[cfg(feature = "tls")]
+            tls: self.tls.as_deref_mut(),
         }
     }
 
     /// The peer's address (asked of the socket, not stored).
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            Self::Tcp(stream) => stream.peer_addr(),
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => tls.stream.peer_addr(),
-        }
-    }
-
-    /// A pending socket error (a connect that failed), if any.
-    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
-        match self {
-            Self::Tcp(stream) => stream.take_error(),
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => tls.stream.take_error(),
-        }
-    }
-
-    /// Sets `TCP_NODELAY`.
-    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        match self {
-            Self::Tcp(stream) => stream.set_nodelay(on),
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => tls.stream.set_nodelay(on),
-        }
+        self.stream.peer_addr()
     }
 
     /// Reads what is there into `buf` (`Ok(0)`: the peer closed).
+    #[inline]
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(stream) => stream.read(buf),
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => tls.read(buf),
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls.read(self.stream, buf);
         }
+        self.stream.read(buf)
     }
 
     /// Whether bytes already taken from a writer are still waiting for the socket inside the transport
     /// (a TLS session's records); plain TCP holds none. The reactor treats this like a non-empty queue:
     /// it flushes on writable and closes only once it is false.
     pub(crate) fn wants_write(&self) -> bool {
-        match self {
-            Self::Tcp(_) => false,
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => tls.wants_write(),
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref() {
+            return tls.wants_write();
         }
+        false
     }
 
     /// Writes what the transport holds ([`Transport::wants_write`]) until done or the socket would
     /// block.
     pub(crate) fn flush_held(&mut self) -> io::Result<()> {
-        match self {
-            Self::Tcp(_) => Ok(()),
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => tls.flush().map(drop),
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls.flush(self.stream).map(drop);
         }
+        Ok(())
     }
 
     /// Before the socket closes: a TLS session sends `close_notify` (best effort).
     pub(crate) fn close_notify(&mut self) {
         #[cfg(feature = "tls")]
-        if let Self::Tls(tls) = self {
-            tls.close_notify();
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.close_notify(self.stream);
         }
     }
 
@@ -177,11 +254,11 @@ impl Transport {
     /// An error other than `WouldBlock` (or a socket that takes nothing) is returned: the connection is
     /// broken.
     pub(crate) fn write_until_blocked(&mut self, src: &mut impl Outgoing) -> io::Result<usize> {
-        let stream = match self {
-            Self::Tcp(stream) => stream,
-            #[cfg(feature = "tls")]
-            Self::Tls(tls) => return tls.write_until_blocked(src),
-        };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls.write_until_blocked(self.stream, src);
+        }
+        let stream = &mut *self.stream;
         let mut written = 0;
         while !src.is_empty() {
             // `sendmsg(MSG_NOSIGNAL)`: a reset peer is an error here, never a SIGPIPE for the host process.
@@ -201,9 +278,9 @@ impl Transport {
     }
 }
 
-impl Read for Transport {
+impl Read for Transport<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Self::read(self, buf)
+        Transport::read(self, buf)
     }
 }
 
@@ -233,7 +310,8 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let mut transport = Transport::Tcp(TcpStream::from_std(server));
+        let mut stream = TcpStream::from_std(server);
+        let mut transport = Transport::tcp(&mut stream);
         // Small: all of it is taken at once.
         let written = transport.write_until_blocked(&mut Slices::new(b"hello ", b"world")).unwrap();
         assert_eq!(written, 11);

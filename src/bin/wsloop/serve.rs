@@ -125,6 +125,10 @@ pub(crate) struct ServeArgs {
     /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// With --tls-cert: also serve plain ws:// (and http://) on this address, beside the TLS listener,
+    /// from the same reactor threads (e.g. 0.0.0.0:8080; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "ADDR", requires = "tls_cert")]
+    plain_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     chat: ChatArgs,
     #[command(flatten)]
@@ -209,6 +213,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        config.plain_addr = args.plain_listen;
     }
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let http_scheme = if config.tls.is_some() { "https" } else { "http" };
@@ -279,6 +284,9 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     }
     println!("wsloop serving on {scheme}://{} ({} reactor threads)", running.local_addr(), threads);
     // The first stdout line stays the only fixed one (scripts read it); the pages are announced on stderr.
+    if let Some(plain) = running.plain_addr() {
+        eprintln!("wsloop: plain ws:// also on ws://{plain}");
+    }
     if let Some((page, _)) = &dashboard {
         eprintln!(
             "wsloop: dashboard on {http_scheme}://{}{}",

@@ -89,12 +89,28 @@ fn open_reserve() -> Option<File> {
 /// Answers `status` with `body` and closes: the answer is small enough for an empty socket buffer, so
 /// one write either sends it or the peer is gone. The write side is shut first, so the peer reads the
 /// answer and an end of stream.
-fn refuse(mut stream: TcpStream, status: u16, body: &str) {
-    let mut out = Vec::with_capacity(160);
-    HttpResponse::text(status, body).write(&mut out, false, false);
-    let _ = stream.write(&out);
+///
+/// On a TLS listener (`tls`) an HTTP answer would reach the client as a record that is not TLS, so the
+/// refusal is a fatal TLS alert instead ([`REFUSAL_ALERT`]): the client reports that the server
+/// refused the handshake, never a corrupt record. Finishing the handshake to answer in HTTP was not
+/// chosen: it would spend a full handshake (a signature) on every refused connection, under the very
+/// load (a flood from one address, the connection cap, no descriptors left) that made the server
+/// refuse, and keep a session per refusal.
+fn refuse(mut stream: TcpStream, status: u16, body: &str, tls: bool) {
+    if tls {
+        let _ = stream.write(&REFUSAL_ALERT);
+    } else {
+        let mut out = Vec::with_capacity(160);
+        HttpResponse::text(status, body).write(&mut out, false, false);
+        let _ = stream.write(&out);
+    }
     let _ = stream.shutdown(Shutdown::Write);
 }
+
+/// A plaintext TLS record (valid before any handshake): content type alert (21), legacy version 3.3,
+/// length 2, level fatal (2), description `internal_error` (80): the server cannot serve this
+/// connection, for reasons of its own.
+const REFUSAL_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 80];
 
 /// Whether an `accept` error means the process or the system ran out of descriptors (or of memory for
 /// one).
@@ -105,7 +121,8 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 impl Reactor {
     /// Lets an accepted connection in, or refuses it with an HTTP answer (503 at the global cap, 429 at a
     /// per-IP cap), counted per kind, and returns `None`.
-    pub(super) fn admit_or_refuse(&mut self, stream: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+    /// `tls`: it came from a TLS listener (a refusal is then a TLS alert).
+    pub(super) fn admit_or_refuse(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) -> Option<TcpStream> {
         // (A stopping reactor has no listener: nothing is accepted then.)
         let refusal = if self.conns.len() >= self.max_conns {
             Counters::add(&self.counters.connections_refused, 1);
@@ -138,22 +155,33 @@ impl Reactor {
                 self.index
             );
         }
-        refuse(stream, status, body);
+        refuse(stream, status, body, tls);
         None
+    }
+
+    /// Whether the main listener speaks TLS (its refusals are then TLS alerts; a plain listener beside
+    /// it never does).
+    pub(super) fn tls_listener(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.config.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// `accept` failed with `e`. Out of descriptors: count it, shed one pending connection through the
     /// reserve descriptor (answered 503), and rest the listener for `accept_retry` (the connections held
     /// are served meanwhile; accepting resumes on the timer). Any other error rests the listener too, so
     /// a persistent failure cannot spin the loop.
-    pub(super) fn accept_failed(&mut self, e: &io::Error) {
+    pub(super) fn accept_failed(&mut self, e: &io::Error, plain: bool) {
         if out_of_descriptors(e) {
             Counters::add(&self.counters.accept_fd_exhausted, 1);
             if let Some(reserve) = self.admit.reserve.take() {
                 drop(reserve);
-                if let Some(Ok((stream, _))) = self.listener.as_ref().map(|l| l.accept()) {
+                let listener = if plain { &self.plain_listener } else { &self.listener };
+                if let Some(Ok((stream, _))) = listener.as_ref().map(|l| l.accept()) {
                     Counters::add(&self.counters.connections_shed, 1);
-                    refuse(stream, 503, "server out of file descriptors, try again later\n");
+                    let tls = !plain && self.tls_listener();
+                    refuse(stream, 503, "server out of file descriptors, try again later\n", tls);
                 }
                 self.admit.reserve = open_reserve();
             }

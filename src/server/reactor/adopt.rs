@@ -19,7 +19,7 @@ use crate::proto::{encode_frame, CloseCode, Connection, OpCode, Role};
 use super::super::handler::{ConnId, ConnInfo};
 use super::super::handoff::AcceptedUpgrade;
 use super::super::rate_limit::ConnRate;
-use super::super::transport::Transport;
+use super::super::transport::NewTransport;
 use super::super::Handle;
 use super::calls::{invoke, Env, EnvParts};
 use super::conn::{OpenConn, Phase};
@@ -88,7 +88,7 @@ impl Reactor {
             buf.append(&already_read);
             Box::new(buf)
         });
-        let transport = Transport::Tcp(TcpStream::from_std(stream));
+        let transport = NewTransport::tcp(TcpStream::from_std(stream));
         let slot = match self.insert_conn(transport, Phase::Open(open), inbound) {
             Ok(slot) => slot,
             Err((e, _)) => {
@@ -101,7 +101,7 @@ impl Reactor {
         let id = ConnId::new(self.index, slot, conn.generation);
         let parts =
             EnvParts { calls: &mut self.calls, config: &self.config, handle, counters: &self.counters, now: self.now };
-        let mut env = Env::new(id, &mut conn.transport, 0, parts);
+        let mut env = Env::new(id, self.tls.transport(&mut conn.stream, slot), 0, parts);
         let mut slow_peer = false;
         if let Phase::Open(open) = &mut conn.phase {
             invoke(open, &mut env, Some(&request.headers), |h, ctx| h.on_open(ctx));

@@ -55,7 +55,7 @@ pub(super) struct EnvParts<'a> {
 impl<'a> Env<'a> {
     /// The one place an environment is built: for connection `id`, writing to `transport` behind
     /// `queued` bytes already queued. Resets the slow-peer flag for the new event.
-    pub(super) fn new(id: ConnId, transport: &'a mut Transport, queued: usize, parts: EnvParts<'a>) -> Self {
+    pub(super) fn new(id: ConnId, transport: Transport<'a>, queued: usize, parts: EnvParts<'a>) -> Self {
         let EnvParts { calls, config, handle, counters, now } = parts;
         calls.slow_peer = false;
         let CallState { cork, deferred, dropped, slow_peer } = calls;
@@ -93,7 +93,8 @@ impl Reactor {
         }
         let parts =
             EnvParts { calls: &mut self.calls, config: &self.config, handle, counters: &self.counters, now: self.now };
-        let mut env = Env::new(ConnId::new(index, slot, conn.generation), &mut conn.transport, queued, parts);
+        let transport = self.tls.transport(&mut conn.stream, slot);
+        let mut env = Env::new(ConnId::new(index, slot, conn.generation), transport, queued, parts);
         invoke(open, &mut env, None, f);
         let slow_peer = env.slow_peer();
         self.after_event(slot, handle, slow_peer);

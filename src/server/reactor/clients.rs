@@ -17,7 +17,7 @@ use crate::proto::handshake::{ClientHandshake, ClientRequest};
 use crate::proto::CloseCode;
 
 use super::super::handler::{ConnectError, Handler};
-use super::super::transport::Transport;
+use super::super::transport::NewTransport;
 use super::super::Handle;
 use super::conn::{PendingClient, PendingTunnel, Phase};
 use super::{millis, ClientStart, Reactor};
@@ -55,18 +55,18 @@ fn through_proxy(tunnel: Option<&PendingTunnel>, connecting: bool, error: Connec
 }
 
 /// Plain TCP, or with `options.tls` a client TLS session for `host` (its port, if any, dropped).
-fn client_transport(stream: TcpStream, host: &str, options: &super::super::ConnectOptions) -> io::Result<Transport> {
+fn client_transport(stream: TcpStream, host: &str, options: &super::super::ConnectOptions) -> io::Result<NewTransport> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &options.tls {
         let name = host_without_port(host);
         let name = rustls::pki_types::ServerName::try_from(name.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let session = rustls::ClientConnection::new(tls.rustls().clone(), name)
+        let session = rustls::client::UnbufferedClientConnection::new(tls.rustls().clone(), name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        return Ok(Transport::Tls(Box::new(super::super::tls_session::TlsStream::new(stream, session.into()))));
+        return Ok(NewTransport::tls(stream, super::super::tls_session::TlsStream::client(session)?));
     }
     let _ = (host, options);
-    Ok(Transport::Tcp(stream))
+    Ok(NewTransport::tcp(stream))
 }
 
 /// `example.com:8443` → `example.com`, `[::1]:443` → `::1`, `example.com` as it is.
@@ -147,11 +147,11 @@ impl Reactor {
     /// A connecting socket became ready: find out whether TCP connected, then send the upgrade request.
     pub(super) fn check_connected(&mut self, slot: usize, handle: &Handle) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        match conn.transport.take_error() {
+        match conn.stream.take_error() {
             Ok(Some(e)) | Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
             Ok(None) => {}
         }
-        match conn.transport.peer_addr() {
+        match conn.stream.peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => return self.fail_client(slot, ConnectError::Io(e)),
@@ -173,7 +173,8 @@ impl Reactor {
         if let Some(key) = conn.timer.take() {
             self.wheel.cancel(key);
         }
-        let _ = self.poll.registry().deregister(conn.transport.source());
+        self.tls.remove(slot);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
         let connecting = matches!(conn.phase, Phase::Connecting(_));
         if let Phase::Connecting(pending) | Phase::AwaitingResponse(pending) = &mut conn.phase {
             let error = through_proxy(pending.tunnel.as_deref(), connecting, error);

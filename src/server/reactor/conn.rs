@@ -12,7 +12,6 @@ use crate::timer::TimerKey;
 
 use super::super::handler::{ConnExtra, ConnInfo, Handler};
 use super::super::rate_limit::ConnRate;
-use super::super::transport::Transport;
 
 /// An in-loop client connection on its way to open.
 pub(super) struct PendingClient {
@@ -106,7 +105,8 @@ impl OpenConn {
 
 /// One slab entry.
 pub(super) struct Conn {
-    pub(super) transport: Transport,
+    /// The socket (a TLS session, if any, is kept beside the slab: `Reactor::tls`).
+    pub(super) stream: mio::net::TcpStream,
     pub(super) phase: Phase,
     /// The unparsed tail of the stream, only while there is one (its buffer comes from the pool).
     pub(super) inbound: Option<Box<InboundBuf>>,
@@ -196,10 +196,10 @@ mod tests {
 
     /// The memory budget: an idle open connection is one slab entry (no buffer, no other allocation for
     /// a zero-sized handler and an interned path). In release builds mio's `TcpStream` is 4 bytes; debug
-    /// builds add a selector id, hence the margin. Release builds at 2026-12-01 (issue 18): `Conn` 184
-    /// bytes with the `tls` feature (168 without: the TLS variant makes `Transport` 16 bytes), `Connection`
-    /// 88; with the 32-byte keepalive timer entry that is the measured 216.7 B per idle connection (200
-    /// without the TLS variant; docs/benchmarks.md).
+    /// builds add a selector id, hence the margin. Release builds at 2026-12-01: `Conn` 168 bytes with
+    /// or without the `tls` feature (the entry keeps the socket; a TLS session lives beside the slab,
+    /// `transport::TlsSessions`), `Connection` 88; with the 32-byte keepalive timer entry, 200 B per
+    /// idle connection (docs/benchmarks.md).
     #[test]
     fn an_open_connection_fits_the_idle_memory_budget() {
         let entry = std::mem::size_of::<Conn>();
@@ -220,7 +220,7 @@ mod tests {
         );
         assert!(std::mem::size_of::<Connection>() <= 96, "Connection is {} bytes", std::mem::size_of::<Connection>());
         if !cfg!(debug_assertions) {
-            assert!(entry <= 184, "Conn is {entry} bytes in a release build");
+            assert!(entry <= 168, "Conn is {entry} bytes in a release build");
         }
     }
 }

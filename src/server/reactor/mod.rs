@@ -55,13 +55,15 @@ use super::handler::{ConnId, Handler};
 use super::handler_timers::HandlerTimers;
 use super::ip_limits::IpLimits;
 use super::router::Router;
-use super::transport::Transport;
+use super::transport::{NewTransport, TlsSessions, Transport};
 use super::{Config, Handle, ReactorLink};
 use calls::{notify_close, CallState, Env, EnvParts};
 use commands::{unsubscribe, Topics};
 use conn::{Conn, Phase};
 
 const LISTENER: Token = Token(usize::MAX - 1);
+/// The plain listener beside a TLS one (`Config::plain_addr`).
+const PLAIN_LISTENER: Token = Token(usize::MAX - 2);
 /// Smallest per-reactor read buffer.
 const MIN_SCRATCH: usize = 256 * 1024;
 const WAKER: Token = Token(usize::MAX);
@@ -137,11 +139,20 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// A reactor's listeners: its share of the server's address (TLS when the server has TLS settings),
+/// and a plain one beside a TLS one (`Config::plain_addr`). Both `None`: in-loop clients only.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    pub(crate) main: Option<TcpListener>,
+    pub(crate) plain: Option<TcpListener>,
+}
+
 /// What a reactor thread starts from (everything here is `Send`; the reactor itself is not).
 pub(crate) struct ReactorSeed {
     index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    plain_listener: Option<TcpListener>,
     rx: Receiver<Command>,
     counters: Arc<Counters>,
     config: Arc<Config>,
@@ -164,9 +175,13 @@ pub(crate) struct Reactor {
     index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// Plain TCP beside a TLS `listener` (`Config::plain_addr`).
+    plain_listener: Option<TcpListener>,
     conns: Slab<Conn>,
     next_generation: u32,
     scratch: Vec<u8>,
+    /// The TLS sessions of TLS connections, by slot (beside the slab, so a plain entry does not grow).
+    tls: TlsSessions,
     calls: CallState,
     pool: BufferPool,
     /// Timers by connection slot (a `u32` keeps each wheel entry small).
@@ -209,24 +224,38 @@ impl Reactor {
     /// Makes the parts that cross into the reactor thread, and the link other threads use to reach it.
     pub(crate) fn prepare(
         index: usize,
-        mut listener: Option<TcpListener>,
+        listeners: Listeners,
         config: Arc<Config>,
         router: Arc<Router>,
         ip_limits: Option<Arc<IpLimits>>,
     ) -> io::Result<(ReactorSeed, ReactorLink)> {
         let poll = Poll::new()?;
+        let Listeners { main: mut listener, plain: mut plain_listener } = listeners;
         if let Some(listener) = listener.as_mut() {
             poll.registry().register(listener, LISTENER, Interest::READABLE)?;
+        }
+        if let Some(listener) = plain_listener.as_mut() {
+            poll.registry().register(listener, PLAIN_LISTENER, Interest::READABLE)?;
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
-        let seed = ReactorSeed { index, poll, listener, rx, counters: counters.clone(), config, router, ip_limits };
+        let seed = ReactorSeed {
+            index,
+            poll,
+            listener,
+            plain_listener,
+            rx,
+            counters: counters.clone(),
+            config,
+            router,
+            ip_limits,
+        };
         Ok((seed, ReactorLink { tx, waker, counters }))
     }
 
     fn from_seed(seed: ReactorSeed) -> Self {
-        let ReactorSeed { index, poll, listener, rx, counters, config, router, ip_limits } = seed;
+        let ReactorSeed { index, poll, listener, plain_listener, rx, counters, config, router, ip_limits } = seed;
         let rate_limited = config.message_rate.is_some() || config.byte_rate.is_some();
         let threads = config.threads.max(1);
         let now = Instant::now();
@@ -234,10 +263,12 @@ impl Reactor {
             index,
             poll,
             listener,
+            plain_listener,
             conns: Slab::with_capacity(RESERVED_CONNS),
             next_generation: 0,
             // One per reactor, so it can be large: a 64 KiB message and its header arrive in one read.
             scratch: vec![0; config.read_buffer_size.max(MIN_SCRATCH)],
+            tls: TlsSessions::default(),
             calls: CallState { cork: Vec::with_capacity(config.read_buffer_size), ..CallState::default() },
             pool: BufferPool::new(config.read_buffer_size.max(4096), config.pooled_buffers),
             wheel: {
@@ -301,7 +332,8 @@ impl Reactor {
             self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    PLAIN_LISTENER => self.accept(true),
                     WAKER => self.drain_commands(&handle),
                     Token(slot) => {
                         if event.is_writable() {
@@ -320,7 +352,8 @@ impl Reactor {
             self.fire_handler_timers(&handle);
             if self.admit.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.admit.accept_paused_until = None;
-                self.accept();
+                self.accept(false);
+                self.accept(true);
             }
             // This thread's permessage-deflate compressions (a thread-local count: one read per poll).
             Counters::set(&self.counters.messages_compressed, crate::proto::deflate::thread_compressions());
@@ -347,19 +380,21 @@ impl Reactor {
         log::debug!("reactor {} stopped", self.index);
     }
 
-    fn accept(&mut self) {
+    /// Accepts what the listener (`plain`: the plain one beside a TLS one) has pending.
+    fn accept(&mut self, plain: bool) {
         if self.admit.accept_paused_until.is_some() {
             return;
         }
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let Some(listener) = (if plain { &self.plain_listener } else { &self.listener }).as_ref() else {
                 return;
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
                     Counters::add(&self.counters.connections_accepted, 1);
-                    let Some(stream) = self.admit_or_refuse(stream, peer) else { continue };
-                    let Some(transport) = self.accepted_transport(stream) else {
+                    let tls = !plain && self.tls_listener();
+                    let Some(stream) = self.admit_or_refuse(stream, peer, tls) else { continue };
+                    let Some(transport) = self.accepted_transport(stream, tls) else {
                         self.admit.release_ip(peer.ip());
                         continue;
                     };
@@ -376,29 +411,28 @@ impl Reactor {
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
                     // EMFILE and friends: shed one, rest the listener, retry on a timer (admit.rs).
-                    self.accept_failed(&e);
+                    self.accept_failed(&e, plain);
                     return;
                 }
             }
         }
     }
 
-    /// The transport for a socket the listener accepted: a TLS session when the server has TLS
-    /// settings (`None` if rustls refuses to start one, which only bad settings cause), else plain TCP.
-    fn accepted_transport(&self, stream: TcpStream) -> Option<Transport> {
+    /// The transport for a socket a listener accepted: a TLS session from the TLS listener (`tls`; `None`
+    /// if rustls refuses to start one, which only bad settings cause), else plain TCP.
+    fn accepted_transport(&self, stream: TcpStream, tls: bool) -> Option<NewTransport> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.config.tls {
-            return match rustls::ServerConnection::new(tls.rustls().clone()) {
-                Ok(session) => {
-                    Some(Transport::Tls(Box::new(super::tls_session::TlsStream::new(stream, session.into()))))
-                }
+        if let Some(tls) = self.config.tls.as_ref().filter(|_| tls) {
+            return match rustls::server::UnbufferedServerConnection::new(tls.rustls().clone()) {
+                Ok(session) => Some(NewTransport::tls(stream, super::tls_session::TlsStream::server(session))),
                 Err(e) => {
                     log::warn!("reactor {}: cannot start a TLS session: {e}", self.index);
                     None
                 }
             };
         }
-        Some(Transport::Tcp(stream))
+        let _ = tls;
+        Some(NewTransport::tcp(stream))
     }
 
     /// Takes over a socket accepted elsewhere (e.g. by an HTTP server), with the bytes already read from
@@ -419,7 +453,7 @@ impl Reactor {
             buf.append(&already_read);
             Box::new(buf)
         });
-        let slot = match self.insert_conn(Transport::Tcp(stream), Phase::Handshake, inbound) {
+        let slot = match self.insert_conn(NewTransport::tcp(stream), Phase::Handshake, inbound) {
             Ok(slot) => slot,
             Err((e, _)) => {
                 log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
@@ -441,16 +475,16 @@ impl Reactor {
     #[allow(clippy::result_large_err)] // rare path; boxing would cost an allocation on the common one
     fn insert_conn(
         &mut self,
-        mut transport: Transport,
+        mut transport: NewTransport,
         phase: Phase,
         inbound: Option<Box<InboundBuf>>,
     ) -> Result<usize, (io::Error, Phase)> {
-        let _ = transport.set_nodelay(true);
+        let _ = transport.stream.set_nodelay(true);
         let last_read = conn::stamp_ms(self.now_ms());
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if let Err(e) =
-            self.poll.registry().register(transport.source(), Token(slot), Interest::READABLE | Interest::WRITABLE)
+            self.poll.registry().register(&mut transport.stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
         {
             if let Some(inbound) = inbound {
                 self.pool.give((*inbound).into_vec());
@@ -460,8 +494,9 @@ impl Reactor {
         self.next_generation = self.next_generation.wrapping_add(1) & 0xff_ffff;
         // Accepted, adopted or connecting: through no request yet.
         let counted = if matches!(phase, Phase::Open(_)) { TcpPhase::Open } else { TcpPhase::Handshake };
+        self.tls.insert(slot, &mut transport);
         entry.insert(Conn {
-            transport,
+            stream: transport.stream,
             phase,
             inbound,
             outbound: None,
@@ -506,7 +541,10 @@ impl Reactor {
                 Phase::Handshake | Phase::Connecting(_) | Phase::AwaitingResponse(_) => {}
             }
             conn.count_closing(&self.counters);
-            if conn.close_when_flushed && conn.outbound.is_none() && !conn.transport.wants_write() {
+            if conn.close_when_flushed
+                && conn.outbound.is_none()
+                && !self.tls.transport(&mut conn.stream, slot).wants_write()
+            {
                 self.remove(slot, handle, CloseCode::NORMAL, "");
             } else if rearm {
                 self.arm(slot);
@@ -533,8 +571,14 @@ impl Reactor {
         if let Some(key) = conn.timer.take() {
             self.wheel.cancel(key);
         }
-        conn.transport.close_notify();
-        let _ = self.poll.registry().deregister(conn.transport.source());
+        // Its TLS session, if any, leaves the table with it (and is dropped at the end of this call).
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables, unused_mut))]
+        let mut tls = self.tls.remove(slot);
+        #[cfg(feature = "tls")]
+        let mut transport = Transport::with_tls(&mut conn.stream, tls.as_deref_mut());
+        #[cfg(not(feature = "tls"))]
+        let mut transport = Transport::tcp(&mut conn.stream);
+        transport.close_notify();
         if let Phase::Open(open) = &mut conn.phase {
             let parts = EnvParts {
                 calls: &mut self.calls,
@@ -543,7 +587,7 @@ impl Reactor {
                 counters: &self.counters,
                 now: self.now,
             };
-            let mut env = Env::new(ConnId::new(self.index, slot, conn.generation), &mut conn.transport, 0, parts);
+            let mut env = Env::new(ConnId::new(self.index, slot, conn.generation), transport.reborrow(), 0, parts);
             notify_close(open, &mut env, code, reason);
             recorded = open.close_code;
             self.calls.cork.clear();
@@ -551,6 +595,7 @@ impl Reactor {
                 unsubscribe(&mut self.topics, &topic, slot, handle);
             }
         }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.release_buffers(&mut self.pool);
         self.admit.removed(slot);
         self.counters.record_tcp_closed(conn.counted);
@@ -567,7 +612,7 @@ impl Reactor {
         if self.stopping.is_some() {
             return;
         }
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.plain_listener.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.stopping = Some(self.now + self.config.close_timeout);

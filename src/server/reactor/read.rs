@@ -47,7 +47,7 @@ impl Reactor {
             }
             if matches!(conn.phase, Phase::Rejected) || conn.close_when_flushed {
                 // Discard whatever arrives while an error response or a final close goes out.
-                match conn.transport.read(&mut self.scratch) {
+                match self.tls.transport(&mut conn.stream, slot).read(&mut self.scratch) {
                     Ok(0) => {
                         self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
                         return;
@@ -68,7 +68,7 @@ impl Reactor {
                     // holding only about what it sent.
                     let kept = tail.len();
                     self.scratch[..kept].copy_from_slice(tail.readable());
-                    match conn.transport.read(&mut self.scratch[kept..]) {
+                    match self.tls.transport(&mut conn.stream, slot).read(&mut self.scratch[kept..]) {
                         Ok(0) => Ok(None),
                         Ok(n) => {
                             if let Some(tail) = conn.inbound.take() {
@@ -81,14 +81,14 @@ impl Reactor {
                 }
                 Some(inbound) => {
                     let limit = self.config.max_frame_size.saturating_add(14).max(self.config.max_request_head);
-                    match inbound.fill_from(&mut conn.transport, limit) {
+                    match inbound.fill_from(&mut self.tls.transport(&mut conn.stream, slot), limit) {
                         Ok(Fill::Read(n)) => Ok(Some((n, false))),
                         Ok(Fill::Eof) => Ok(None),
                         Ok(Fill::Full) => Err(io::Error::other("inbound buffer full")),
                         Err(e) => Err(e),
                     }
                 }
-                None => match conn.transport.read(&mut self.scratch) {
+                None => match self.tls.transport(&mut conn.stream, slot).read(&mut self.scratch) {
                     Ok(0) => Ok(None),
                     Ok(n) => Ok(Some((n, true))),
                     Err(e) => Err(e),
@@ -167,6 +167,7 @@ impl Reactor {
             paths,
             now,
             rate_limited,
+            tls,
             ..
         } = self;
         let Some(conn) = conns.get_mut(slot) else {
@@ -174,9 +175,9 @@ impl Reactor {
         };
         let id = ConnId::new(index, slot, conn.generation);
         let queued = conn.queued();
-        let Conn { inbound, phase, transport, counted, .. } = conn;
+        let Conn { inbound, phase, stream, counted, .. } = conn;
         let parts = EnvParts { calls, config, handle, counters, now: *now };
-        let mut env = Env::new(id, transport, queued, parts);
+        let mut env = Env::new(id, tls.transport(stream, slot), queued, parts);
         let buf: &mut [u8] = match from_scratch {
             Some(n) => &mut scratch[..n],
             None => match inbound.as_mut() {

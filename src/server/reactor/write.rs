@@ -38,7 +38,7 @@ pub(super) fn admits(buffered: usize, len: usize, config: &Config) -> Result<(),
 /// already queued behind it, and the backpressure policy.
 pub(crate) struct Writer<'a> {
     pub(super) cork: &'a mut Vec<u8>,
-    pub(super) transport: &'a mut Transport,
+    pub(super) transport: Transport<'a>,
     /// Bytes queued on the connection before this call.
     pub(super) queued: usize,
     pub(super) config: &'a Config,
@@ -54,7 +54,7 @@ impl Writer<'_> {
     pub(super) fn reborrow(&mut self) -> Writer<'_> {
         Writer {
             cork: self.cork,
-            transport: self.transport,
+            transport: self.transport.reborrow(),
             queued: self.queued,
             config: self.config,
             slow_peer: self.slow_peer,
@@ -137,7 +137,7 @@ impl Reactor {
             self.check_connected(slot, handle);
             return;
         }
-        if conn.outbound.is_some() || conn.transport.wants_write() {
+        if conn.outbound.is_some() || self.tls.transport(&mut conn.stream, slot).wants_write() {
             self.write_queued(slot, handle);
         }
     }
@@ -146,11 +146,13 @@ impl Reactor {
     /// connection that waited for that or tells the handler (`on_drain`).
     pub(super) fn write_queued(&mut self, slot: usize, handle: &Handle) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        let mut transport = self.tls.transport(&mut conn.stream, slot);
         let result = match conn.outbound.as_mut() {
-            Some(queue) => conn.transport.write_until_blocked(&mut Queued { queue, pool: &mut self.pool }),
+            Some(queue) => transport.write_until_blocked(&mut Queued { queue, pool: &mut self.pool }),
             // Only records a TLS session held (no queue behind them).
-            None => conn.transport.flush_held().map(|()| 0),
+            None => transport.flush_held().map(|()| 0),
         };
+        let held = transport.wants_write();
         match result {
             Ok(n) => {
                 Counters::add(&self.counters.bytes_written, n as u64);
@@ -163,7 +165,7 @@ impl Reactor {
                 return;
             }
         }
-        if conn.outbound.as_ref().is_some_and(|q| !q.is_empty()) || conn.transport.wants_write() {
+        if conn.outbound.as_ref().is_some_and(|q| !q.is_empty()) || held {
             return;
         }
         conn.outbound = None;
@@ -192,7 +194,7 @@ impl Reactor {
         let cork = &self.calls.cork;
         let mut written = 0;
         if conn.outbound.is_none() {
-            match conn.transport.write_until_blocked(&mut Slices::new(cork, &[])) {
+            match self.tls.transport(&mut conn.stream, slot).write_until_blocked(&mut Slices::new(cork, &[])) {
                 Ok(n) => written = n,
                 Err(_) => {
                     self.calls.cork.clear();
@@ -259,7 +261,7 @@ impl Reactor {
             conn.outbound.get_or_insert_with(Default::default).push_shared(frame);
             return;
         }
-        match conn.transport.write_until_blocked(&mut Slices::new(&frame, &[])) {
+        match self.tls.transport(&mut conn.stream, slot).write_until_blocked(&mut Slices::new(&frame, &[])) {
             Ok(written) => {
                 Counters::add(&self.counters.bytes_written, written as u64);
                 if written < frame.len() {
