@@ -1,0 +1,56 @@
+//! EXPERIMENTAL: the io_uring echo server (`wsloop::server::uring::run_echo`, feature `io-uring`), one
+//! thread, for measuring it against `wsloop serve --threads 1` (docs/benchmarks.md, issue 18).
+//!
+//! ```text
+//! cargo build --release --features io-uring --example uring_echo
+//! target/release/examples/uring_echo serve --addr 127.0.0.1:9001 --threads 1
+//! ```
+//!
+//! It takes `wsloop serve`'s form of command line (`serve`, `--addr`, `--threads 1`) and prints the
+//! same first line, so the benchmark scripts start it like `wsloop serve`. SIGINT or SIGTERM stops it;
+//! it then prints its counters (messages, `io_uring_enter` calls) on stderr.
+
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use wsloop::server::uring::{run_echo, UringEchoConfig};
+
+fn main() {
+    let mut addr = "127.0.0.1:9001".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "serve" => {}
+            "--addr" => addr = args.next().unwrap_or_else(|| usage("--addr wants HOST:PORT")),
+            "--threads" => {
+                if args.next().as_deref() != Some("1") {
+                    usage("the io_uring prototype runs one thread: --threads 1");
+                }
+            }
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    let listener = TcpListener::bind(&addr).unwrap_or_else(|e| {
+        eprintln!("uring_echo: cannot listen on {addr}: {e}");
+        std::process::exit(1)
+    });
+    let local = listener.local_addr().expect("local address");
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).expect("signal handler");
+    }
+    println!("wsloop serving on ws://{local} (io_uring prototype, 1 thread)");
+    match run_echo(listener, UringEchoConfig::default(), &stop) {
+        Ok(stats) => eprintln!("uring_echo: {stats:?}"),
+        Err(e) => {
+            eprintln!("uring_echo: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn usage(why: &str) -> ! {
+    eprintln!("uring_echo: {why}\nusage: uring_echo [serve] [--addr HOST:PORT] [--threads 1]");
+    std::process::exit(2)
+}
