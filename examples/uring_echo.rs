@@ -8,7 +8,9 @@
 //!
 //! It takes `wsloop serve`'s form of command line (`serve`, `--addr`, `--threads 1`) and prints the
 //! same first line, so the benchmark scripts start it like `wsloop serve`. SIGINT or SIGTERM stops it;
-//! it then prints its counters (messages, `io_uring_enter` calls) on stderr.
+//! it then prints its counters (messages, `io_uring_enter` calls) on stderr. Under valgrind, where
+//! signals do not reach it, `--exit-when-idle` makes it stop once its last connection closed
+//! (`scripts/callgrind-echo.sh BINARY -- --exit-when-idle`).
 
 use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
@@ -18,6 +20,7 @@ use wsloop::server::uring::{run_echo, UringEchoConfig};
 
 fn main() {
     let mut addr = "127.0.0.1:9001".to_owned();
+    let mut config = UringEchoConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -28,6 +31,7 @@ fn main() {
                     usage("the io_uring prototype runs one thread: --threads 1");
                 }
             }
+            "--exit-when-idle" => config.exit_when_idle = true,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -37,11 +41,18 @@ fn main() {
     });
     let local = listener.local_addr().expect("local address");
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).expect("signal handler");
-    }
+    // A thread that waits for the signals (rather than a flag set in the handler): under valgrind a
+    // signal's handler does not run while the loop thread sits in io_uring_enter.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .expect("signal handler");
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     println!("wsloop serving on ws://{local} (io_uring prototype, 1 thread)");
-    match run_echo(listener, UringEchoConfig::default(), &stop) {
+    match run_echo(listener, config, &stop) {
         Ok(stats) => eprintln!("uring_echo: {stats:?}"),
         Err(e) => {
             eprintln!("uring_echo: {e}");
@@ -51,6 +62,6 @@ fn main() {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("uring_echo: {why}\nusage: uring_echo [serve] [--addr HOST:PORT] [--threads 1]");
+    eprintln!("uring_echo: {why}\nusage: uring_echo [serve] [--addr HOST:PORT] [--threads 1] [--exit-when-idle]");
     std::process::exit(2)
 }

@@ -197,3 +197,25 @@ fn a_peer_that_does_not_read_is_closed_at_the_backlog_limit() {
     let stats = server.stop();
     assert_eq!(stats.backlog_closes, 1, "{stats:?}");
 }
+
+#[test]
+fn exit_when_idle_returns_after_the_last_connection_closed() {
+    let server = Running::start(UringEchoConfig { exit_when_idle: true, ..UringEchoConfig::default() });
+    let mut a = connect(server.addr);
+    let b = connect(server.addr);
+    a.write_all(&frame(2, b"x")).unwrap();
+    assert_eq!(read_frame(&mut a), (2, b"x".to_vec()));
+    drop(a);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.thread.is_finished(), "one connection is still open");
+    drop(b);
+    for _ in 0..100 {
+        if server.thread.is_finished() {
+            let stats = server.thread.join().unwrap().unwrap();
+            assert_eq!((stats.accepted, stats.messages), (2, 1));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the loop did not return once idle");
+}
