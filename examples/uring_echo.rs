@@ -32,6 +32,8 @@ fn main() {
                 }
             }
             "--exit-when-idle" => config.exit_when_idle = true,
+            "--buffers" => config.ring.buffers = number(args.next()),
+            "--buffer-size" => config.ring.buffer_size = number(args.next()),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -61,7 +63,11 @@ fn main() {
     }
 }
 
+fn number<T: std::str::FromStr>(arg: Option<String>) -> T {
+    arg.and_then(|a| a.parse().ok()).unwrap_or_else(|| usage("--buffers and --buffer-size want a number"))
+}
+
 fn usage(why: &str) -> ! {
-    eprintln!("uring_echo: {why}\nusage: uring_echo [serve] [--addr HOST:PORT] [--threads 1] [--exit-when-idle]");
+    eprintln!("uring_echo: {why}\nusage: uring_echo [serve] [--addr HOST:PORT] [--threads 1] [--exit-when-idle]\n       [--buffers N (a power of two, default 1024)] [--buffer-size BYTES (default 8192)]");
     std::process::exit(2)
 }
