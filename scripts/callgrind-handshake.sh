@@ -47,9 +47,10 @@ count() {   # N: total instructions of one server run while N connections are op
         [ -n "$port" ] && break
         sleep 0.1
     done
-    [ -n "$port" ] || { echo "callgrind-handshake: the server did not start" >&2; exit 1; }
+    # count runs in $(...), where the EXIT trap does not apply: stop the server here on failure.
+    [ -n "$port" ] || { echo "callgrind-handshake: the server did not start" >&2; kill -KILL "$SERVER_PID"; exit 1; }
     "$PROBE" "127.0.0.1:$port" --pid "$SERVER_PID" -n "$1" >"$TMP/probe.json" 2>"$TMP/probe.err" ||
-        { echo "callgrind-handshake: idle-probe failed: $(tail -c 300 "$TMP/probe.err")" >&2; exit 1; }
+        { echo "callgrind-handshake: idle-probe failed: $(tail -c 300 "$TMP/probe.err")" >&2; kill -KILL "$SERVER_PID"; exit 1; }
     kill -INT "$SERVER_PID"
     wait "$SERVER_PID" || true
     SERVER_PID=
