@@ -29,7 +29,9 @@
 #                    bun-deflate and node-ws-deflate (the same servers offering permessage-deflate: only a
 #                    client that asks for it gets it, and `wsloop bench` does not ask), and wsloop-base
 #                    (WSLOOP_BASE=PATH: another wsloop build, e.g. the start of a change, measured as a
-#                    server beside this one; the load generator is always $WSLOOP)
+#                    server beside this one; the load generator is always $WSLOOP), and wsloop-uring
+#                    (EXPERIMENTAL: examples/uring_echo, the io_uring echo loop over the same sans-IO
+#                    core; built with --features io-uring; URING_ECHO=PATH overrides)
 #   --idle-conns N   scenario iv connections (default 10000; needs N + ~20 open files per process)
 #   --idle-window W  handshakes in flight at once in scenario iv (idle-probe threads, default 8)
 #   --crosscheck     measure every throughput run a second time with benches/peers' independent `loadgen`
@@ -57,6 +59,7 @@ WSLOOP=${WSLOOP:-$ROOT/target/release/wsloop}   # override to measure another bu
 REPORT=$PEERS/target/release/peers-report
 IDLE_PROBE=$PEERS/target/release/idle-probe
 LOADGEN=$PEERS/target/release/loadgen
+URING_ECHO=${URING_ECHO:-$ROOT/target/release/examples/uring_echo}   # the io_uring prototype (wsloop-uring)
 
 ROUNDS=3 DURATION=10 SCENARIOS=i,ii,iii,iv,v IDLE_CONNS=10000 IDLE_WINDOW=8 BUILD=1 DOCS='' QUICK=0 CROSSCHECK=0
 QUOTA='' CPU_QUOTA=${CPU_QUOTA:-$ROOT/../shared/bench/cpu-quota}
@@ -134,6 +137,10 @@ RUNS=$RAW/runs.jsonl
 if [ "$BUILD" = 1 ]; then
     log "building wsloop (cargo build --release)"
     (cd "$ROOT" && nice -n 10 cargo build --release --quiet) || die "wsloop does not build"
+    if [[ ",$SERVERS," == *,wsloop-uring,* ]]; then
+        (cd "$ROOT" && nice -n 10 cargo build --release --quiet --features io-uring --example uring_echo) ||
+            log "warning: examples/uring_echo does not build; wsloop-uring is skipped"
+    fi
     (cd "$ROOT" && nice -n 10 cargo build --release --quiet --example idle_memory) ||
         log "warning: examples/idle_memory does not build; no cross-check for scenario iv"
     log "building the Rust peers and the report generator (benches/peers)"
@@ -169,6 +176,7 @@ server_argv() {
     case $1 in
         wsloop) ARGV=("$WSLOOP" serve --addr "127.0.0.1:$2" --threads 1) ;;
         wsloop-base) ARGV=("${WSLOOP_BASE:-}" serve --addr "127.0.0.1:$2" --threads 1) ;;
+        wsloop-uring) ARGV=("$URING_ECHO" serve --addr "127.0.0.1:$2" --threads 1) ;;
         tungstenite) ARGV=("$PEERS/target/release/tungstenite-echo" "$2") ;;
         fastws) ARGV=("$PEERS/target/release/fastws-echo" "$2") ;;
         ws-rs) ARGV=("$PEERS/target/release/wsrs-echo" "$2") ;;
@@ -186,6 +194,7 @@ built() {
     case $1 in
         wsloop) [ -x "$WSLOOP" ] ;;
         wsloop-base) [ -n "${WSLOOP_BASE:-}" ] && [ -x "$WSLOOP_BASE" ] ;;
+        wsloop-uring) [ -x "$URING_ECHO" ] ;;
         tungstenite) [ -x "$PEERS/target/release/tungstenite-echo" ] ;;
         fastws) [ -x "$PEERS/target/release/fastws-echo" ] ;;
         ws-rs) [ -x "$PEERS/target/release/wsrs-echo" ] ;;

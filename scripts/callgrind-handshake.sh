@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # User-space instructions per WebSocket handshake of `wsloop serve --threads 1`, counted by callgrind.
 #
-#   scripts/callgrind-handshake.sh [--n N] [WSLOOP-BINARY]     (default: N=1000, target/release/wsloop)
+#   scripts/callgrind-handshake.sh [--n N] [--keep FILE] [WSLOOP-BINARY]   (default: N=1000, target/release/wsloop)
+#
+#   --keep FILE   also keep the callgrind file of the 2N run there (for callgrind_annotate --inclusive=yes)
 #
 # Runs the server twice under `valgrind --tool=callgrind` on 127.0.0.1 (a port the kernel picks), once
 # while benches/peers' `idle-probe` opens N idle connections (8 threads of blocking handshakes) and once
@@ -13,10 +15,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N=1000
+KEEP=
 BIN=$ROOT/target/release/wsloop
 while [ $# -gt 0 ]; do
     case $1 in
         --n) N=${2:?}; shift 2 ;;
+        --keep) KEEP=${2:?}; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) BIN=$1; shift ;;
     esac
@@ -43,9 +47,10 @@ count() {   # N: total instructions of one server run while N connections are op
         [ -n "$port" ] && break
         sleep 0.1
     done
-    [ -n "$port" ] || { echo "callgrind-handshake: the server did not start" >&2; exit 1; }
+    # count runs in $(...), where the EXIT trap does not apply: stop the server here on failure.
+    [ -n "$port" ] || { echo "callgrind-handshake: the server did not start" >&2; kill -KILL "$SERVER_PID"; exit 1; }
     "$PROBE" "127.0.0.1:$port" --pid "$SERVER_PID" -n "$1" >"$TMP/probe.json" 2>"$TMP/probe.err" ||
-        { echo "callgrind-handshake: idle-probe failed: $(tail -c 300 "$TMP/probe.err")" >&2; exit 1; }
+        { echo "callgrind-handshake: idle-probe failed: $(tail -c 300 "$TMP/probe.err")" >&2; kill -KILL "$SERVER_PID"; exit 1; }
     kill -INT "$SERVER_PID"
     wait "$SERVER_PID" || true
     SERVER_PID=
@@ -53,4 +58,5 @@ count() {   # N: total instructions of one server run while N connections are op
 }
 a=$(count "$N")
 b=$(count $((2 * N)))
+[ -z "$KEEP" ] || cp "$TMP/cg.$((2 * N))" "$KEEP"
 python3 -c "import sys; a, b, n = map(int, sys.argv[1:]); print(f'{(b - a) / n:.0f} instructions per handshake (I({n})={a:,} I({2*n})={b:,})')" "$a" "$b" "$N"

@@ -12,6 +12,12 @@ use std::io;
 use std::net::TcpStream;
 use std::time::Duration;
 
+// ------------------------------------------------------------------------------------------------
+// io_uring (EXPERIMENTAL, feature `io-uring`): its own file, src/sys/uring.rs.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "io-uring")))]
+pub mod uring;
+
 /// Reads what `stream` holds right now, without blocking: `MSG_DONTWAIT` applies to this one call,
 /// whereas switching the socket to non-blocking mode would also make another thread's blocking writes on
 /// the same socket fail with `WouldBlock`. Fails with `WouldBlock` when nothing is there; `Ok(0)` means

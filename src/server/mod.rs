@@ -37,6 +37,9 @@ mod tls;
 #[cfg(feature = "tls")]
 mod tls_session;
 mod transport;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "io-uring")))]
+pub mod uring;
 
 use std::io;
 use std::net::SocketAddr;

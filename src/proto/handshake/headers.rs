@@ -118,6 +118,28 @@ impl<'b> HeaderSlots<'b> {
     }
 }
 
+/// Uninitialised header slots for the server's parse: on the stack for the usual limits (nothing
+/// written until httparse fills them), on the heap beyond.
+pub(super) struct UninitHeaderSlots<'b> {
+    stack: [std::mem::MaybeUninit<httparse::Header<'b>>; 64],
+    heap: Vec<std::mem::MaybeUninit<httparse::Header<'b>>>,
+}
+
+impl<'b> UninitHeaderSlots<'b> {
+    pub(super) fn new() -> Self {
+        Self { stack: [const { std::mem::MaybeUninit::uninit() }; 64], heap: Vec::new() }
+    }
+
+    pub(super) fn get(&mut self, n: usize) -> &mut [std::mem::MaybeUninit<httparse::Header<'b>>] {
+        if n <= self.stack.len() {
+            &mut self.stack[..n]
+        } else {
+            self.heap = std::iter::repeat_with(std::mem::MaybeUninit::uninit).take(n).collect();
+            &mut self.heap
+        }
+    }
+}
+
 /// The part of `buf` the head may occupy, and what to answer if it is incomplete there.
 pub(super) fn head_window<'b>(buf: &'b [u8], limits: &HandshakeLimits) -> &'b [u8] {
     &buf[..buf.len().min(limits.max_head_bytes)]

@@ -25,21 +25,138 @@ use super::{accept_key_into, HandshakeError, HandshakeLimits, UpgradeRequest, AC
 /// `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` (400). Answer an error with
 /// [`error_response`].
 pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
-    let mut slots = HeaderSlots::new();
-    let mut req = httparse::Request::new(slots.get(limits.max_headers));
-    let n = match req.parse(head_window(buf, limits)).map_err(|e| malformed(e, limits))? {
+    let mut slots = UninitHeaderSlots::new();
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req
+        .parse_with_uninit_headers(head_window(buf, limits), slots.get(limits.max_headers))
+        .map_err(|e| malformed(e, limits))?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return incomplete(buf, limits),
     };
-    let headers = owned_headers(req.headers);
     // httparse fills method, path and version on a complete parse; be defensive anyway.
-    let request = validate_request(
-        req.method.unwrap_or_default(),
-        req.version.unwrap_or(0),
-        req.path.unwrap_or_default(),
-        headers,
-    )?;
+    let (method, minor, target) =
+        (req.method.unwrap_or_default(), req.version.unwrap_or(0), req.path.unwrap_or_default());
+    // The usual request passes in one pass over the borrowed headers; anything it does not accept
+    // takes the full validation, which finds the exact error (the same checks, in their order).
+    if let Some(request) = validate_borrowed(method, minor, target, req.headers) {
+        return request.map(|r| Some((r, n)));
+    }
+    let request = validate_request(method, minor, target, owned_headers(req.headers))?;
     Ok(Some((request, n)))
+}
+
+/// Whether `key` is what the full validation accepts as a `Sec-WebSocket-Key` (canonical standard
+/// base64 of 16 bytes, which the decoder checks) without decoding it: 22 alphabet characters, the last
+/// of which carries 2 bits and 4 zero bits, then `==`.
+pub(super) fn is_key(key: &[u8]) -> bool {
+    let b64 = |c: u8| -> Option<u8> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        })
+    };
+    let [data @ .., last, b'=', b'='] = key else { return false };
+    data.len() == 21 && data.iter().all(|&c| b64(c).is_some()) && b64(*last).is_some_and(|v| v & 0x0f == 0)
+}
+
+/// At most one header of a name: what one pass saw.
+#[derive(Clone, Copy)]
+enum Single<'b> {
+    Absent,
+    One(&'b [u8]),
+    Repeated,
+}
+
+impl<'b> Single<'b> {
+    fn add(&mut self, value: &'b [u8]) {
+        *self = match self {
+            Self::Absent => Self::One(value),
+            _ => Self::Repeated,
+        };
+    }
+
+    /// The one value, trimmed as [`single_header`] trims it: `None` if repeated or not UTF-8;
+    /// `Some(None)` if absent.
+    fn get(self) -> Option<Option<&'b str>> {
+        match self {
+            Self::Absent => Some(None),
+            Self::One(v) => std::str::from_utf8(v).ok().map(|s| Some(s.trim())),
+            Self::Repeated => None,
+        }
+    }
+}
+
+/// [`validate_request`] for a request that passes every check, in one pass over the borrowed headers
+/// (each name compared once, not once per check), copying each header once into the result.
+/// `None`: some check failed, or may have; [`validate_request`] then decides (and names the error).
+/// `Some(Err)` only for a subprotocol or extension list that does not parse, which
+/// [`validate_request`] would report the same way (every check before it passed).
+fn validate_borrowed(
+    method: &str,
+    minor: u8,
+    target: &str,
+    headers: &[httparse::Header<'_>],
+) -> Option<Result<UpgradeRequest, HandshakeError>> {
+    if method != "GET" || minor != 1 {
+        return None;
+    }
+    let lists = |value: &[u8], token: &[u8]| {
+        value.split(|&b| b == b',').any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+    };
+    let (mut upgrade, mut connection, mut body, mut protocols, mut extensions) = (false, false, false, false, false);
+    let (mut host, mut version, mut key, mut origin) = (Single::Absent, Single::Absent, Single::Absent, Single::Absent);
+    for h in headers {
+        let name = h.name.as_bytes();
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            4 if is("Host") => host.add(h.value),
+            6 if is("Origin") => origin.add(h.value),
+            7 if is("Upgrade") => upgrade |= lists(h.value, b"websocket"),
+            10 if is("Connection") => connection |= lists(h.value, b"upgrade"),
+            14 if is("Content-Length") => body |= h.value.trim_ascii() != b"0",
+            17 if is("Transfer-Encoding") => body = true,
+            17 if is("Sec-WebSocket-Key") => key.add(h.value),
+            21 if is("Sec-WebSocket-Version") => version.add(h.value),
+            22 if is("Sec-WebSocket-Protocol") => protocols = true,
+            24 if is("Sec-WebSocket-Extensions") => extensions = true,
+            _ => {}
+        }
+    }
+    if !upgrade || !connection || body {
+        return None;
+    }
+    let (path, query) = split_target(target)?;
+    let host = host.get()??;
+    if version.get()?? != WEBSOCKET_VERSION {
+        return None;
+    }
+    let key = key.get()??;
+    if !is_key(key.as_bytes()) {
+        return None;
+    }
+    let origin = origin.get()?;
+    let (host, key, origin) = (host.to_owned(), key.to_owned(), origin.map(str::to_owned));
+    let headers = owned_headers(headers);
+    let lists = (|| {
+        let protocols = if protocols { parse_protocol_headers(&headers)? } else { Vec::new() };
+        let extensions = if extensions { parse_extension_headers(&headers)? } else { Vec::new() };
+        Ok((protocols, extensions))
+    })();
+    Some(lists.map(|(protocols, extensions)| UpgradeRequest {
+        path,
+        query,
+        host,
+        key,
+        protocols,
+        extensions,
+        origin,
+        headers,
+    }))
 }
 
 /// Validates an upgrade request whose head another HTTP parser already read (an HTTP server that

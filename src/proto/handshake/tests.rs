@@ -937,3 +937,134 @@ fn parse_parts_applies_the_head_limits_at_the_same_sizes() {
     assert_eq!(few.parse(&head), Err(HandshakeError::TooManyHeaders { limit: 4 }));
     assert_eq!(few.parse_parts(&method, minor, &target, headers), Err(HandshakeError::TooManyHeaders { limit: 4 }));
 }
+
+/// `parse_request` as it was before its one-pass path: httparse, then `validate_request` on owned
+/// headers. The reference the one-pass path must agree with, result for result.
+fn parse_request_reference(buf: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => panic!("the corpus holds well-formed heads only"),
+    };
+    let owned = headers::owned_headers(req.headers);
+    validate_request(req.method.unwrap(), req.version.unwrap(), req.path.unwrap(), owned).map(|r| Some((r, n)))
+}
+
+// Every way a known header can be off (absent, repeated, non-UTF-8, padded, other case, a bad
+// value), alone and in pairs, plus bodies, methods, versions and targets: the one-pass path gives
+// the very result (request or error) the full validation gives.
+#[test]
+fn one_pass_validation_agrees_with_the_full_validation() {
+    let variants: &[(&str, &[&str])] = &[
+        ("Host", &["Host: example.com", "host:  example.com  ", "Host: ~", "Host: a\r\nHost: b", ""]),
+        ("Upgrade", &["Upgrade: websocket", "upgrade: h2c, WebSocket", "Upgrade: h2c", "Upgrade: ~", ""]),
+        ("Connection", &["Connection: Upgrade", "connection: keep-alive, upgrade", "Connection: close", ""]),
+        (
+            "Sec-WebSocket-Key",
+            &[
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "sec-websocket-key:  dGhlIHNhbXBsZSBub25jZQ== ",
+                "Sec-WebSocket-Key: c2hvcnQ=",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Key: ~",
+                "",
+            ],
+        ),
+        (
+            "Sec-WebSocket-Version",
+            &[
+                "Sec-WebSocket-Version: 13",
+                "sec-websocket-version: 13 ",
+                "Sec-WebSocket-Version: 8",
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13",
+                "Sec-WebSocket-Version: ~",
+                "",
+            ],
+        ),
+    ];
+    let extras: &[&str] = &[
+        "",
+        "Origin: https://a.example",
+        "Origin: a\r\nOrigin: b",
+        "Origin: ~",
+        "Sec-WebSocket-Protocol: chat, superchat",
+        "Sec-WebSocket-Protocol: chat\r\nsec-websocket-protocol: v2",
+        "Sec-WebSocket-Protocol: ,bad token,",
+        "Sec-WebSocket-Protocol: ~",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+        "Sec-WebSocket-Extensions: ;;",
+        "Content-Length: 0",
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "Cookie: a=b\r\nX-Other: ~",
+    ];
+    let request_lines_: &[&str] =
+        &["GET /chat?x=1 HTTP/1.1", "GET http://h/p?q HTTP/1.1", "GET * HTTP/1.1", "POST / HTTP/1.1", "GET / HTTP/1.0"];
+    let mut checked = 0;
+    for line in request_lines_ {
+        for (i, (_, values)) in variants.iter().enumerate() {
+            for value in values.iter() {
+                for (j, (_, others)) in variants.iter().enumerate() {
+                    // One header varied alone, or together with one value of another.
+                    for other in others.iter().take(if i == j { 1 } else { others.len() }) {
+                        for extra in extras {
+                            let mut lines: Vec<&str> = variants.iter().map(|(_, v)| v[0]).collect();
+                            lines[i] = value;
+                            if i != j {
+                                lines[j] = other;
+                            }
+                            lines.push(extra);
+                            let lines: Vec<&str> = lines.into_iter().filter(|l| !l.is_empty()).collect();
+                            let buf = non_utf8(request_lines(line, &lines));
+                            let got = parse_request(&buf, &HandshakeLimits::default());
+                            assert_eq!(got, parse_request_reference(&buf), "{}", String::from_utf8_lossy(&buf));
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 5000, "{checked}");
+}
+
+// The one-pass path's key check accepts exactly the keys that decode (canonically) to 16 bytes:
+// every 24-byte key built from a random 16-byte value (valid), with any one byte changed to any
+// value, and random short strings.
+#[test]
+fn key_check_agrees_with_the_decoder() {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let decodes = |k: &[u8]| k.len() <= 24 && STANDARD.decode_slice(k, &mut [0u8; 18]) == Ok(16);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut valid, mut invalid) = (0, 0);
+    for _ in 0..200 {
+        let raw: [u8; 16] = std::array::from_fn(|_| next() as u8);
+        let key = STANDARD.encode(raw).into_bytes();
+        assert!(server::is_key(&key));
+        for pos in 0..key.len() {
+            for byte in 0..=255u8 {
+                let mut k = key.clone();
+                k[pos] = byte;
+                let expected = decodes(&k);
+                assert_eq!(server::is_key(&k), expected, "{:?}", String::from_utf8_lossy(&k));
+                if expected {
+                    valid += 1
+                } else {
+                    invalid += 1
+                }
+            }
+        }
+        let short = &key[..(next() % 24) as usize];
+        assert_eq!(server::is_key(short), decodes(short));
+    }
+    assert!(valid > 1000 && invalid > 1000, "{valid} {invalid}");
+}
