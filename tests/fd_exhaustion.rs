@@ -148,3 +148,87 @@ fn at_the_descriptor_limit_the_server_sheds_keeps_serving_and_recovers() {
         fds(pid)
     );
 }
+
+/// The same limit on a TLS listener with a plain one beside it: a connection shed from the TLS
+/// listener gets a fatal TLS alert (`internal_error`), not a plain-HTTP 503 that a TLS client would
+/// read as a corrupt record, and it is counted as shed.
+#[cfg(feature = "tls")]
+#[test]
+fn at_the_descriptor_limit_a_tls_listener_sheds_with_a_tls_alert() {
+    let dir = std::env::temp_dir().join(format!("wsloop-fd-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let mut child = Command::new("prlimit")
+        .arg(format!("--nofile={LIMIT}:{LIMIT}"))
+        .args([BIN, "serve", "--addr", "127.0.0.1:0", "--threads", "1", "--no-dashboard"])
+        .args([
+            "--plain-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn prlimit wsloop serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let tls_addr: SocketAddr = line
+        .strip_prefix("wsloop serving on wss://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.trim_end_matches('/').split('/').next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let plain: SocketAddr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no plain listener announced");
+        if let Some(url) = line.trim().strip_prefix("wsloop: plain ws:// also on ws://") {
+            break url.trim_end_matches('/').parse().unwrap();
+        }
+    };
+    // Keep reading the server's log so that it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let serve = Serve { child };
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Fill the descriptors through the plain listener until the first plain connection is shed.
+    let mut clients: Vec<TestClient> = Vec::new();
+    let mut shed = false;
+    for _ in 0..LIMIT {
+        let mut s = pending(plain);
+        let mut head = [0u8; 12];
+        let n = s.peek(&mut head).unwrap_or(0);
+        if &head[..n] == b"HTTP/1.1 101" {
+            clients.push(TestClient::from_stream_after_handshake(s));
+        } else {
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            assert!(answer.starts_with("HTTP/1.1 503"), "the plain listener sheds with a 503: {answer:?}");
+            shed = true;
+            break;
+        }
+    }
+    assert!(shed, "the server ran out of descriptors");
+
+    // A TLS client now: shed too, with the alert (record type 21, fatal, internal_error).
+    let mut tls = TcpStream::connect(tls_addr).unwrap();
+    tls.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    assert_eq!(answer, [21, 3, 3, 0, 2, 2, 80], "the TLS listener's shed reads {answer:?}");
+
+    // Room again: the held connections are still served, and both sheds were counted.
+    clients.truncate(clients.len() - 4);
+    assert!(eventually(Duration::from_secs(5), || fds(serve.child.id()) <= LIMIT - 4));
+    clients[0].send_text("still served");
+    assert_eq!(clients[0].recv_ok(), Got::Text("still served".into()));
+    assert_eq!(metric(plain, "connections_shed"), 2);
+}

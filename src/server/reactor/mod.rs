@@ -352,8 +352,11 @@ impl Reactor {
             self.fire_handler_timers(&handle);
             if self.admit.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.admit.accept_paused_until = None;
-                self.accept(false);
-                self.accept(true);
+                // Both listeners get their turn: a failure on the first (EMFILE comes even with an
+                // empty queue) rests accepting again, but must not skip the second, whose pending
+                // connections would then wait for an edge that never comes.
+                self.accept_from(false);
+                self.accept_from(true);
             }
             // This thread's permessage-deflate compressions (a thread-local count: one read per poll).
             Counters::set(&self.counters.messages_compressed, crate::proto::deflate::thread_compressions());
@@ -380,11 +383,16 @@ impl Reactor {
         log::debug!("reactor {} stopped", self.index);
     }
 
-    /// Accepts what the listener (`plain`: the plain one beside a TLS one) has pending.
+    /// Accepts what the listener (`plain`: the plain one beside a TLS one) has pending, unless
+    /// accepting rests after running out of descriptors (the timer retries both listeners).
     fn accept(&mut self, plain: bool) {
-        if self.admit.accept_paused_until.is_some() {
-            return;
+        if self.admit.accept_paused_until.is_none() {
+            self.accept_from(plain);
         }
+    }
+
+    /// Accepts from one listener until it has nothing pending or fails.
+    fn accept_from(&mut self, plain: bool) {
         loop {
             let Some(listener) = (if plain { &self.plain_listener } else { &self.listener }).as_ref() else {
                 return;
