@@ -141,7 +141,7 @@ fn headless_chromium_loads_the_dashboard_over_https_and_its_feed_over_wss() {
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--ignore-certificate-errors-spki-list={pin}"))
-        .args(["--virtual-time-budget=5000", "--dump-dom", &page])
+        .args(["--virtual-time-budget=20000", "--dump-dom", &page])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
