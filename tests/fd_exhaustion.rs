@@ -60,26 +60,54 @@ fn pending(addr: SocketAddr) -> TcpStream {
     s
 }
 
-#[test]
-fn at_the_descriptor_limit_the_server_sheds_keeps_serving_and_recovers() {
+/// `wsloop serve ARGS` under `prlimit --nofile=LIMIT`, one reactor, and the address of its first line
+/// (`scheme` is `ws` or `wss`). Its stderr is piped (read it or drain it).
+fn serve_limited(scheme: &str, args: &[&str]) -> (Serve, SocketAddr) {
     let mut child = Command::new("prlimit")
         .arg(format!("--nofile={LIMIT}:{LIMIT}"))
         .args([BIN, "serve", "--addr", "127.0.0.1:0", "--threads", "1", "--no-dashboard"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn prlimit wsloop serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr: SocketAddr = line
-        .strip_prefix("wsloop serving on ws://")
+        .strip_prefix(&format!("wsloop serving on {scheme}://"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.trim_end_matches('/').split('/').next())
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .parse()
         .unwrap();
-    let serve = Serve { child };
+    (Serve { child }, addr)
+}
+
+/// Opens plain WebSockets to `addr` until the server sheds one (it answers something other than a
+/// 101); returns those held and the shed one's answer.
+fn fill(addr: SocketAddr) -> (Vec<TestClient>, String) {
+    let mut clients: Vec<TestClient> = Vec::new();
+    for _ in 0..LIMIT {
+        let mut s = pending(addr);
+        let mut head = [0u8; 12];
+        let n = s.peek(&mut head).unwrap_or(0);
+        if &head[..n] == b"HTTP/1.1 101" {
+            clients.push(TestClient::from_stream_after_handshake(s));
+        } else {
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            return (clients, answer);
+        }
+    }
+    panic!("the server never ran out of descriptors");
+}
+
+#[test]
+fn at_the_descriptor_limit_the_server_sheds_keeps_serving_and_recovers() {
+    let (mut serve, addr) = serve_limited("ws", &[]);
+    let mut err = serve.child.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     let pid = serve.child.id();
     // One connection first: the reactor thread opens its reserve descriptor when it starts, which may be
     // after the banner; once it has served one, its descriptors are all there.
@@ -90,22 +118,7 @@ fn at_the_descriptor_limit_the_server_sheds_keeps_serving_and_recovers() {
 
     // Fill every descriptor the server has left with open WebSockets, until the first one is shed (the
     // server may open a descriptor or two of its own after start, so its room is found, not computed).
-    let mut clients: Vec<TestClient> = Vec::new();
-    let mut first_shed = None;
-    for _ in 0..LIMIT {
-        let mut s = pending(addr);
-        let mut head = [0u8; 12];
-        let n = s.peek(&mut head).unwrap_or(0);
-        if &head[..n] == b"HTTP/1.1 101" {
-            clients.push(TestClient::from_stream_after_handshake(s));
-        } else {
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            first_shed = Some(answer);
-            break;
-        }
-    }
-    let first_shed = first_shed.expect("the server ran out of descriptors");
+    let (mut clients, first_shed) = fill(addr);
     assert!(first_shed.starts_with("HTTP/1.1 503"), "{first_shed}");
     assert!(clients.len() >= LIMIT - baseline - 4, "only {} connections fit", clients.len());
 
@@ -161,32 +174,12 @@ fn at_the_descriptor_limit_a_tls_listener_sheds_with_a_tls_alert() {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let mut child = Command::new("prlimit")
-        .arg(format!("--nofile={LIMIT}:{LIMIT}"))
-        .args([BIN, "serve", "--addr", "127.0.0.1:0", "--threads", "1", "--no-dashboard"])
-        .args([
-            "--plain-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn prlimit wsloop serve");
+    let cert_path = cert.to_str().unwrap();
+    let key_path = key.to_str().unwrap();
+    let (mut serve, tls_addr) =
+        serve_limited("wss", &["--plain-listen", "127.0.0.1:0", "--tls-cert", cert_path, "--tls-key", key_path]);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let tls_addr: SocketAddr = line
-        .strip_prefix("wsloop serving on wss://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.trim_end_matches('/').split('/').next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut err = BufReader::new(serve.child.stderr.take().unwrap());
     let plain: SocketAddr = loop {
         line.clear();
         assert!(err.read_line(&mut line).unwrap() > 0, "no plain listener announced");
@@ -196,27 +189,11 @@ fn at_the_descriptor_limit_a_tls_listener_sheds_with_a_tls_alert() {
     };
     // Keep reading the server's log so that it never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    let serve = Serve { child };
     let _ = std::fs::remove_dir_all(&dir);
 
     // Fill the descriptors through the plain listener until the first plain connection is shed.
-    let mut clients: Vec<TestClient> = Vec::new();
-    let mut shed = false;
-    for _ in 0..LIMIT {
-        let mut s = pending(plain);
-        let mut head = [0u8; 12];
-        let n = s.peek(&mut head).unwrap_or(0);
-        if &head[..n] == b"HTTP/1.1 101" {
-            clients.push(TestClient::from_stream_after_handshake(s));
-        } else {
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            assert!(answer.starts_with("HTTP/1.1 503"), "the plain listener sheds with a 503: {answer:?}");
-            shed = true;
-            break;
-        }
-    }
-    assert!(shed, "the server ran out of descriptors");
+    let (mut clients, answer) = fill(plain);
+    assert!(answer.starts_with("HTTP/1.1 503"), "the plain listener sheds with a 503: {answer:?}");
 
     // A TLS client now: shed too, with the alert (record type 21, fatal, internal_error).
     let mut tls = TcpStream::connect(tls_addr).unwrap();
