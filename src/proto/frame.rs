@@ -42,6 +42,7 @@ impl OpCode {
     }
 
     /// The four-bit wire value.
+    #[inline]
     pub fn as_u8(self) -> u8 {
         match self {
             Self::Continuation => 0x0,
@@ -250,18 +251,34 @@ impl FrameHeader {
 /// Appends a whole frame (header, then payload) to `out`, masking the payload copy when `mask` is set.
 ///
 /// A server frame is unmasked, so it can be encoded once and sent to many connections.
+#[inline]
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
-    // The header is built here in one pass (no `FrameHeader`, no length re-derived for `reserve`), and
-    // `out` grows at most once: this is on the path of every message a server sends.
+    // This is on the path of every message a server sends. The common case, a small unmasked frame, is
+    // inlined into the caller (where the opcode and flags are usually constants): a two-byte header of
+    // constant size, two stores, no call but the payload's copy, and `out` grows at most once. The rest
+    // is out of line, so this adds no register saves to the common case.
     let len = payload.len();
-    let b0 = opcode.as_u8() | (rsv & (RSV1 | RSV2 | RSV3)) | if fin { 0x80 } else { 0 };
     if len < 126 && mask.is_none() {
-        // A small server frame: a two-byte header of constant size (two stores, no copy call).
         out.reserve(2 + len);
-        out.extend_from_slice(&[b0, len as u8]);
+        out.extend_from_slice(&[first_byte(opcode, fin, rsv), len as u8]);
         out.extend_from_slice(payload);
         return;
     }
+    encode_frame_general(out, opcode, fin, rsv, mask, payload);
+}
+
+/// A frame's first byte: FIN, the RSV bits and the opcode.
+#[inline]
+fn first_byte(opcode: OpCode, fin: bool, rsv: u8) -> u8 {
+    opcode.as_u8() | (rsv & (RSV1 | RSV2 | RSV3)) | if fin { 0x80 } else { 0 }
+}
+
+/// [`encode_frame`] for a masked frame or one with an extended length: the header built in one pass
+/// (no `FrameHeader`, no length re-derived for `reserve`), and `out` grows at most once.
+#[inline(never)]
+fn encode_frame_general(out: &mut Vec<u8>, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
+    let len = payload.len();
+    let b0 = first_byte(opcode, fin, rsv);
     let mut head = [0u8; MAX_HEADER_LEN];
     head[0] = b0;
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
