@@ -311,25 +311,49 @@ impl Ctx<'_> {
 
     /// Sends a text message.
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.out.admit(text.len())?;
-        if self.out.takes_direct(text.len()) {
-            self.send_direct(OpCode::Text, text.as_bytes())?;
-        } else {
-            self.proto.send_text(text, self.out.cork()).map_err(SendError::Protocol)?;
-        }
-        self.out.counters().record_message_sent(crate::metrics::MessageKind::Text, text.len());
-        Ok(())
+        self.send_data(OpCode::Text, text.as_bytes(), crate::metrics::MessageKind::Text)
     }
 
     /// Sends a binary message.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
-        self.out.admit(data.len())?;
-        if self.out.takes_direct(data.len()) {
-            self.send_direct(OpCode::Binary, data)?;
-        } else {
-            self.proto.send_binary(data, self.out.cork()).map_err(SendError::Protocol)?;
+        self.send_data(OpCode::Binary, data, crate::metrics::MessageKind::Binary)
+    }
+
+    /// A text or binary message (`opcode` says which): admitted by the backpressure policy, then framed
+    /// into the cork. A large one takes [`Ctx::send_large`], out of line, so the small message's path
+    /// carries no test or register save for the uncopied write.
+    #[inline(always)]
+    fn send_data(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        kind: crate::metrics::MessageKind,
+    ) -> Result<(), SendError> {
+        if self.out.may_take_direct(payload.len()) {
+            return self.send_large(opcode, payload, kind);
         }
-        self.out.counters().record_message_sent(crate::metrics::MessageKind::Binary, data.len());
+        self.out.admit(payload.len())?;
+        self.proto.send_data(opcode, payload, self.out.cork()).map_err(SendError::Protocol)?;
+        self.out.counters().record_message_sent(kind, payload.len());
+        Ok(())
+    }
+
+    /// [`Ctx::send_data`] for a payload large enough to be written without copying it into the cork
+    /// (when nothing is queued behind the cork).
+    #[inline(never)]
+    fn send_large(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        kind: crate::metrics::MessageKind,
+    ) -> Result<(), SendError> {
+        self.out.admit(payload.len())?;
+        if self.out.takes_direct(payload.len()) {
+            self.send_direct(opcode, payload)?;
+        } else {
+            self.proto.send_data(opcode, payload, self.out.cork()).map_err(SendError::Protocol)?;
+        }
+        self.out.counters().record_message_sent(kind, payload.len());
         Ok(())
     }
 

@@ -42,6 +42,13 @@ impl Connection {
         self.send_message(OpCode::Binary, data, out)
     }
 
+    /// Appends a text or binary message (`opcode` says which; the caller has checked that a text
+    /// payload is UTF-8) as one frame to `out`, through the negotiated extension, if any.
+    #[inline]
+    pub(crate) fn send_data(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send_message(opcode, payload, out)
+    }
+
     #[inline]
     fn send_message(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         if !self.can_send() {

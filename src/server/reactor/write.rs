@@ -103,6 +103,13 @@ impl Writer<'_> {
         }
     }
 
+    /// Whether a payload of `len` bytes is large enough to go out uncopied (then
+    /// [`Writer::takes_direct`] decides); the small message's path tests only this.
+    #[inline]
+    pub(crate) fn may_take_direct(&self, len: usize) -> bool {
+        len >= DIRECT_WRITE_MIN
+    }
+
     /// Whether a payload of `len` bytes goes out uncopied ([`Writer::write_through`]): it is large and
     /// nothing is queued behind the cork.
     pub(crate) fn takes_direct(&self, len: usize) -> bool {
