@@ -198,7 +198,7 @@ impl Echo {
                             dirty: false,
                         }) as u32;
                         self.stats.accepted += 1;
-                        if let Err(e) = ring.recv(fd, token) {
+                        if let Err(e) = ring.recv(fd, u64::from(token)) {
                             self.conns.remove(token as usize);
                             return Err(e);
                         }
@@ -207,6 +207,7 @@ impl Echo {
                 }
             }
             Completion::Recv { token, received, more } => {
+                let token = token as u32; // run_echo arms receives with its u32 slots
                 let Some(conn) = self.conns.get_mut(token as usize) else { return Ok(()) };
                 conn.recv_armed = more;
                 match received {
@@ -227,7 +228,7 @@ impl Echo {
                     }
                     Received::Eof => conn.closing = true,
                     Received::Error(e) if e.raw_os_error() == Some(libc::ENOBUFS) && !more && !conn.closing => {
-                        ring.recv(conn.stream.as_raw_fd(), token)?;
+                        ring.recv(conn.stream.as_raw_fd(), u64::from(token))?;
                         conn.recv_armed = true;
                     }
                     Received::Error(_) => {

@@ -32,6 +32,9 @@ const KIND_SHIFT: u32 = 56;
 const KIND_ACCEPT: u64 = 1;
 const KIND_RECV: u64 = 2;
 const KIND_SEND: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+/// The bits of user_data below the kind: a receive's token has at most this many.
+pub const TOKEN_BITS: u32 = KIND_SHIFT;
 
 /// Distinguishes rings, so that a [`RecvBuf`] is only ever read or recycled by the ring it came from.
 static NEXT_RING_ID: AtomicU32 = AtomicU32::new(1);
@@ -56,11 +59,16 @@ pub struct RingConfig {
     pub buffers: u16,
     /// Bytes per receive buffer (a multishot receive fills at most one per completion). Default 8192.
     pub buffer_size: u32,
+    /// `IORING_SETUP_DEFER_TASKRUN` (with `SINGLE_ISSUER`) where the kernel has it: completions are
+    /// posted only inside [`Ring::submit_and_wait`]. Default true (the prototype's loop waits there).
+    /// A ring waited on through epoll instead ([`Ring::as_raw_fd`]) sets it false, so that the kernel
+    /// posts completions on its own and the ring's fd turns readable.
+    pub defer_taskrun: bool,
 }
 
 impl Default for RingConfig {
     fn default() -> Self {
-        Self { entries: 1024, buffers: 1024, buffer_size: 8192 }
+        Self { entries: 1024, buffers: 1024, buffer_size: 8192, defer_taskrun: true }
     }
 }
 
@@ -111,7 +119,7 @@ pub enum Completion {
     /// error, or a cancellation) and no further completion comes for it until it is armed again.
     Recv {
         /// The caller's token given to [`Ring::recv`].
-        token: u32,
+        token: u64,
         /// What arrived.
         received: Received,
         /// Whether the receive is still armed.
@@ -187,17 +195,17 @@ impl Ring {
     /// and published. Fails when io_uring is unavailable or refused (seccomp, `io_uring_disabled`) or
     /// the sizes are invalid.
     pub fn new(config: RingConfig) -> io::Result<Self> {
-        let RingConfig { entries, buffers, buffer_size } = config;
+        let RingConfig { entries, buffers, buffer_size, defer_taskrun } = config;
         if !buffers.is_power_of_two() || buffers > 32768 || buffer_size == 0 || entries == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "io_uring: invalid ring sizes"));
         }
         let cq = entries.saturating_mul(2);
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(cq)
-            .build(entries)
-            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))?;
+        let deferred = if defer_taskrun {
+            IoUring::builder().setup_single_issuer().setup_defer_taskrun().setup_cqsize(cq).build(entries)
+        } else {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        };
+        let ring = deferred.or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))?;
         let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "io_uring: buffer sizes overflow");
         let entries_layout =
             Layout::from_size_align(usize::from(buffers) * size_of::<RawBuf>(), 4096).map_err(|_| invalid())?;
@@ -317,11 +325,12 @@ impl Ring {
         Ok(())
     }
 
-    /// Arms a multishot receive on `fd` into the ring's buffers; its completions carry `token`. The
-    /// socket must stay open until the receive ended (`more` false); shut it down to end it.
-    pub fn recv(&mut self, fd: RawFd, token: u32) -> io::Result<()> {
-        let entry =
-            opcode::RecvMulti::new(types::Fd(fd), BGID).build().user_data(KIND_RECV << KIND_SHIFT | u64::from(token));
+    /// Arms a multishot receive on `fd` into the ring's buffers; its completions carry `token` (its
+    /// low [`TOKEN_BITS`] bits). The socket must stay open until the receive ended (`more` false);
+    /// shut it down or [`Ring::cancel_recv`] to end it.
+    pub fn recv(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+        let token = token & ((1 << KIND_SHIFT) - 1);
+        let entry = opcode::RecvMulti::new(types::Fd(fd), BGID).build().user_data(KIND_RECV << KIND_SHIFT | token);
         // SAFETY: the receive selects its buffers from group BGID, which stays registered and
         // allocated until the ring is dropped (and `Drop` waits for every receive to end); the kernel
         // only writes into buffers that are published, which we never read until a completion hands
@@ -329,6 +338,37 @@ impl Ring {
         unsafe { self.push(&entry)? };
         self.recvs_armed += 1;
         Ok(())
+    }
+
+    /// Queues the cancellation of the receive armed with `token` (submitted by the next
+    /// [`Ring::submit`] or [`Ring::submit_and_wait`]). The receive then ends with a completion whose
+    /// `more` is false (`ECANCELED`, or whatever it had already come to); completions already posted
+    /// for it are still reaped. The socket may be closed before that: the kernel holds its own
+    /// reference until the receive ended.
+    pub fn cancel_recv(&mut self, token: u64) -> io::Result<()> {
+        let target = KIND_RECV << KIND_SHIFT | (token & ((1 << KIND_SHIFT) - 1));
+        let entry = opcode::AsyncCancel::new(target).build().user_data(KIND_CANCEL << KIND_SHIFT);
+        // SAFETY: a cancellation names its target by user_data and points to no memory of ours.
+        unsafe { self.push(&entry) }
+    }
+
+    /// Whether submissions are queued that no `io_uring_enter` has passed to the kernel yet.
+    pub fn has_queued(&mut self) -> bool {
+        !self.ring.submission().is_empty()
+    }
+
+    /// Submits everything queued without waiting for anything (one `io_uring_enter`, none when the
+    /// queue is empty).
+    pub fn submit(&mut self) -> io::Result<()> {
+        if !self.has_queued() {
+            return Ok(());
+        }
+        self.stats.enters += 1;
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Queues a send of `buf[start..]` on `fd` (`MSG_NOSIGNAL`); the buffer is held until its
@@ -386,6 +426,9 @@ impl Ring {
             let (user_data, res, flags) = self.raw[i];
             let more = cqueue::more(flags);
             let low = (user_data & ((1 << KIND_SHIFT) - 1)) as u32;
+            if user_data >> KIND_SHIFT == KIND_CANCEL {
+                continue; // its target's own completion says how the receive ended
+            }
             match user_data >> KIND_SHIFT {
                 KIND_ACCEPT => {
                     if !more {
@@ -423,7 +466,7 @@ impl Ring {
                             }
                         }
                     };
-                    out.push(Completion::Recv { token: low, received, more });
+                    out.push(Completion::Recv { token: user_data & ((1 << KIND_SHIFT) - 1), received, more });
                 }
                 KIND_SEND => {
                     let Some((token, buf, start)) = self.sends.try_remove(low as usize) else {
@@ -465,6 +508,14 @@ impl Ring {
         assert_eq!(buf.ring, self.id, "io_uring: a receive buffer of another ring");
         self.write_entry(buf.bid);
         self.publish_tail();
+    }
+}
+
+impl std::os::fd::AsRawFd for Ring {
+    /// The ring's descriptor: pollable, readable while completions wait to be reaped (with
+    /// [`RingConfig::defer_taskrun`] false; a deferred ring posts them only when entered).
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 }
 
@@ -510,7 +561,7 @@ mod tests {
     use std::net::TcpListener;
 
     fn small() -> RingConfig {
-        RingConfig { entries: 64, buffers: 8, buffer_size: 64 }
+        RingConfig { entries: 64, buffers: 8, buffer_size: 64, defer_taskrun: true }
     }
 
     fn wait_for(ring: &mut Ring, out: &mut Vec<Completion>, pred: impl Fn(&Completion) -> bool) {
@@ -629,6 +680,92 @@ mod tests {
         assert_eq!(got, total);
         // Dropped with the receive armed: Drop cancels it and frees (nothing leaks to the kernel).
         assert_eq!(ring.in_flight(), 1);
+    }
+
+    /// Waits on `ring`'s descriptor through epoll (mio), as the reactor does; true if it turned readable.
+    fn readable_within(poll: &mut mio::Poll, ms: u64) -> bool {
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_millis(ms))).ok();
+        events.iter().any(|e| e.token() == mio::Token(1) && e.is_readable())
+    }
+
+    // The reactor waits in epoll_wait, not in io_uring_enter: a ring made without DEFER_TASKRUN must
+    // wake it when a receive completes, with nothing entered in between.
+    #[test]
+    fn an_undeferred_ring_fd_turns_readable_through_epoll() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut ring = Ring::new(RingConfig { defer_taskrun: false, ..small() }).unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let fd = ring.as_raw_fd();
+        poll.registry().register(&mut mio::unix::SourceFd(&fd), mio::Token(1), mio::Interest::READABLE).unwrap();
+        ring.recv(server.as_raw_fd(), (1 << 40) | 3).unwrap();
+        ring.submit().unwrap();
+        assert!(!ring.has_queued());
+        assert!(!readable_within(&mut poll, 50), "nothing arrived yet");
+        for round in 0..3u8 {
+            client.write_all(&[round; 10]).unwrap();
+            let mut seen = false;
+            for _ in 0..20 {
+                // EINTR (the task work that posts the completion) may end the first wait early.
+                if readable_within(&mut poll, 100) {
+                    seen = true;
+                    break;
+                }
+                let mut out = Vec::new();
+                ring.reap(&mut out);
+                if !out.is_empty() {
+                    panic!("completion posted but the fd never turned readable: {out:?}");
+                }
+            }
+            assert!(seen, "round {round}: the ring's fd did not turn readable");
+            let mut out = Vec::new();
+            ring.reap(&mut out);
+            let Some(Completion::Recv { token, received: Received::Data(buf), more: true }) = out.pop() else {
+                panic!("{out:?}")
+            };
+            assert_eq!(token, (1 << 40) | 3, "the whole 56-bit token comes back");
+            assert_eq!(ring.buf_mut(&buf), &[round; 10]);
+            ring.recycle(buf);
+        }
+    }
+
+    // A cancelled receive ends (more false) and takes nothing sent after it.
+    #[test]
+    fn a_cancelled_receive_ends_and_reads_no_more() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut ring = Ring::new(small()).unwrap();
+        ring.recv(server.as_raw_fd(), 5).unwrap();
+        client.write_all(b"before").unwrap();
+        let mut out = Vec::new();
+        wait_for(&mut ring, &mut out, |c| matches!(c, Completion::Recv { .. }));
+        for c in out.drain(..) {
+            if let Completion::Recv { received: Received::Data(buf), .. } = c {
+                ring.recycle(buf);
+            }
+        }
+        ring.cancel_recv(5).unwrap();
+        wait_for(&mut ring, &mut out, |c| matches!(c, Completion::Recv { more: false, .. }));
+        assert!(
+            matches!(out.last(), Some(Completion::Recv { token: 5, received: Received::Error(e), more: false })
+                if e.raw_os_error() == Some(libc::ECANCELED)),
+            "{out:?}"
+        );
+        assert_eq!(ring.in_flight(), 0);
+        client.write_all(b"after").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        ring.submit_and_wait(0, Some(Duration::from_millis(10))).unwrap();
+        out.clear();
+        ring.reap(&mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let mut rest = [0u8; 16];
+        let n = server.read(&mut rest).unwrap();
+        assert_eq!(&rest[..n], b"after", "the bytes stay in the socket");
     }
 
     #[test]
