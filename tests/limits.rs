@@ -28,9 +28,10 @@ fn start(mut config: Config) -> RunningServer {
     config.addr = "127.0.0.1:0".parse().unwrap();
     config.close_timeout = Duration::from_millis(300);
     config.metrics_path = Some("/metrics".into());
+    config.io_uring = io_uring();
     let mut server = Server::new(config);
     server.register_handler("*", |_| Echo);
-    server.start().unwrap()
+    start_server(server)
 }
 
 /// The refusal counters, in a fixed order, to check that exactly one moved.

@@ -48,9 +48,10 @@ impl Handler for TestHandler {
 
 fn start(mut config: Config) -> RunningServer {
     config.addr = "127.0.0.1:0".parse().unwrap();
+    config.io_uring = io_uring();
     let mut server = Server::new(config);
     server.register_handler("*", |_| TestHandler);
-    server.start().unwrap()
+    start_server(server)
 }
 
 fn one_thread() -> Config {
@@ -416,9 +417,14 @@ fn an_idle_connection_owns_no_buffer() {
 
 #[test]
 fn http_errors_for_unknown_paths_plain_requests_and_bad_versions() {
-    let mut server = Server::new(Config { addr: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() });
+    let mut server = Server::new(Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        io_uring: io_uring(),
+        ..Config::default()
+    });
     server.register_handler("/ws", |_| TestHandler);
-    let server = server.start().unwrap();
+    let server = start_server(server);
     let addr = server.local_addr();
     let not_found = raw_request(addr, &upgrade_request("/nope", ""));
     assert!(not_found.starts_with("HTTP/1.1 404"), "{not_found}");

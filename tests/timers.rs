@@ -78,7 +78,12 @@ fn setup() -> (RunningServer, Arc<AtomicUsize>, TestClient) {
 }
 
 fn server(fired: &Arc<AtomicUsize>) -> RunningServer {
-    let mut server = Server::new(Config { addr: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() });
+    let mut server = Server::new(Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        io_uring: io_uring(),
+        ..Config::default()
+    });
     let fired = fired.clone();
     server.register_handler("*", move |_| Timed {
         spin: false,
@@ -87,7 +92,7 @@ fn server(fired: &Arc<AtomicUsize>) -> RunningServer {
         count: 0,
         fired: fired.clone(),
     });
-    server.start().unwrap()
+    start_server(server)
 }
 
 #[test]

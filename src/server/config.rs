@@ -116,6 +116,13 @@ pub struct Config {
     /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
     /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
     pub deflate: DeflateConfig,
+    /// EXPERIMENTAL (Linux, feature `io-uring`): each reactor reads its plain server connections (not
+    /// TLS, not in-loop clients, not adopted sockets) with a multishot io_uring receive instead of
+    /// `recv` on readiness; the ring's descriptor waits in the same `epoll_wait`, and writes stay
+    /// `sendmsg` and writable events. When the ring cannot be made (an old kernel, seccomp,
+    /// `kernel.io_uring_disabled`) or the feature is off, a warning is logged once and mio reads as
+    /// without it. Default false.
+    pub io_uring: bool,
 }
 
 impl Default for Config {
@@ -157,6 +164,7 @@ impl Default for Config {
             rate_limit_policy: RateLimitPolicy::Pause,
             accept_retry: Duration::from_millis(100),
             deflate: DeflateConfig::default(),
+            io_uring: false,
         }
     }
 }

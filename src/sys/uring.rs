@@ -357,6 +357,12 @@ impl Ring {
         !self.ring.submission().is_empty()
     }
 
+    /// Whether the kernel holds completions back in its overflow list (the completion queue was full):
+    /// an `io_uring_enter` that gets events ([`Ring::submit_and_wait`]) moves them into the queue.
+    pub fn cq_overflowed(&mut self) -> bool {
+        self.ring.submission().cq_overflow()
+    }
+
     /// Submits everything queued without waiting for anything (one `io_uring_enter`, none when the
     /// queue is empty).
     pub fn submit(&mut self) -> io::Result<()> {
@@ -564,6 +570,15 @@ mod tests {
         RingConfig { entries: 64, buffers: 8, buffer_size: 64, defer_taskrun: true }
     }
 
+    /// A connected client and its non-blocking server side.
+    fn connected_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
     fn wait_for(ring: &mut Ring, out: &mut Vec<Completion>, pred: impl Fn(&Completion) -> bool) {
         for _ in 0..200 {
             ring.submit_and_wait(1, Some(Duration::from_millis(20))).unwrap();
@@ -637,10 +652,7 @@ mod tests {
     // ring dry: the receive ends with ENOBUFS; recycling and re-arming brings the rest.
     #[test]
     fn dry_buffer_ring_ends_the_receive_and_rearming_resumes() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (mut client, server) = connected_pair();
         let mut ring = Ring::new(small()).unwrap();
         let total = 8 * 64 + 200;
         client.write_all(&vec![5u8; total]).unwrap();
@@ -693,10 +705,7 @@ mod tests {
     // wake it when a receive completes, with nothing entered in between.
     #[test]
     fn an_undeferred_ring_fd_turns_readable_through_epoll() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (mut client, server) = connected_pair();
         let mut ring = Ring::new(RingConfig { defer_taskrun: false, ..small() }).unwrap();
         let mut poll = mio::Poll::new().unwrap();
         let fd = ring.as_raw_fd();
@@ -735,10 +744,7 @@ mod tests {
     // A cancelled receive ends (more false) and takes nothing sent after it.
     #[test]
     fn a_cancelled_receive_ends_and_reads_no_more() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (mut client, mut server) = connected_pair();
         let mut ring = Ring::new(small()).unwrap();
         ring.recv(server.as_raw_fd(), 5).unwrap();
         client.write_all(b"before").unwrap();
@@ -781,10 +787,7 @@ mod tests {
     // it and returns without freeing memory under the kernel.
     #[test]
     fn drop_with_a_send_in_flight() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (client, server) = connected_pair();
         let mut ring = Ring::new(small()).unwrap();
         ring.send(server.as_raw_fd(), 1, vec![1; 64 << 20], 0).unwrap();
         ring.submit_and_wait(0, Some(Duration::from_millis(10))).unwrap();

@@ -210,3 +210,48 @@ impl TestClient {
         }
     }
 }
+
+/// Whether the suites that run their bodies both ways (server, limits, timers) run this time with
+/// `Config::io_uring` on: `WSLOOP_TEST_IO_URING=1 cargo test --features io-uring --test server --test
+/// limits --test timers`. Each server they start then checks that a ring exists (`io_uring_fds`).
+pub(crate) fn io_uring() -> bool {
+    std::env::var_os("WSLOOP_TEST_IO_URING").is_some_and(|v| v == "1")
+}
+
+/// The io_uring descriptors this process holds (`/proc/self/fd` links to `anon_inode:[io_uring]`).
+pub(crate) fn io_uring_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().contains("io_uring"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts `server` with `Config::io_uring` as [`io_uring`] says (set on its config by the caller) and,
+/// when on, fails unless a ring exists afterwards.
+pub(crate) fn start_server(server: wsloop::server::Server) -> wsloop::server::RunningServer {
+    let running = server.start().unwrap();
+    if io_uring() {
+        // Each reactor makes its ring on its own thread, which may not have run yet.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while io_uring_fds() == 0 {
+            assert!(Instant::now() < deadline, "WSLOOP_TEST_IO_URING=1 but no io_uring was made");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    running
+}
+
+/// A handler that echoes every message as it came (text as text, binary as binary).
+pub(crate) struct Echo;
+
+impl wsloop::server::Handler for Echo {
+    fn on_message(&mut self, ctx: &mut wsloop::server::Ctx<'_>, message: wsloop::server::Message<'_>) {
+        let _ = match message {
+            wsloop::server::Message::Text(t) => ctx.send_text(t),
+            wsloop::server::Message::Binary(b) => ctx.send_binary(b),
+        };
+    }
+}

@@ -129,6 +129,11 @@ pub(crate) struct ServeArgs {
     /// from the same reactor threads (e.g. 0.0.0.0:8080; port 0 picks one, printed on stderr).
     #[arg(long, value_name = "ADDR", requires = "tls_cert")]
     plain_listen: Option<std::net::SocketAddr>,
+    /// EXPERIMENTAL (Linux, built with feature io-uring): read plain connections through an io_uring
+    /// multishot receive per connection instead of recv on readiness (writes are unchanged). Falls
+    /// back to mio, with a warning, when no ring can be made.
+    #[arg(long)]
+    io_uring: bool,
     #[command(flatten)]
     chat: ChatArgs,
     #[command(flatten)]
@@ -200,6 +205,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         allowed_origins: (!args.allowed_origins.is_empty()).then_some(args.allowed_origins),
         metrics_path: (!args.metrics_path.is_empty()).then_some(args.metrics_path),
         health_path: (!args.health_path.is_empty()).then_some(args.health_path),
+        io_uring: args.io_uring,
         ..Config::default()
     };
     if let Some(threads) = args.threads {

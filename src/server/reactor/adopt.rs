@@ -89,7 +89,7 @@ impl Reactor {
             Box::new(buf)
         });
         let transport = NewTransport::tcp(TcpStream::from_std(stream));
-        let slot = match self.insert_conn(transport, Phase::Open(open), inbound) {
+        let slot = match self.insert_conn(transport, Phase::Open(open), inbound, false) {
             Ok(slot) => slot,
             Err((e, _)) => {
                 log::warn!("reactor {}: cannot adopt an upgraded socket: {e}", self.index);

@@ -138,7 +138,7 @@ impl Reactor {
             tunnel,
         };
         if let Err((e, Phase::Connecting(mut pending))) =
-            self.insert_conn(transport, Phase::Connecting(Box::new(pending)), None)
+            self.insert_conn(transport, Phase::Connecting(Box::new(pending)), None, false)
         {
             fail(&mut pending.handler, ConnectError::Io(e));
         }

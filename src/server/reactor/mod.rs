@@ -16,6 +16,7 @@
 //! | [`clients`] | in-loop clients: connect, request, connect errors |
 //! | [`adopt`] | connections whose upgrade another HTTP server completed |
 //! | [`timers`] | the wheel timer per connection (driven by the protocol core) and handler timers |
+//! | [`ring`] | EXPERIMENTAL: io_uring receives for plain server connections (`Config::io_uring`) |
 //!
 //! Every byte goes through the connection's [`Transport`](super::transport::Transport).
 
@@ -26,6 +27,7 @@ mod clients;
 mod commands;
 mod conn;
 mod read;
+mod ring;
 mod timers;
 mod upgrade;
 mod write;
@@ -60,6 +62,7 @@ use super::{Config, Handle, ReactorLink};
 use calls::{notify_close, CallState, Env, EnvParts};
 use commands::{unsubscribe, Topics};
 use conn::{Conn, Phase};
+use ring::RingReads;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The plain listener beside a TLS one (`Config::plain_addr`).
@@ -67,6 +70,8 @@ const PLAIN_LISTENER: Token = Token(usize::MAX - 2);
 /// Smallest per-reactor read buffer.
 const MIN_SCRATCH: usize = 256 * 1024;
 const WAKER: Token = Token(usize::MAX);
+/// The io_uring's descriptor (`Config::io_uring`): readable while receive completions wait.
+const RING: Token = Token(usize::MAX - 3);
 /// Connection and timer slots reserved up front, so that each slab's first array is above glibc's
 /// default 128 KiB mmap threshold (1,024 x 200 B and 4,096 x 32 B). Grown by doubling from empty, the
 /// smaller arrays would live in the reactor thread's malloc arena and, once outgrown, leave about 130 KiB
@@ -209,6 +214,8 @@ pub(crate) struct Reactor {
     /// `Config::message_rate` or `byte_rate` is set: the read path looks for a connection's buckets
     /// only then (without, one test of this flag per read).
     rate_limited: bool,
+    /// EXPERIMENTAL: the io_uring that reads plain server connections (`Config::io_uring`), if made.
+    ring: Option<RingReads>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -259,6 +266,7 @@ impl Reactor {
         let rate_limited = config.message_rate.is_some() || config.byte_rate.is_some();
         let threads = config.threads.max(1);
         let now = Instant::now();
+        let ring = Self::make_ring(&config, &poll, index);
         Self {
             index,
             poll,
@@ -300,6 +308,7 @@ impl Reactor {
             due_timers: Vec::new(),
             admit: admit::Admission::new(ip_limits),
             rate_limited,
+            ring,
         }
     }
 
@@ -335,11 +344,14 @@ impl Reactor {
                     LISTENER => self.accept(false),
                     PLAIN_LISTENER => self.accept(true),
                     WAKER => self.drain_commands(&handle),
+                    RING => self.on_ring_event(&handle),
                     Token(slot) => {
                         if event.is_writable() {
                             self.on_writable(slot, &handle);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        // A connection the ring reads: its receive reports bytes, EOF and errors.
+                        if (event.is_readable() || event.is_read_closed() || event.is_error()) && !self.ring_reads(slot)
+                        {
                             // Unless the peer also closed (or errored), a short read means the socket is
                             // drained: the next arrival raises a new edge, so no extra read for WouldBlock.
                             let to_eof = event.is_read_closed() || event.is_error();
@@ -350,6 +362,8 @@ impl Reactor {
             }
             self.fire_timers(&handle);
             self.fire_handler_timers(&handle);
+            // Receives re-armed and cancelled this turn go to the kernel together.
+            self.ring_submit();
             if self.admit.accept_paused_until.is_some_and(|t| self.now >= t) {
                 self.admit.accept_paused_until = None;
                 // Both listeners get their turn: a failure on the first (EMFILE comes even with an
@@ -406,7 +420,9 @@ impl Reactor {
                         self.admit.release_ip(peer.ip());
                         continue;
                     };
-                    match self.insert_conn(transport, Phase::Handshake, None) {
+                    // Plain server connections are read by the ring when there is one.
+                    let by_ring = !tls && self.ring.is_some();
+                    match self.insert_conn(transport, Phase::Handshake, None, by_ring) {
                         Ok(slot) => self.admit.counted(slot, peer),
                         Err((e, _)) => {
                             self.admit.release_ip(peer.ip());
@@ -461,7 +477,7 @@ impl Reactor {
             buf.append(&already_read);
             Box::new(buf)
         });
-        let slot = match self.insert_conn(NewTransport::tcp(stream), Phase::Handshake, inbound) {
+        let slot = match self.insert_conn(NewTransport::tcp(stream), Phase::Handshake, inbound, false) {
             Ok(slot) => slot,
             Err((e, _)) => {
                 log::warn!("reactor {}: cannot adopt a socket: {e}", self.index);
@@ -478,22 +494,24 @@ impl Reactor {
         // Bytes that arrived after the hand-off are picked up by the readiness event registration gives.
     }
 
-    /// Registers a socket with the poll, stores it as a new connection and arms its first timer. On failure
-    /// the phase comes back (an in-loop client's handler must still hear about it).
+    /// Registers a socket with the poll, stores it as a new connection and arms its first timer; `by_ring`:
+    /// its reads go to the io_uring (the poll then reports only writability), or to mio if the receive
+    /// cannot be armed. On failure the phase comes back (an in-loop client's handler must still hear
+    /// about it).
     #[allow(clippy::result_large_err)] // rare path; boxing would cost an allocation on the common one
     fn insert_conn(
         &mut self,
         mut transport: NewTransport,
         phase: Phase,
         inbound: Option<Box<InboundBuf>>,
+        by_ring: bool,
     ) -> Result<usize, (io::Error, Phase)> {
         let _ = transport.stream.set_nodelay(true);
         let last_read = conn::stamp_ms(self.now_ms());
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        if let Err(e) =
-            self.poll.registry().register(&mut transport.stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
-        {
+        let interest = if by_ring { Interest::WRITABLE } else { Interest::READABLE | Interest::WRITABLE };
+        if let Err(e) = self.poll.registry().register(&mut transport.stream, Token(slot), interest) {
             if let Some(inbound) = inbound {
                 self.pool.give((*inbound).into_vec());
             }
@@ -516,6 +534,14 @@ impl Reactor {
         });
         self.counters.record_tcp_opened(counted);
         self.arm(slot);
+        if by_ring && !self.ring_arm(slot) {
+            let conn = &mut self.conns[slot];
+            if let Err(e) =
+                self.poll.registry().reregister(&mut conn.stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+            {
+                log::warn!("reactor {}: cannot read slot {slot} through mio either: {e}", self.index);
+            }
+        }
         Ok(slot)
     }
 
@@ -603,6 +629,8 @@ impl Reactor {
                 unsubscribe(&mut self.topics, &topic, slot, handle);
             }
         }
+        // Before the socket closes: its io_uring receive, if any, is cancelled (submitted now).
+        self.ring_forget(slot, conn.generation);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.release_buffers(&mut self.pool);
         self.admit.removed(slot);

@@ -5,7 +5,7 @@
 //! an emptied tail buffer back to the pool. Never touches: the write path beyond flushing at the end of
 //! an event, timers beyond re-arming after an upgrade.
 
-use std::io;
+use std::io::{self, Read};
 
 use crate::buf::{Fill, InboundBuf};
 use crate::metrics::Counters;
@@ -13,6 +13,7 @@ use crate::proto::CloseCode;
 
 use super::super::handler::{ConnId, ConnectError};
 use super::super::rate_limit::RateLimitPolicy;
+use super::super::transport::{TlsSessions, Transport};
 use super::super::Handle;
 use super::calls::{dispatch, invoke, notify_close, Env, EnvParts};
 use super::conn::{Conn, OpenConn, Phase};
@@ -30,8 +31,46 @@ pub(super) struct Outcome {
     pub(super) paused: bool,
 }
 
+/// Where a read takes its bytes from: the socket (through its transport), or bytes an io_uring
+/// receive already took from it, which read as `WouldBlock` once used up.
+enum Reader<'t, 'r, 'a> {
+    Socket(Transport<'t>),
+    Received(&'r mut &'a [u8]),
+}
+
+impl Read for Reader<'_, '_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Socket(transport) => transport.read(buf),
+            Self::Received([]) => Err(io::ErrorKind::WouldBlock.into()),
+            Self::Received(bytes) => bytes.read(buf),
+        }
+    }
+}
+
+/// The reader for one read of `slot`: its socket, or `received` when an io_uring receive brought it.
+fn reader<'t, 'r, 'a>(
+    tls: &'t mut TlsSessions,
+    stream: &'t mut mio::net::TcpStream,
+    slot: usize,
+    received: Option<&'r mut &'a [u8]>,
+) -> Reader<'t, 'r, 'a> {
+    match received {
+        Some(bytes) => Reader::Received(bytes),
+        None => Reader::Socket(tls.transport(stream, slot)),
+    }
+}
+
 impl Reactor {
+    /// A readiness event: reads the socket until it is drained (or the connection paused or went).
     pub(super) fn on_readable(&mut self, slot: usize, handle: &Handle, to_eof: bool) {
+        self.read_from(slot, handle, to_eof, None);
+    }
+
+    /// Reads and processes what `slot` has: from its socket (`received` `None`), or from bytes an
+    /// io_uring receive brought (`Some`; what a pause leaves unread stays in the slice for the
+    /// caller). One path for both sources: the tail, the handshake, frames, the handler, settling.
+    pub(super) fn read_from(&mut self, slot: usize, handle: &Handle, to_eof: bool, mut received: Option<&mut &[u8]>) {
         match self.conns.get(slot).map(|c| &c.phase) {
             Some(Phase::Connecting(_)) => self.check_connected(slot, handle),
             // Rate-limited: the timer reads again once the tokens are back.
@@ -45,9 +84,10 @@ impl Reactor {
             if matches!(conn.phase, Phase::Connecting(_)) {
                 return;
             }
+            let mut src = reader(&mut self.tls, &mut conn.stream, slot, received.as_deref_mut());
             if matches!(conn.phase, Phase::Rejected) || conn.close_when_flushed {
                 // Discard whatever arrives while an error response or a final close goes out.
-                match self.tls.transport(&mut conn.stream, slot).read(&mut self.scratch) {
+                match src.read(&mut self.scratch) {
                     Ok(0) => {
                         self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
                         return;
@@ -68,7 +108,7 @@ impl Reactor {
                     // holding only about what it sent.
                     let kept = tail.len();
                     self.scratch[..kept].copy_from_slice(tail.readable());
-                    match self.tls.transport(&mut conn.stream, slot).read(&mut self.scratch[kept..]) {
+                    match src.read(&mut self.scratch[kept..]) {
                         Ok(0) => Ok(None),
                         Ok(n) => {
                             if let Some(tail) = conn.inbound.take() {
@@ -81,14 +121,14 @@ impl Reactor {
                 }
                 Some(inbound) => {
                     let limit = self.config.max_frame_size.saturating_add(14).max(self.config.max_request_head);
-                    match inbound.fill_from(&mut self.tls.transport(&mut conn.stream, slot), limit) {
+                    match inbound.fill_from(&mut src, limit) {
                         Ok(Fill::Read(n)) => Ok(Some((n, false))),
                         Ok(Fill::Eof) => Ok(None),
                         Ok(Fill::Full) => Err(io::Error::other("inbound buffer full")),
                         Err(e) => Err(e),
                     }
                 }
-                None => match self.tls.transport(&mut conn.stream, slot).read(&mut self.scratch) {
+                None => match src.read(&mut self.scratch) {
                     Ok(0) => Ok(None),
                     Ok(n) => Ok(Some((n, true))),
                     Err(e) => Err(e),
@@ -113,40 +153,50 @@ impl Reactor {
                     }
                 }
                 Ok(None) => {
-                    if matches!(self.conns[slot].phase, Phase::AwaitingResponse(_)) {
-                        self.fail_client(slot, ConnectError::ClosedDuringHandshake);
-                    } else {
-                        self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
-                    }
+                    self.read_ended(slot, handle);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!("reactor {}: read error on slot {slot}: {e}", self.index);
-                    #[cfg(feature = "tls")]
-                    if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
-                        if failure.during_handshake {
-                            self.counters.record_handshake_failure(failure.reason());
-                        }
-                    }
-                    if matches!(self.conns[slot].phase, Phase::AwaitingResponse(_)) {
-                        // An in-loop client's handler hears why.
-                        #[cfg(feature = "tls")]
-                        if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
-                            let detail = failure.error.to_string();
-                            let failure = crate::client::tls_classify(&failure.error);
-                            self.fail_client(slot, ConnectError::Tls { failure, detail });
-                            return;
-                        }
-                        self.fail_client(slot, ConnectError::Io(e));
-                        return;
-                    }
-                    self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+                    self.read_failed(slot, handle, e);
                     return;
                 }
             }
         }
+    }
+
+    /// The peer closed its side (a read of 0, or an io_uring receive's EOF).
+    pub(super) fn read_ended(&mut self, slot: usize, handle: &Handle) {
+        if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::AwaitingResponse(_))) {
+            self.fail_client(slot, ConnectError::ClosedDuringHandshake);
+        } else {
+            self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+        }
+    }
+
+    /// A read failed (on the socket, in TLS, or in an io_uring receive): the connection goes.
+    pub(super) fn read_failed(&mut self, slot: usize, handle: &Handle, e: io::Error) {
+        log::debug!("reactor {}: read error on slot {slot}: {e}", self.index);
+        #[cfg(feature = "tls")]
+        if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
+            if failure.during_handshake {
+                self.counters.record_handshake_failure(failure.reason());
+            }
+        }
+        if matches!(self.conns.get(slot).map(|c| &c.phase), Some(Phase::AwaitingResponse(_))) {
+            // An in-loop client's handler hears why.
+            #[cfg(feature = "tls")]
+            if let Some(failure) = super::super::tls_session::TlsFailure::of(&e) {
+                let detail = failure.error.to_string();
+                let failure = crate::client::tls_classify(&failure.error);
+                self.fail_client(slot, ConnectError::Tls { failure, detail });
+                return;
+            }
+            self.fail_client(slot, ConnectError::Io(e));
+            return;
+        }
+        self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
     }
 
     /// Parses what was read (in the scratch buffer when `from_scratch` is set, else in the connection's

@@ -143,7 +143,7 @@ impl Reactor {
                 let outcome = self.process(slot, handle, None);
                 self.after_event(slot, handle, outcome.slow_peer);
             }
-            self.on_readable(slot, handle, true);
+            self.ring_resume(slot, handle);
         }
         if self.conns.contains(slot) {
             self.arm(slot);

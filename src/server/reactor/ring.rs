@@ -1,0 +1,307 @@
+//! The io_uring read source (EXPERIMENTAL, `Config::io_uring`, feature `io-uring`, Linux): a
+//! multishot receive per plain server connection into the ring's provided buffers, reaped when the
+//! ring's descriptor turns readable in the reactor's own `epoll_wait`.
+//!
+//! Owns: the reactor's [`Ring`], which receive each slot has armed (by connection generation, so a
+//! completion for a connection that went is recognised and dropped), cancelling a receive when its
+//! connection pauses or goes, re-arming it when it resumes or when the kernel ended it. Never touches:
+//! parsing, handlers, writes (`read_from`, `after_event` and the write path do that, as for a readiness
+//! read), sockets it was not given (TLS, in-loop clients and adopted sockets are read by mio).
+//!
+//! Without the feature (or off Linux) [`RingReads`] is uninhabited and every hook is a no-op, so the
+//! reactor calls them unconditionally.
+
+#[cfg(not(all(feature = "io-uring", target_os = "linux")))]
+use super::{super::Handle, Reactor};
+
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub(super) use imp::RingReads;
+
+/// Never made: reactors built without the io-uring feature read through mio only.
+#[cfg(not(all(feature = "io-uring", target_os = "linux")))]
+pub(super) enum RingReads {}
+
+#[cfg(not(all(feature = "io-uring", target_os = "linux")))]
+impl Reactor {
+    pub(super) fn make_ring(config: &super::Config, _poll: &mio::Poll, index: usize) -> Option<RingReads> {
+        if config.io_uring {
+            warn_once(index, "this build has no io-uring feature");
+        }
+        None
+    }
+    pub(super) fn ring_reads(&self, _slot: usize) -> bool {
+        false
+    }
+    pub(super) fn ring_arm(&mut self, _slot: usize) -> bool {
+        false
+    }
+    pub(super) fn ring_forget(&mut self, _slot: usize, _generation: u32) {}
+    pub(super) fn ring_resume(&mut self, slot: usize, handle: &Handle) {
+        self.on_readable(slot, handle, true);
+    }
+    pub(super) fn on_ring_event(&mut self, _handle: &Handle) {}
+    pub(super) fn ring_submit(&mut self) {}
+}
+
+/// Logs, once per process, that the reactors read through mio although `Config::io_uring` asked for
+/// the ring.
+fn warn_once(index: usize, why: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| log::warn!("reactor {index}: io_uring reads are off ({why}); reading through mio"));
+}
+
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod imp {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use mio::{Interest, Poll};
+
+    use crate::buf::InboundBuf;
+    use crate::sys::uring::{Completion, Received, Ring, RingConfig};
+
+    use super::super::super::Handle;
+    use super::super::conn::Phase;
+    use super::super::{Config, Reactor, RING};
+    use super::warn_once;
+
+    /// What the ring does for one slot's connection.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct SlotRead {
+        /// The connection (by generation) this entry is about; `reads` false: none.
+        generation: u32,
+        /// The slot's connection is read by the ring (not by mio).
+        reads: bool,
+        /// Its multishot receive is armed: completions may come until one says it ended.
+        armed: bool,
+        /// Its bytes go to the handler; false while a rate-limit pause holds them (as the tail).
+        delivering: bool,
+    }
+
+    /// A reactor's ring and what it receives for whom.
+    pub(in super::super) struct RingReads {
+        ring: Ring,
+        slots: Vec<SlotRead>,
+        /// Completions reaped and not yet handled (kept to reuse the allocation).
+        done: Vec<Completion>,
+        /// One receive buffer's bytes, copied out so the buffer goes back to the kernel at once.
+        staging: Vec<u8>,
+    }
+
+    /// user_data's token for a slot's connection: its generation (24 bits) above its slot (32).
+    fn token(slot: usize, generation: u32) -> u64 {
+        u64::from(generation) << 32 | slot as u64 & 0xffff_ffff
+    }
+
+    fn untoken(token: u64) -> (usize, u32) {
+        ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
+    }
+
+    impl Reactor {
+        /// The reactor's ring, registered with its poll, when `Config::io_uring` asks for one and the
+        /// kernel makes one; otherwise `None` (logged once).
+        pub(in super::super) fn make_ring(config: &Config, poll: &Poll, index: usize) -> Option<RingReads> {
+            if !config.io_uring {
+                return None;
+            }
+            let ring = match Ring::new(RingConfig { defer_taskrun: false, ..RingConfig::default() }) {
+                Ok(ring) => ring,
+                Err(e) => {
+                    warn_once(index, &format!("cannot make a ring: {e}"));
+                    return None;
+                }
+            };
+            let fd = ring.as_raw_fd();
+            if let Err(e) = poll.registry().register(&mut mio::unix::SourceFd(&fd), RING, Interest::READABLE) {
+                warn_once(index, &format!("cannot poll the ring: {e}"));
+                return None;
+            }
+            log::debug!("reactor {index}: reading plain connections through io_uring");
+            Some(RingReads { ring, slots: Vec::new(), done: Vec::new(), staging: Vec::new() })
+        }
+
+        /// Whether the slot's connection is read by the ring (its readiness events carry no reads).
+        pub(in super::super) fn ring_reads(&self, slot: usize) -> bool {
+            self.ring.as_ref().is_some_and(|r| r.slots.get(slot).is_some_and(|s| s.reads))
+        }
+
+        /// Hands a newly inserted connection's reads to the ring: arms its multishot receive. False
+        /// (nothing changed) when there is no ring or the receive cannot be queued.
+        pub(in super::super) fn ring_arm(&mut self, slot: usize) -> bool {
+            let (Some(rr), Some(conn)) = (self.ring.as_mut(), self.conns.get(slot)) else { return false };
+            if rr.slots.len() <= slot {
+                rr.slots.resize(slot + 1, SlotRead::default());
+            }
+            let generation = conn.generation;
+            if let Err(e) = rr.ring.recv(conn.stream.as_raw_fd(), token(slot, generation)) {
+                log::warn!("reactor {}: io_uring receive not armed: {e}", self.index);
+                return false;
+            }
+            rr.slots[slot] = SlotRead { generation, reads: true, armed: true, delivering: true };
+            true
+        }
+
+        /// The connection in `slot` (of `generation`) goes: its receive is cancelled and submitted now,
+        /// before the caller closes the socket; whatever still completes for it is dropped.
+        pub(in super::super) fn ring_forget(&mut self, slot: usize, generation: u32) {
+            let Some(rr) = self.ring.as_mut() else { return };
+            let Some(s) = rr.slots.get_mut(slot).filter(|s| s.reads && s.generation == generation) else { return };
+            let armed = s.armed;
+            *s = SlotRead::default();
+            if armed {
+                if let Err(e) = rr.ring.cancel_recv(token(slot, generation)).and_then(|()| rr.ring.submit()) {
+                    log::warn!("reactor {}: io_uring cancel: {e}", self.index);
+                }
+            }
+        }
+
+        /// A rate-limit pause is over (the held tail was processed): reading resumes, through the ring
+        /// for its connections (re-armed unless the cancelled receive has not ended yet: its end
+        /// re-arms it), through mio for the rest.
+        pub(in super::super) fn ring_resume(&mut self, slot: usize, handle: &Handle) {
+            if !self.ring_reads(slot) {
+                self.on_readable(slot, handle, true);
+                return;
+            }
+            if self.paused(slot) {
+                return;
+            }
+            let Some(rr) = self.ring.as_mut() else { return };
+            rr.slots[slot].delivering = true;
+            if !rr.slots[slot].armed {
+                self.rearm(slot, handle);
+            }
+        }
+
+        /// Submits what the turn queued (re-arms, cancels): no `io_uring_enter` when nothing was.
+        pub(in super::super) fn ring_submit(&mut self) {
+            if let Some(rr) = self.ring.as_mut() {
+                if let Err(e) = rr.ring.submit() {
+                    log::warn!("reactor {}: io_uring submit: {e}", self.index);
+                }
+            }
+        }
+
+        /// The ring's descriptor is readable: handles every completion until none is left (the poll
+        /// is edge-triggered), flushing any the kernel had to hold back in its overflow list.
+        pub(in super::super) fn on_ring_event(&mut self, handle: &Handle) {
+            loop {
+                let Some(rr) = self.ring.as_mut() else { return };
+                let mut done = std::mem::take(&mut rr.done);
+                rr.ring.reap(&mut done);
+                if done.is_empty() {
+                    if !rr.ring.cq_overflowed() {
+                        rr.done = done;
+                        return;
+                    }
+                    // Completions wait in the kernel's overflow list: an enter moves them to the ring.
+                    let _ = rr.ring.submit_and_wait(0, Some(Duration::ZERO));
+                }
+                for completion in done.drain(..) {
+                    if let Completion::Recv { token, received, more } = completion {
+                        self.on_received(token, received, more, handle);
+                    }
+                }
+                if let Some(rr) = self.ring.as_mut() {
+                    rr.done = done;
+                }
+            }
+        }
+
+        /// One receive completion: bytes go through the readiness path's processing (or, while the
+        /// connection is paused, into its tail); EOF and errors through its removal paths; a receive
+        /// the kernel ended (buffers ran out) is re-armed.
+        fn on_received(&mut self, token: u64, received: Received, more: bool, handle: &Handle) {
+            let (slot, generation) = untoken(token);
+            let Some(rr) = self.ring.as_mut() else { return };
+            let current = rr.slots.get(slot).is_some_and(|s| s.reads && s.generation == generation)
+                && self.conns.get(slot).is_some_and(|c| c.generation == generation);
+            if !current {
+                // A connection that went (or its slot's next one): nothing reaches it.
+                if let Received::Data(buf) = received {
+                    rr.ring.recycle(buf);
+                }
+                return;
+            }
+            if !more {
+                rr.slots[slot].armed = false;
+            }
+            match received {
+                Received::Data(buf) => {
+                    let mut staging = std::mem::take(&mut rr.staging);
+                    staging.clear();
+                    staging.extend_from_slice(rr.ring.buf_mut(&buf));
+                    rr.ring.recycle(buf);
+                    self.deliver(slot, &staging, handle);
+                    if let Some(rr) = self.ring.as_mut() {
+                        rr.staging = staging;
+                    }
+                }
+                Received::Eof => {
+                    self.read_ended(slot, handle);
+                    return;
+                }
+                // Our cancellation (a pause), or the buffer ring ran dry: not the connection's fault.
+                Received::Error(e) if matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::ENOBUFS)) => {}
+                Received::Error(e) => {
+                    self.read_failed(slot, handle, e);
+                    return;
+                }
+            }
+            let Some(rr) = self.ring.as_mut() else { return };
+            if let Some(s) = rr.slots.get(slot).filter(|s| s.reads && s.generation == generation) {
+                if !s.armed && s.delivering && self.conns.contains(slot) {
+                    self.rearm(slot, handle);
+                }
+            }
+        }
+
+        /// Bytes a receive brought for `slot`'s connection: processed as a readiness read's are, unless
+        /// the connection is paused, in which case they (and whatever a pause leaves of them) are kept
+        /// as its tail and the receive is cancelled until the pause ends.
+        fn deliver(&mut self, slot: usize, bytes: &[u8], handle: &Handle) {
+            let mut rest = bytes;
+            while !rest.is_empty() && self.conns.contains(slot) && !self.paused(slot) {
+                let before = rest.len();
+                self.read_from(slot, handle, false, Some(&mut rest));
+                if rest.len() == before {
+                    break;
+                }
+            }
+            if rest.is_empty() || !self.conns.contains(slot) {
+                return;
+            }
+            // Paused: hold the bytes as the mio path leaves them in the socket, and stop the receive.
+            let Self { conns, pool, ring, .. } = self;
+            let conn = &mut conns[slot];
+            let tail = conn.inbound.get_or_insert_with(|| Box::new(InboundBuf::from_vec(pool.take_for(rest.len()))));
+            tail.append(rest);
+            let Some(rr) = ring.as_mut() else { return };
+            let s = &mut rr.slots[slot];
+            if s.delivering {
+                s.delivering = false;
+                if s.armed {
+                    if let Err(e) = rr.ring.cancel_recv(token(slot, conn.generation)) {
+                        log::warn!("reactor {}: io_uring cancel: {e}", self.index);
+                    }
+                }
+            }
+        }
+
+        /// Whether the slot's open connection is held by a rate-limit pause.
+        fn paused(&self, slot: usize) -> bool {
+            self.rate_limited
+                && matches!(self.conns.get(slot).map(|c| &c.phase),
+                    Some(Phase::Open(open)) if open.rate().is_some_and(|r| r.paused_until.is_some()))
+        }
+
+        /// Arms the slot's receive again; if that fails, its connection goes (nothing would read it).
+        fn rearm(&mut self, slot: usize, handle: &Handle) {
+            let (Some(rr), Some(conn)) = (self.ring.as_mut(), self.conns.get(slot)) else { return };
+            match rr.ring.recv(conn.stream.as_raw_fd(), token(slot, conn.generation)) {
+                Ok(()) => rr.slots[slot].armed = true,
+                Err(e) => self.read_failed(slot, handle, e),
+            }
+        }
+    }
+}
