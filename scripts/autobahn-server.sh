@@ -29,6 +29,8 @@
 #                  wstest does not verify it); reports in
 #                  autobahn-reports/server-tls/ instead
 #   DEFLATE        the server's --deflate mode: shared (default), dedicated or off
+#   SERVE_FLAGS    more flags for wsloop serve, split on spaces (e.g. --io-uring, with a binary
+#                  built with --features io-uring)
 #   WSTEST_TIMEOUT, AUTOBAHN_VERBOSE, AUTOBAHN_PREFIX: see the kit's README
 set -euo pipefail
 PROG=autobahn-server.sh
@@ -105,9 +107,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 DEFLATE=${DEFLATE:-shared}
-say "starting $BIN serve --addr 127.0.0.1:$PORT --threads 1 --deflate $DEFLATE (log: $server_log)"
+read -r -a serve_flags <<<"${SERVE_FLAGS:-}"
+say "starting $BIN serve --addr 127.0.0.1:$PORT --threads 1 --deflate $DEFLATE ${serve_flags[*]} (log: $server_log)"
 RUST_LOG=${WSLOOP_LOG:-warn} "$BIN" serve --addr "127.0.0.1:$PORT" --threads 1 --deflate "$DEFLATE" "${tls_flags[@]}" \
-    </dev/null >>"$server_log" 2>&1 &
+    "${serve_flags[@]}" </dev/null >>"$server_log" 2>&1 &
 server_pid=$!
 
 for ((i = 0; ; i++)); do

@@ -31,7 +31,10 @@
 #                    (WSLOOP_BASE=PATH: another wsloop build, e.g. the start of a change, measured as a
 #                    server beside this one; the load generator is always $WSLOOP), and wsloop-uring
 #                    (EXPERIMENTAL: examples/uring_echo, the io_uring echo loop over the same sans-IO
-#                    core; built with --features io-uring; URING_ECHO=PATH overrides)
+#                    core; built with --features io-uring; URING_ECHO=PATH overrides), and
+#                    wsloop-io-uring (EXPERIMENTAL: $WSLOOP serve --io-uring, the reactor reading through
+#                    io_uring; $WSLOOP must be built with --features io-uring, else it runs on mio and
+#                    says so in a warning)
 #   --idle-conns N   scenario iv connections (default 10000; needs N + ~20 open files per process)
 #   --idle-window W  handshakes in flight at once in scenario iv (idle-probe threads, default 8)
 #   --crosscheck     measure every throughput run a second time with benches/peers' independent `loadgen`
@@ -177,6 +180,7 @@ server_argv() {
         wsloop) ARGV=("$WSLOOP" serve --addr "127.0.0.1:$2" --threads 1) ;;
         wsloop-base) ARGV=("${WSLOOP_BASE:-}" serve --addr "127.0.0.1:$2" --threads 1) ;;
         wsloop-uring) ARGV=("$URING_ECHO" serve --addr "127.0.0.1:$2" --threads 1) ;;
+        wsloop-io-uring) ARGV=("$WSLOOP" serve --addr "127.0.0.1:$2" --threads 1 --io-uring) ;;
         tungstenite) ARGV=("$PEERS/target/release/tungstenite-echo" "$2") ;;
         fastws) ARGV=("$PEERS/target/release/fastws-echo" "$2") ;;
         ws-rs) ARGV=("$PEERS/target/release/wsrs-echo" "$2") ;;
@@ -195,6 +199,7 @@ built() {
         wsloop) [ -x "$WSLOOP" ] ;;
         wsloop-base) [ -n "${WSLOOP_BASE:-}" ] && [ -x "$WSLOOP_BASE" ] ;;
         wsloop-uring) [ -x "$URING_ECHO" ] ;;
+        wsloop-io-uring) [ -x "$WSLOOP" ] ;;
         tungstenite) [ -x "$PEERS/target/release/tungstenite-echo" ] ;;
         fastws) [ -x "$PEERS/target/release/fastws-echo" ] ;;
         ws-rs) [ -x "$PEERS/target/release/wsrs-echo" ] ;;
