@@ -182,29 +182,31 @@ mod imp {
             }
         }
 
-        /// The ring's descriptor is readable: handles every completion until none is left (the poll
-        /// is edge-triggered), flushing any the kernel had to hold back in its overflow list.
+        /// The ring's descriptor is readable: handles the completions there now, and those the kernel
+        /// held back in its overflow list (an enter moves them into the queue). Once: a completion
+        /// posted meanwhile (the task work that posts them runs on the way back from every system call,
+        /// e.g. the sends this makes) wakes the edge-triggered poll again, so under a steady load the
+        /// loop still gets back to its timers, commands and listeners every turn instead of reaping here
+        /// for as long as the peers keep sending.
         pub(in super::super) fn on_ring_event(&mut self, handle: &Handle) {
-            loop {
-                let Some(rr) = self.ring.as_mut() else { return };
-                let mut done = std::mem::take(&mut rr.done);
+            let Some(rr) = self.ring.as_mut() else { return };
+            let mut done = std::mem::take(&mut rr.done);
+            rr.ring.reap(&mut done);
+            while rr.ring.cq_overflowed() {
+                let before = done.len();
+                let _ = rr.ring.submit_and_wait(0, Some(Duration::ZERO));
                 rr.ring.reap(&mut done);
-                if done.is_empty() {
-                    if !rr.ring.cq_overflowed() {
-                        rr.done = done;
-                        return;
-                    }
-                    // Completions wait in the kernel's overflow list: an enter moves them to the ring.
-                    let _ = rr.ring.submit_and_wait(0, Some(Duration::ZERO));
+                if done.len() == before {
+                    break;
                 }
-                for completion in done.drain(..) {
-                    if let Completion::Recv { token, received, more } = completion {
-                        self.on_received(token, received, more, handle);
-                    }
+            }
+            for completion in done.drain(..) {
+                if let Completion::Recv { token, received, more } = completion {
+                    self.on_received(token, received, more, handle);
                 }
-                if let Some(rr) = self.ring.as_mut() {
-                    rr.done = done;
-                }
+            }
+            if let Some(rr) = self.ring.as_mut() {
+                rr.done = done;
             }
         }
 
