@@ -84,8 +84,11 @@ mod imp {
         slots: Vec<SlotRead>,
         /// Completions reaped and not yet handled (kept to reuse the allocation).
         done: Vec<Completion>,
-        /// One receive buffer's bytes, copied out so the buffer goes back to the kernel at once.
+        /// The bytes of the receive buffers gathered for one connection (`staged`), copied out so
+        /// each buffer goes back to the kernel at once.
         staging: Vec<u8>,
+        /// The token whose bytes `staging` holds, until they are delivered.
+        staged: Option<u64>,
     }
 
     /// user_data's token for a slot's connection: its generation (24 bits) above its slot (32).
@@ -117,7 +120,7 @@ mod imp {
                 return None;
             }
             log::debug!("reactor {index}: reading plain connections through io_uring");
-            Some(RingReads { ring, slots: Vec::new(), done: Vec::new(), staging: Vec::new() })
+            Some(RingReads { ring, slots: Vec::new(), done: Vec::new(), staging: Vec::new(), staged: None })
         }
 
         /// Whether the slot's connection is read by the ring (its readiness events carry no reads).
@@ -205,19 +208,31 @@ mod imp {
                     self.on_received(token, received, more, handle);
                 }
             }
+            self.flush_staged(handle);
             if let Some(rr) = self.ring.as_mut() {
                 rr.done = done;
             }
         }
 
-        /// One receive completion: bytes go through the readiness path's processing (or, while the
-        /// connection is paused, into its tail); EOF and errors through its removal paths; a receive
-        /// the kernel ended (buffers ran out) is re-armed.
+        /// Whether `slot` still holds the connection of `generation` and the ring reads it.
+        fn is_current(&self, slot: usize, generation: u32) -> bool {
+            self.ring.as_ref().is_some_and(|r| r.slots.get(slot).is_some_and(|s| s.reads && s.generation == generation))
+                && self.conns.get(slot).is_some_and(|c| c.generation == generation)
+        }
+
+        /// One receive completion. Bytes are gathered: the completions of one connection that follow
+        /// each other in a batch (a 64 KiB message comes as eight 8 KiB buffers) are delivered together,
+        /// as one readiness read would bring them, so that a large message is not re-copied as its tail
+        /// grows. Anything else delivers what was gathered first: EOF and errors then go through the
+        /// readiness path's removal code; a receive the kernel ended (buffers ran out, our cancel) is
+        /// re-armed unless a pause holds it.
         fn on_received(&mut self, token: u64, received: Received, more: bool, handle: &Handle) {
+            if !matches!(received, Received::Data(_)) || self.ring.as_ref().is_some_and(|r| r.staged != Some(token)) {
+                self.flush_staged(handle);
+            }
             let (slot, generation) = untoken(token);
+            let current = self.is_current(slot, generation);
             let Some(rr) = self.ring.as_mut() else { return };
-            let current = rr.slots.get(slot).is_some_and(|s| s.reads && s.generation == generation)
-                && self.conns.get(slot).is_some_and(|c| c.generation == generation);
             if !current {
                 // A connection that went (or its slot's next one): nothing reaches it.
                 if let Received::Data(buf) = received {
@@ -230,14 +245,13 @@ mod imp {
             }
             match received {
                 Received::Data(buf) => {
-                    let mut staging = std::mem::take(&mut rr.staging);
-                    staging.clear();
-                    staging.extend_from_slice(rr.ring.buf_mut(&buf));
+                    rr.staging.extend_from_slice(rr.ring.buf_mut(&buf));
                     rr.ring.recycle(buf);
-                    self.deliver(slot, &staging, handle);
-                    if let Some(rr) = self.ring.as_mut() {
-                        rr.staging = staging;
+                    rr.staged = Some(token);
+                    if more {
+                        return; // delivered with what follows, or at the end of the batch
                     }
+                    self.flush_staged(handle);
                 }
                 Received::Eof => {
                     self.read_ended(slot, handle);
@@ -250,11 +264,38 @@ mod imp {
                     return;
                 }
             }
+            self.rearm_if_ended(slot, generation, handle);
+        }
+
+        /// Delivers the bytes gathered for one connection (if it is still there), then re-arms its
+        /// receive if the kernel ended it meanwhile.
+        fn flush_staged(&mut self, handle: &Handle) {
             let Some(rr) = self.ring.as_mut() else { return };
-            if let Some(s) = rr.slots.get(slot).filter(|s| s.reads && s.generation == generation) {
-                if !s.armed && s.delivering && self.conns.contains(slot) {
-                    self.rearm(slot, handle);
-                }
+            let Some(token) = rr.staged.take() else { return };
+            let mut staging = std::mem::take(&mut rr.staging);
+            let (slot, generation) = untoken(token);
+            if self.is_current(slot, generation) {
+                self.deliver(slot, &staging, handle);
+            }
+            staging.clear();
+            if staging.capacity() > 1 << 20 {
+                // A burst of many buffers: do not keep megabytes for the usual few bytes.
+                staging.shrink_to(256 << 10);
+            }
+            if let Some(rr) = self.ring.as_mut() {
+                rr.staging = staging;
+            }
+            self.rearm_if_ended(slot, generation, handle);
+        }
+
+        /// Arms the receive of `slot`'s connection again if it ended and nothing holds it.
+        fn rearm_if_ended(&mut self, slot: usize, generation: u32, handle: &Handle) {
+            if !self.is_current(slot, generation) {
+                return;
+            }
+            let Some(rr) = self.ring.as_ref() else { return };
+            if !rr.slots[slot].armed && rr.slots[slot].delivering {
+                self.rearm(slot, handle);
             }
         }
 
