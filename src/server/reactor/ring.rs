@@ -107,7 +107,14 @@ mod imp {
             if !config.io_uring {
                 return None;
             }
-            let ring = match Ring::new(RingConfig { defer_taskrun: false, ..RingConfig::default() }) {
+            // Buffers of the read buffer's size (64 KiB by default, as a readiness read takes): a large
+            // frame then comes in one receive, not in eight 8 KiB ones (each a `recvmsg` in the kernel).
+            // 16 MiB of them per reactor; each goes back to the kernel as soon as it is copied out.
+            let buffer_size = config.read_buffer_size.clamp(4096, 1 << 20);
+            let buffers = ((16 << 20) / buffer_size).clamp(64, 1024).next_power_of_two() as u16;
+            let sizes =
+                RingConfig { buffers, buffer_size: buffer_size as u32, defer_taskrun: false, ..RingConfig::default() };
+            let ring = match Ring::new(sizes) {
                 Ok(ring) => ring,
                 Err(e) => {
                     warn_once(index, &format!("cannot make a ring: {e}"));
