@@ -426,5 +426,4 @@ mod read;
 mod send;
 
 #[cfg(test)]
-#[path = "connection_tests.rs"]
 mod tests;
