@@ -3,8 +3,8 @@
 use super::*;
 
 /// One frame of a hostile or honest stream: any first byte (weighted towards the fast path's 0x81 and
-/// 0x82), masked or not, any payload up to 130 bytes (ASCII, or arbitrary bytes that are often invalid
-/// UTF-8), its length in the 7-bit or (non-minimal) 16-bit form.
+/// 0x82), masked or not, any payload up to 130 bytes, sometimes up to 699 (ASCII, or arbitrary bytes that
+/// are often invalid UTF-8), its length in the 7-bit or 16-bit form (non-minimal for a short one).
 #[derive(Debug, Clone)]
 struct RawFrame {
     b0: u8,
@@ -17,8 +17,12 @@ impl Arbitrary for RawFrame {
     fn arbitrary(g: &mut Gen) -> Self {
         const FIRST: [u8; 12] = [0x81, 0x82, 0x81, 0x82, 0x01, 0x02, 0x80, 0x00, 0x88, 0x89, 0x8a, 0xc1];
         let b0 = if u8::arbitrary(g) % 8 == 0 { u8::arbitrary(g) } else { *g.choose(&FIRST).unwrap_or(&0x82) };
-        let len =
-            if bool::arbitrary(g) { usize::from(u8::arbitrary(g)) % 8 } else { usize::from(u8::arbitrary(g)) % 131 };
+        let len = match u8::arbitrary(g) % 8 {
+            0..=3 => usize::from(u8::arbitrary(g)) % 8,
+            4..=6 => usize::from(u8::arbitrary(g)) % 131,
+            // 16-bit lengths beyond the 7-bit range (and around the test limits below).
+            _ => usize::from(u16::arbitrary(g)) % 700,
+        };
         let payload = if bool::arbitrary(g) {
             (0..len).map(|i| b'a' + (i % 26) as u8).collect()
         } else {
@@ -111,9 +115,11 @@ fn small_frame_path_agrees_with_the_general_path() {
                 mask_source: Some(Arc::new(crate::proto::SeededMasks::new(7))),
                 ..ConnectionConfig::default()
             };
-            match limit % 4 {
+            match limit % 6 {
                 0 => config.max_frame_size = 16,
                 1 => config.max_message_size = 40,
+                2 => config.max_frame_size = 300,
+                3 => config.max_message_size = 500,
                 _ => {}
             }
             let role = if client { Role::Client } else { Role::Server };
@@ -147,7 +153,8 @@ fn small_frame_rules_hold_inside_a_fragmented_message_and_after_a_close() {
 
 #[test]
 fn small_frames_take_the_fast_path_and_deliver_as_the_general_path() {
-    // Text and binary, masked, 7-bit lengths: the fast path's frames; the property above compares them.
+    // Text and binary, masked, 7-bit and 16-bit lengths: the fast path's frames; the property above
+    // compares them with the general path.
     let mut wire = cf(0x1, true, b"hello");
     wire.extend(cf(0x2, true, &[0, 159, 146, 150]));
     let conn = server();
@@ -157,7 +164,27 @@ fn small_frames_take_the_fast_path_and_deliver_as_the_general_path() {
     assert!(conn.small_frame(&cf(0x1, false, b"he")).is_none(), "not final");
     assert!(conn.small_frame(&frame(0x2, true, 0, None, b"x")).is_none(), "unmasked from a client");
     assert!(conn.small_frame(&frame(0x2, true, RSV1, Some(KEY), b"x")).is_none(), "RSV bit");
-    assert!(conn.small_frame(&cf(0x2, true, &[1; 126])).is_none(), "16-bit length");
+    // A 16-bit length is taken (the 512-byte text messages of the benchmarks' scenario (ii)); a 64-bit
+    // one, or a 16-bit one past a size limit, is not.
+    let medium = cf(0x2, true, &[1; 512]);
+    assert!(conn.small_frame(&medium).is_none(), "16-bit length: not the 7-bit path");
+    assert!(conn.medium_frame(&medium).is_some_and(|f| f.header_len == 8 && f.len == 512), "16-bit length");
+    assert!(conn.medium_frame(&medium[..medium.len() - 1]).is_none(), "incomplete 16-bit frame");
+    assert!(conn.medium_frame(&wire).is_none(), "7-bit length: not the 16-bit path");
+    assert!(conn.medium_frame(&cf(0x2, true, &[1; 70_000])).is_none(), "64-bit length");
+    assert!(conn.medium_frame(&cf(0x1, false, &[b'a'; 300])).is_none(), "not final");
+    let limited = Connection::new(
+        Role::Server,
+        ConnectionConfig { max_frame_size: 511, ..ConnectionConfig::default() },
+        std::time::Instant::now(),
+    );
+    assert!(limited.medium_frame(&medium).is_none(), "past max_frame_size: the general path fails it");
+    let limited = Connection::new(
+        Role::Server,
+        ConnectionConfig { max_message_size: 511, ..ConnectionConfig::default() },
+        std::time::Instant::now(),
+    );
+    assert!(limited.medium_frame(&medium).is_none(), "past max_message_size");
     let (got, _, err) = feed_all(&mut server(), &wire);
     assert_eq!(err, None);
     assert_eq!(got, vec![Got::Text("hello".into()), Got::Binary(vec![0, 159, 146, 150])]);
