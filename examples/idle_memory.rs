@@ -11,7 +11,8 @@
 //! a timer armed; `--ping-interval 0` measures without), reads its RSS from `/proc/PID/status`, opens CONNECTIONS (default 10,000)
 //! WebSocket connections with raw blocking sockets (handshake only, then idle), reads the RSS again once
 //! they are all upgraded and idle, and prints the growth per connection. Needs CONNECTIONS + ~20 open
-//! files in this process (the limit here is 20,000).
+//! files in this process (the limit here is 20,000). The server, and any process it started, is killed on
+//! every way out of the example, a panic included.
 //!
 //! permessage-deflate: `IDLE_OFFER='permessage-deflate; client_max_window_bits'` sends that
 //! `Sec-WebSocket-Extensions` offer (start the server with `--deflate shared|dedicated`), and
@@ -27,7 +28,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,79 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS line")
+}
+
+/// The server child, owned: when dropped (at the end, on a panic, on any early exit) it is stopped,
+/// every process it started is stopped and killed, then it is killed and reaped, so that no server is
+/// left running. It stays in this process's group, so a Ctrl-C or a `timeout` (which signal the whole
+/// group) still reach it directly as before.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Our child is not reaped before this, so its pid cannot have been reused. Stopped first, it
+        // starts nothing more; then each new layer of descendants is stopped until none is new (a
+        // killed parent's children would go to init, out of reach), then all of them are killed.
+        let pid = self.pid();
+        signal("-STOP", &[pid]);
+        let mut stopped: Vec<u32> = Vec::new();
+        loop {
+            let new: Vec<u32> = descendants(pid).into_iter().filter(|p| !stopped.contains(p)).collect();
+            if new.is_empty() {
+                break;
+            }
+            signal("-STOP", &new);
+            stopped.extend(new);
+        }
+        signal("-KILL", &stopped);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` (`-STOP`, `-KILL`) to `pids` with kill(1); errors (a process already gone) are ignored.
+fn signal(signal: &str, pids: &[u32]) {
+    if !pids.is_empty() {
+        let _ = Command::new("kill").arg(signal).args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
+    }
+}
+
+/// Every live process below `root` (children, their children, ...), from the parent pids in /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, so split after the last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// A folder removed with everything in it when dropped (the TLS certificate and key).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What a connection is: a plain socket, or a TLS session over one (kept open, idle).
@@ -169,21 +243,23 @@ fn main() {
     let binary = args.next().unwrap_or_else(|| "target/release/wsloop".to_owned());
     let mut flags: Vec<String> = args.collect();
     let tls_mode = flags.first().filter(|f| *f == "--tls" || *f == "--tls-full").cloned();
-    let tls_dir = std::env::temp_dir().join(format!("wsloop-idle-memory-{}", std::process::id()));
+    let tls_dir = TempDir(std::env::temp_dir().join(format!("wsloop-idle-memory-{}", std::process::id())));
     let tls = tls_mode.as_ref().map(|mode| {
         flags.remove(0);
-        let (client, server_flags) = make_tls(&tls_dir, mode == "--tls-full");
+        let (client, server_flags) = make_tls(&tls_dir.0, mode == "--tls-full");
         flags.extend(server_flags);
         client
     });
-    let mut server = Command::new(&binary)
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1"])
-        .args(&flags)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    let mut server = ServerProcess(
+        Command::new(&binary)
+            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1"])
+            .args(&flags)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}")),
+    );
     let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("server banner");
+    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("server banner");
     let addr: SocketAddr = line
         .split("://")
         .nth(1)
@@ -200,7 +276,7 @@ fn main() {
     }
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss_kib(server.id());
+    let before = rss_kib(server.pid());
     let start = Instant::now();
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
@@ -220,7 +296,7 @@ fn main() {
         .filter(|c| matches!(c, Conn::Tls(t) if t.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)))
         .count();
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(server.id());
+    let after = rss_kib(server.pid());
     let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     println!(
         "tls={tls_mode:?} flags={flags:?} offer={offer:?} used={used} connections={n} rss_before_kib={before} rss_after_kib={after} bytes_per_connection={per_conn:.0} \
@@ -228,7 +304,5 @@ fn main() {
         n as f64 / elapsed.as_secs_f64()
     );
     drop(conns);
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&tls_dir);
+    // `server` and `tls_dir` are dropped here: the server killed and reaped, the folder removed.
 }

@@ -1,14 +1,17 @@
 //! The `wsloop` binary over TLS: `serve --tls-cert/--tls-key`, `client wss:// --ca`, `bench wss:// --ca`,
 //! with a CA and a certificate made in the test (rcgen) and written to a temporary folder.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::cdp::{start_chromium, Cdp, Group};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PublicKeyData};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wsloop");
 
@@ -47,17 +50,17 @@ impl Drop for Pems {
     }
 }
 
-/// `wsloop serve` over TLS on a free port; killed when dropped. Returns the child and the wss URL.
-fn serve(pems: &Pems) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--tls-cert", &pems.path("cert.pem")])
-        .args(["--tls-key", &pems.path("key.pem")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// `wsloop serve` over TLS on a free port; killed when dropped. Returns the process and the wss URL.
+fn serve(pems: &Pems) -> (Group, String) {
+    let mut child = Group::spawn(
+        Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--tls-cert", &pems.path("cert.pem")])
+            .args(["--tls-key", &pems.path("key.pem")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped()),
+    );
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
     let addr = first
         .strip_prefix("wsloop serving on wss://")
         .and_then(|r| r.split_whitespace().next())
@@ -114,75 +117,61 @@ fn client_and_bench_reach_a_tls_serve_with_the_ca_and_fail_clearly_without() {
         run(&["bench", &url, "--ca", &pems.path("ca.pem"), "--no-tls-resume", "-c", "2", "-n", "20", "--json"], b"");
     assert!(ok, "{err}");
     assert!(out.contains("\"received\":20"), "{out}");
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill();
 }
 
 /// SHA-256 with the TLS provider's own hash (no hash crate of our own).
-/// Chromium's `--dump-dom` of `page` with a fresh profile, trusting exactly the key pinned by `pin`;
-/// a page that never loads (a refused certificate) is given 30 s at most.
-fn dump_dom(chromium: &str, profile: &std::path::Path, pin: &str, page: &str) -> Vec<u8> {
-    let mut browser = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--ignore-certificate-errors-spki-list={pin}"))
-        .args(["--virtual-time-budget=5000", "--dump-dom", page])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut stdout = browser.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    // A page that never loads (a refused certificate) keeps Chromium waiting: 30 s at most.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while browser.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = wsloop::sys::kill_process_group(browser.id());
-    let _ = browser.wait();
-    reader.join().unwrap()
-}
-
 fn sha256(bytes: &[u8]) -> Vec<u8> {
     let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
     suite.tls13().expect("a TLS 1.3 suite").common.hash_provider.hash(bytes).as_ref().to_vec()
 }
 
+/// Chromium's `--ignore-certificate-errors-spki-list` switch trusting exactly the key of `pems`' leaf.
+fn pin_switch(pems: &Pems) -> String {
+    let pin = base64::engine::general_purpose::STANDARD.encode(sha256(&pems.spki));
+    format!("--ignore-certificate-errors-spki-list={pin}")
+}
+
+/// The dashboard over https:// in headless Chromium, driven over DevTools: the page loads, trusting
+/// exactly the pinned key, and its live feed arrives over wss://. The test waits (20 s at most) for the
+/// feed's first message in the page itself, not for a virtual-time budget that does not wait for
+/// WebSockets.
 #[test]
 fn headless_chromium_loads_the_dashboard_over_https_and_its_feed_over_wss() {
-    let chromium = std::env::var("WSLOOP_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install chromium (.ci/run does this when it is missing)"
-    );
     let pems = Pems::new("chromium");
-    let (mut server, url) = serve(&pems);
+    // Declared in this order so that they drop in the other: Chromium, then the server, then the folder
+    // (Chromium's profile is in it), on every exit path.
+    let (_server, url) = serve(&pems);
     let page = url.replace("wss://", "https://") + "dashboard";
-    // Trust exactly this certificate's key (Chromium's SPKI pin), not every certificate.
-    let pin = base64::engine::general_purpose::STANDARD.encode(sha256(&pems.spki));
-    // `--dump-dom` prints the page once Chromium's virtual time budget is spent, and virtual time does
-    // not wait for a WebSocket: on a loaded machine the dump can come before the feed's first message
-    // (about one run in five under heavy load). Up to three tries, each a fresh profile; the assertion
-    // below still needs the feed to have arrived over wss:// in one of them.
-    let mut out = Vec::new();
-    for attempt in 0..3 {
-        out = dump_dom(&chromium, &pems.dir.join(format!("profile-{attempt}")), &pin, &page);
-        if String::from_utf8_lossy(&out).contains("echo mode") {
-            break;
-        }
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-    let dom = String::from_utf8_lossy(&out);
+    let (_chromium, devtools) = start_chromium(&pems.dir.join("profile"), &[pin_switch(&pems)]);
+    let mut cdp = Cdp::connect(&devtools);
+    // Fails when Chromium refuses the certificate (the navigation's errorText), else waits for the load.
+    let dashboard = cdp.open("dashboard", &page, 900);
+    assert_eq!(cdp.eval(&dashboard, "location.protocol"), "https:", "the dashboard came over https://");
     // The feed's first message fills the header line: it came over wss:// from the TLS listener.
-    assert!(dom.contains("echo mode"), "the dashboard's feed did not arrive: {dom}");
-    assert!(dom.contains("wss://"), "the dashboard should show the wss:// address: {dom}");
+    let header = cdp.wait_within(
+        &dashboard,
+        Duration::from_secs(20),
+        "the feed's first message",
+        "(() => { const t = document.getElementById('server').textContent; return t.includes('echo mode') && t; })()",
+    );
+    let header = header.as_str().unwrap_or_default().to_owned();
+    assert!(header.contains("wss://"), "the dashboard should show the wss:// address: {header}");
+    let report = cdp.report(&dashboard);
+    assert_eq!(cdp.eval(&dashboard, "document.getElementById('status').textContent"), "live", "{report}");
+
+    // Exactly that key: a server with another certificate from the same kind of CA is refused.
+    let other = Pems::new("chromium-other");
+    let (_other_server, other_url) = serve(&other);
+    let refused = cdp.call(
+        Some(&dashboard.session),
+        "Page.navigate",
+        json!({ "url": other_url.replace("wss://", "https://") + "dashboard" }),
+    );
+    assert!(
+        refused["errorText"].as_str().is_some_and(|e| e.contains("CERT")),
+        "a certificate with another key should be refused: {refused}"
+    );
 }
 
 /// `wsloop serve --tls-cert --tls-key --plain-listen ADDR`: wss:// on --addr, ws:// on ADDR (announced
@@ -190,23 +179,23 @@ fn headless_chromium_loads_the_dashboard_over_https_and_its_feed_over_wss() {
 #[test]
 fn serve_with_plain_listen_answers_ws_beside_wss() {
     let pems = Pems::new("plain");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--tls-cert", &pems.path("cert.pem")])
-        .args(["--tls-key", &pems.path("key.pem"), "--plain-listen", "127.0.0.1:0", "--no-dashboard"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Group::spawn(
+        Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--tls-cert", &pems.path("cert.pem")])
+            .args(["--tls-key", &pems.path("key.pem"), "--plain-listen", "127.0.0.1:0", "--no-dashboard"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
     let port = first
         .strip_prefix("wsloop serving on wss://")
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.rsplit(':').next())
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut err = BufReader::new(child.0.stderr.take().unwrap());
     let mut line = String::new();
     let plain = loop {
         line.clear();
@@ -222,6 +211,5 @@ fn serve_with_plain_listen_answers_ws_beside_wss() {
     let (ok, out, stderr) = run(&["client", &wss, "--ca", &pems.path("ca.pem")], b"secure one\n");
     assert!(ok, "{stderr}");
     assert_eq!(out.trim(), "secure one");
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 }

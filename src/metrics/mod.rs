@@ -591,6 +591,8 @@ counters! {
     messages_dropped: Counter in Errors,
     /// Peers closed by the `Close` backpressure policy.
     slow_peers_closed: Counter in Errors,
+    /// Messages sent through a `Handle` (to an id, broadcast, publish) dropped: the reactor's pending ones held `max_pending_command_bytes`.
+    commands_dropped: Counter in Errors,
     /// Other errors (I/O failures and the like) reported by clients and pools.
     errors: Counter in Errors,
     /// Handshakes that timed out.
@@ -603,6 +605,8 @@ counters! {
     close_timeouts: Counter in Timeouts,
     /// Buffers currently taken from reactor pools.
     pool_buffers_outstanding: Gauge in Buffers,
+    /// Bytes of messages sent through a `Handle` not yet taken by the reactor (as of its last look at its command channel).
+    pending_command_bytes: Gauge in Buffers,
 }
 
 /// Every scalar counter, in display order (grouped by [`Group`]). The bucketed breakdowns
@@ -697,6 +701,15 @@ impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         if ENABLED {
             counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+        }
+    }
+
+    /// Adds `n` to a counter that threads other than its reactor write (an atomic read-modify-write;
+    /// [`Counters::add`] assumes the reactor is the only writer).
+    #[inline]
+    pub fn add_from_any_thread(counter: &AtomicU64, n: u64) {
+        if ENABLED {
+            counter.fetch_add(n, Relaxed);
         }
     }
 

@@ -224,7 +224,7 @@ pub struct Connection {
     /// shared-mode connection allocates nothing for its extension. It claims RSV1 before `extensions`.
     deflate: Option<SharedDeflate>,
     allowed_rsv: u8,
-    /// The longest payload [`Connection::small_frame`] takes: 125 (the 7-bit length's largest), or less
+    /// The longest 7-bit-length payload [`Connection::small_frame`] takes (16-bit ones are checked against the limits): 125, or less
     /// when a configured limit is lower. Derived from the config once (it never changes).
     small_max: u8,
 }
@@ -426,5 +426,4 @@ mod read;
 mod send;
 
 #[cfg(test)]
-#[path = "connection_tests.rs"]
 mod tests;

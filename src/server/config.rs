@@ -42,6 +42,13 @@ pub struct Config {
     pub max_buffered_bytes: usize,
     /// What happens at that ceiling. Default [`BackpressurePolicy::Close`].
     pub backpressure: BackpressurePolicy,
+    /// Ceiling on the bytes of messages sent through a [`Handle`](super::Handle) (`send_text`/`send_binary`
+    /// to an id, broadcasts, publishes, and those a callback's `Ctx` sends to other reactors) that one
+    /// reactor has not taken yet. Past it such a message is dropped and counted in `commands_dropped`;
+    /// one message is always taken when nothing is pending. Control commands (close, connect, adopt, stop)
+    /// are never dropped. It bounds the channel when threads produce faster than a reactor delivers, or
+    /// while a slow handler holds the reactor up. Default 64 MiB per reactor.
+    pub max_pending_command_bytes: usize,
     /// Time allowed from accept to a complete upgrade request. Default 10 s.
     pub handshake_timeout: Duration,
     /// Close a connection that received nothing for this long (1001). Default `None`: keepalive pings
@@ -137,6 +144,7 @@ impl Default for Config {
             max_message_size: 64 << 20,
             max_buffered_bytes: 16 << 20,
             backpressure: BackpressurePolicy::Close,
+            max_pending_command_bytes: 64 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
             close_timeout: Duration::from_secs(5),

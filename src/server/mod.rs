@@ -29,6 +29,7 @@ mod handler;
 mod handler_timers;
 mod handoff;
 mod ip_limits;
+mod mailbox;
 mod rate_limit;
 mod reactor;
 mod router;
@@ -44,7 +45,6 @@ pub mod uring;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -186,7 +186,7 @@ impl Server {
         }
         let broker = match self.broker {
             Some(broker) => {
-                let reactors = Reactors { links: links.iter().map(|l| (l.tx.clone(), l.waker.clone())).collect() };
+                let reactors = Reactors { links: links.iter().cloned().collect() };
                 Some(Attached::start(broker, reactors)?)
             }
             None => None,
@@ -302,8 +302,9 @@ impl Default for ConnectOptions {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct ReactorLink {
-    pub(crate) tx: Sender<Command>,
+    pub(crate) tx: mailbox::Mailbox,
     pub(crate) waker: Arc<mio::Waker>,
     pub(crate) counters: Arc<Counters>,
 }
@@ -312,15 +313,15 @@ pub(crate) struct ReactorLink {
 /// broker's [`Inbound`](crate::broker::Inbound)).
 #[derive(Clone)]
 pub(crate) struct Reactors {
-    links: Arc<[(Sender<Command>, Arc<mio::Waker>)]>,
+    links: Arc<[ReactorLink]>,
 }
 
 impl Reactors {
     /// Queues `frame` for the subscribers of `topic` on every reactor.
     pub(crate) fn publish(&self, topic: &Arc<str>, frame: Bytes) {
-        for (tx, waker) in self.links.iter() {
-            if tx.send(Command::Publish(topic.clone(), frame.clone())).is_ok() {
-                let _ = waker.wake();
+        for link in self.links.iter() {
+            if link.tx.post(Command::Publish(topic.clone(), frame.clone()), &link.counters) == mailbox::Posted::Queued {
+                let _ = link.waker.wake();
             }
         }
     }
@@ -355,7 +356,8 @@ impl std::fmt::Debug for Handle {
 impl Handle {
     fn send(&self, reactor: usize, command: Command) {
         if let Some(link) = self.shared.links.get(reactor) {
-            if link.tx.send(command).is_ok() {
+            // A message past `max_pending_command_bytes` is dropped (and counted) here.
+            if link.tx.post(command, &link.counters) == mailbox::Posted::Queued {
                 if let Err(e) = link.waker.wake() {
                     log::warn!("could not wake reactor {reactor}: {e}");
                 }
@@ -370,13 +372,13 @@ impl Handle {
         let Some(link) = self.shared.links.get(reactor) else {
             return refuse_connect(start);
         };
-        match link.tx.send(Command::Connect(start)) {
+        match link.tx.post_control(Command::Connect(start)) {
             Ok(()) => {
                 if let Err(e) = link.waker.wake() {
                     log::warn!("could not wake reactor {reactor}: {e}");
                 }
             }
-            Err(std::sync::mpsc::SendError(Command::Connect(start))) => refuse_connect(start),
+            Err(Command::Connect(start)) => refuse_connect(start),
             Err(_) => unreachable!("the command sent was a Connect"),
         }
     }

@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use wsloop::proto::{encode_frame, CloseCode, Connection, ConnectionConfig, Event, OpCode, Role};
 
+/// Headless Chromium over the DevTools protocol (the `cli` feature brings the JSON it speaks).
+#[cfg(feature = "cli")]
+pub(crate) mod cdp;
+
 /// An owned event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Got {

@@ -78,6 +78,10 @@ pub(crate) struct ServeArgs {
     /// What to do at that ceiling.
     #[arg(long, value_enum, default_value = "close")]
     backpressure: Policy,
+    /// Ceiling per reactor on the bytes of messages sent to it from other threads (broadcasts,
+    /// publishes) and not taken yet; past it such a message is dropped (commands_dropped).
+    #[arg(long, default_value_t = 64 << 20)]
+    max_pending_command_bytes: usize,
     /// Seconds allowed for the upgrade request.
     #[arg(long, value_parser = secs, default_value = "10")]
     handshake_timeout: Duration,
@@ -193,6 +197,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         max_frame_size: args.max_frame_size,
         max_message_size: args.max_message_size,
         max_buffered_bytes: args.max_buffered_bytes,
+        max_pending_command_bytes: args.max_pending_command_bytes,
         backpressure: match args.backpressure {
             Policy::Close => BackpressurePolicy::Close,
             Policy::Drop => BackpressurePolicy::Drop,

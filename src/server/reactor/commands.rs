@@ -19,6 +19,9 @@ use super::super::Handle;
 use super::conn::{Conn, Phase};
 use super::{Command, Reactor};
 
+/// Commands carried out per loop turn at most, before the reactor looks at its sockets and timers again.
+pub(super) const COMMANDS_PER_TURN: usize = 4096;
+
 /// Per-reactor subscriptions: topic → slots subscribed to it.
 pub(super) type Topics = HashMap<Arc<str>, Vec<usize>>;
 
@@ -37,8 +40,17 @@ pub(super) fn unsubscribe(topics: &mut Topics, topic: &Arc<str>, slot: usize, ha
 }
 
 impl Reactor {
-    pub(super) fn drain_commands(&mut self, handle: &Handle) {
-        loop {
+    /// Carries out up to [`COMMANDS_PER_TURN`] waiting commands; returns whether more are waiting (the
+    /// loop then polls without sleeping and comes back), so a thread that posts faster than the reactor
+    /// delivers cannot hold the loop in here while its sockets and timers wait.
+    pub(super) fn drain_commands(&mut self, handle: &Handle) -> bool {
+        let more = self.drain_some_commands(handle);
+        Counters::set(&self.counters.pending_command_bytes, self.rx.pending_bytes() as u64);
+        more
+    }
+
+    fn drain_some_commands(&mut self, handle: &Handle) -> bool {
+        for _ in 0..COMMANDS_PER_TURN {
             match self.rx.try_recv() {
                 Ok(Command::Broadcast(frame)) => self.broadcast_local(&frame, handle),
                 Ok(Command::Publish(topic, frame)) => self.publish_local(&topic, &frame, handle),
@@ -65,9 +77,10 @@ impl Reactor {
                 }
                 Ok(Command::CountRefusal(kind)) => self.counters.record_handshake_failure(kind),
                 Ok(Command::Stop) => self.begin_stop(handle),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
             }
         }
+        true
     }
 
     /// Carries out what the last callback on `slot` deferred.

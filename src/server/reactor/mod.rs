@@ -34,10 +34,10 @@ mod write;
 
 pub(crate) use write::Writer;
 
+use super::mailbox::{mailbox, Inbox};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,18 @@ pub(crate) enum Command {
     Stop,
 }
 
+impl Command {
+    /// The bytes of the message a command carries (what counts against
+    /// `Config::max_pending_command_bytes`); 0 for a control command.
+    pub(crate) fn message_bytes(&self) -> usize {
+        match self {
+            Self::Broadcast(frame) | Self::SendTo(_, frame) => frame.len(),
+            Self::Publish(topic, frame) => topic.len() + frame.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// An in-loop client connection to open.
 pub(crate) struct ClientStart {
     pub(crate) addr: SocketAddr,
@@ -158,7 +170,7 @@ pub(crate) struct ReactorSeed {
     poll: Poll,
     listener: Option<TcpListener>,
     plain_listener: Option<TcpListener>,
-    rx: Receiver<Command>,
+    rx: Inbox,
     counters: Arc<Counters>,
     config: Arc<Config>,
     router: Arc<Router>,
@@ -193,7 +205,7 @@ pub(crate) struct Reactor {
     wheel: TimerWheel<u32>,
     topics: Topics,
     paths: HashMap<Box<str>, Arc<String>>,
-    rx: Receiver<Command>,
+    rx: Inbox,
     counters: Arc<Counters>,
     config: Arc<Config>,
     /// Shared by every connection of this reactor (one pointer each).
@@ -245,7 +257,7 @@ impl Reactor {
             poll.registry().register(listener, PLAIN_LISTENER, Interest::READABLE)?;
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = channel();
+        let (tx, rx) = mailbox(config.max_pending_command_bytes);
         let counters = Arc::new(Counters::default());
         let seed = ReactorSeed {
             index,
@@ -320,9 +332,14 @@ impl Reactor {
     /// Runs the loop until a stop completes.
     fn run(mut self, handle: Handle) {
         let mut events = Events::with_capacity(1024);
+        // Commands left for the next turn by `drain_commands`' cap (the waker will not fire for them again).
+        let mut commands_left = false;
         loop {
             let mut timeout =
                 if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
+            if commands_left {
+                timeout = Some(Duration::ZERO);
+            }
             if let Some(due) = self.handler_timers.next_due() {
                 let until = due.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(until, |t| t.min(until)));
@@ -339,11 +356,15 @@ impl Reactor {
                 break;
             }
             self.now = Instant::now();
+            let mut drained = false;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(false),
                     PLAIN_LISTENER => self.accept(true),
-                    WAKER => self.drain_commands(&handle),
+                    WAKER => {
+                        commands_left = self.drain_commands(&handle);
+                        drained = true;
+                    }
                     RING => self.on_ring_event(&handle),
                     Token(slot) => {
                         if event.is_writable() {
@@ -359,6 +380,9 @@ impl Reactor {
                         }
                     }
                 }
+            }
+            if commands_left && !drained {
+                commands_left = self.drain_commands(&handle);
             }
             self.fire_timers(&handle);
             self.fire_handler_timers(&handle);
