@@ -99,6 +99,12 @@ impl OutboundQueue {
         }
     }
 
+    /// Moves every chunk of `other` behind this queue's, in order.
+    pub fn append(&mut self, mut other: OutboundQueue) {
+        self.len += other.len;
+        self.chunks.append(&mut other.chunks);
+    }
+
     /// Queues `bytes` by reference (no copy), or copies it into the owned tail when it is small and fits.
     pub fn push_shared(&mut self, bytes: Bytes) {
         if bytes.is_empty() {

@@ -148,7 +148,7 @@ impl Echo {
             }
             if !conn.out.is_empty() {
                 let buf = std::mem::replace(&mut conn.out, std::mem::take(&mut conn.spare));
-                ring.send(conn.stream.as_raw_fd(), token, buf, 0)?;
+                ring.send(conn.stream.as_raw_fd(), u64::from(token), buf, 0, false)?;
                 conn.sending = true;
             } else if conn.closing && !conn.shut {
                 let _ = conn.stream.shutdown(Shutdown::Both);
@@ -243,11 +243,12 @@ impl Echo {
                 self.maybe_remove(token);
             }
             Completion::Sent { token, result, mut buf, start } => {
+                let token = token as u32;
                 let Some(conn) = self.conns.get_mut(token as usize) else { return Ok(()) };
                 conn.sending = false;
                 match result {
                     Ok(n) if start + n < buf.len() && n > 0 => {
-                        ring.send(conn.stream.as_raw_fd(), token, buf, start + n)?;
+                        ring.send(conn.stream.as_raw_fd(), u64::from(token), buf, start + n, false)?;
                         conn.sending = true;
                     }
                     Ok(n) if n > 0 => {
@@ -267,6 +268,7 @@ impl Echo {
                 self.mark(token);
                 self.maybe_remove(token);
             }
+            Completion::Polled { .. } => {} // this loop polls nothing
         }
         Ok(())
     }

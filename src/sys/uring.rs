@@ -33,6 +33,7 @@ const KIND_ACCEPT: u64 = 1;
 const KIND_RECV: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+const KIND_POLL: u64 = 5;
 /// The bits of user_data below the kind: a receive's token has at most this many.
 pub const TOKEN_BITS: u32 = KIND_SHIFT;
 
@@ -130,13 +131,20 @@ pub enum Completion {
     /// buffer is the caller's again.
     Sent {
         /// The caller's token given to [`Ring::send`].
-        token: u32,
+        token: u64,
         /// Bytes sent, or why not.
         result: io::Result<usize>,
         /// The buffer given to [`Ring::send`], returned.
         buf: Vec<u8>,
         /// Where in `buf` the send started.
         start: usize,
+    },
+    /// The descriptor of a [`Ring::poll_readable`] turned readable.
+    Polled {
+        /// The caller's token given to [`Ring::poll_readable`].
+        token: u64,
+        /// Whether the poll is still armed.
+        more: bool,
     },
 }
 
@@ -169,8 +177,9 @@ pub struct Ring {
     /// Our copy of the buffer ring's tail (the kernel's is in the first entry's `resv`).
     tail: u16,
     /// Sends in flight: (token, buffer, start). The key is the send's user_data.
-    sends: slab::Slab<(u32, Vec<u8>, usize)>,
+    sends: slab::Slab<(u64, Vec<u8>, usize)>,
     recvs_armed: usize,
+    polls_armed: usize,
     accepts_armed: usize,
     raw: Vec<(u64, i32, u32)>,
     stats: RingStats,
@@ -250,6 +259,7 @@ impl Ring {
             tail: 0,
             sends: slab::Slab::new(),
             recvs_armed: 0,
+            polls_armed: 0,
             accepts_armed: 0,
             raw: Vec::with_capacity(cq as usize),
             stats: RingStats::default(),
@@ -268,7 +278,7 @@ impl Ring {
 
     /// Sends in flight, receives and accepts armed: what a drop would have to cancel.
     pub fn in_flight(&self) -> usize {
-        self.sends.len() + self.recvs_armed + self.accepts_armed
+        self.sends.len() + self.recvs_armed + self.accepts_armed + self.polls_armed
     }
 
     /// Writes the entry at our tail for buffer `bid` (not yet visible to the kernel: see
@@ -357,6 +367,21 @@ impl Ring {
         unsafe { self.push(&entry) }
     }
 
+    /// Arms a multishot poll for `fd` turning readable; each wakeup is a [`Completion::Polled`] with
+    /// `token` (until one says `more` false: then arm it again). `fd` must stay open until then or
+    /// until the ring is dropped.
+    pub fn poll_readable(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+        let token = token & ((1 << KIND_SHIFT) - 1);
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(KIND_POLL << KIND_SHIFT | token);
+        // SAFETY: a poll points to no memory of ours.
+        unsafe { self.push(&entry)? };
+        self.polls_armed += 1;
+        Ok(())
+    }
+
     /// Whether submissions are queued that no `io_uring_enter` has passed to the kernel yet.
     pub fn has_queued(&mut self) -> bool {
         !self.ring.submission().is_empty()
@@ -384,16 +409,19 @@ impl Ring {
 
     /// Queues a send of `buf[start..]` on `fd` (`MSG_NOSIGNAL`); the buffer is held until its
     /// [`Completion::Sent`], which returns it. Submitted by the next [`Ring::submit_and_wait`].
+    /// `nowait`: `MSG_DONTWAIT` too, so the send completes when it is submitted, with what the socket
+    /// took (possibly less) or `EAGAIN`, instead of waiting in the kernel for room.
     ///
     /// # Panics
     /// If `start >= buf.len()`.
-    pub fn send(&mut self, fd: RawFd, token: u32, buf: Vec<u8>, start: usize) -> io::Result<()> {
+    pub fn send(&mut self, fd: RawFd, token: u64, buf: Vec<u8>, start: usize, nowait: bool) -> io::Result<()> {
         assert!(start < buf.len(), "io_uring send: nothing to send");
         let len = u32::try_from(buf.len() - start).unwrap_or(u32::MAX);
         let slot = self.sends.insert((token, buf, start));
         let ptr = self.sends[slot].1[start..].as_ptr();
+        let flags = if nowait { libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT } else { libc::MSG_NOSIGNAL };
         let entry = opcode::Send::new(types::Fd(fd), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build()
             .user_data(KIND_SEND << KIND_SHIFT | slot as u64);
         // SAFETY: `ptr..ptr + len` lies in the heap buffer of the Vec now held in `self.sends[slot]`;
@@ -478,6 +506,12 @@ impl Ring {
                         }
                     };
                     out.push(Completion::Recv { token: user_data & ((1 << KIND_SHIFT) - 1), received, more });
+                }
+                KIND_POLL => {
+                    if !more {
+                        self.polls_armed -= 1;
+                    }
+                    out.push(Completion::Polled { token: user_data & ((1 << KIND_SHIFT) - 1), more });
                 }
                 KIND_SEND => {
                     let Some((token, buf, start)) = self.sends.try_remove(low as usize) else {
@@ -634,7 +668,7 @@ mod tests {
                     ring.recycle(buf);
                 }
             }
-            ring.send(server.as_raw_fd(), 9, got, 0).unwrap();
+            ring.send(server.as_raw_fd(), 9, got, 0, false).unwrap();
             out.clear();
             wait_for(&mut ring, &mut out, |c| matches!(c, Completion::Sent { .. }));
             let Some(Completion::Sent { token: 9, result, buf, start: 0 }) = out.pop() else { panic!("{out:?}") };
@@ -794,7 +828,7 @@ mod tests {
     fn drop_with_a_send_in_flight() {
         let (client, server) = connected_pair();
         let mut ring = Ring::new(small()).unwrap();
-        ring.send(server.as_raw_fd(), 1, vec![1; 64 << 20], 0).unwrap();
+        ring.send(server.as_raw_fd(), 1, vec![1; 64 << 20], 0, false).unwrap();
         ring.submit_and_wait(0, Some(Duration::from_millis(10))).unwrap();
         drop(ring);
         drop(client);

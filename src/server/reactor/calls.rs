@@ -85,8 +85,9 @@ impl Reactor {
         f: impl FnOnce(&mut dyn Handler, &mut Ctx<'_>),
     ) {
         let index = self.index;
+        let in_ring = usize::from(self.ring_sending(slot));
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        let queued = conn.queued();
+        let queued = conn.queued() + in_ring;
         let Phase::Open(open) = &mut conn.phase else { return };
         if open.notified {
             return;

@@ -348,14 +348,33 @@ impl Reactor {
                 let until = due.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(until, |t| t.min(until)));
             }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            // With an io_uring (`Config::io_uring`) the loop waits in the ring, which polls the epoll
+            // descriptor too; mio is then polled only when that poll fired.
+            let ring = self.ring_wait(timeout);
+            if !ring {
+                if let Err(e) = self.poll.poll(&mut events, timeout) {
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    log::error!("reactor {}: poll failed: {e}", self.index);
+                    break;
                 }
-                log::error!("reactor {}: poll failed: {e}", self.index);
-                break;
             }
             self.now = Instant::now();
+            if ring {
+                events.clear();
+                if self.ring_process(&handle) {
+                    match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                        Ok(()) if events.iter().count() == events.capacity() => self.ring_poll_again(),
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => self.ring_poll_again(),
+                        Err(e) => {
+                            log::error!("reactor {}: poll failed: {e}", self.index);
+                            break;
+                        }
+                    }
+                }
+            }
             let mut drained = false;
             for event in events.iter() {
                 match event.token() {

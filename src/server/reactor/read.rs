@@ -203,6 +203,8 @@ impl Reactor {
     /// inbound buffer) and dispatches events. Keeps any incomplete tail in the connection's buffer.
     pub(super) fn process(&mut self, slot: usize, handle: &Handle, from_scratch: Option<usize>) -> Outcome {
         let index = self.index;
+        // A send still in the ring counts as queued: the handler then writes behind it, not past it.
+        let in_ring = usize::from(self.ring_sending(slot));
         let Self {
             conns,
             scratch,
@@ -224,7 +226,7 @@ impl Reactor {
             return Outcome::default();
         };
         let id = ConnId::new(index, slot, conn.generation);
-        let queued = conn.queued();
+        let queued = conn.queued() + in_ring;
         let Conn { inbound, phase, stream, counted, .. } = conn;
         let parts = EnvParts { calls, config, handle, counters, now: *now };
         let mut env = Env::new(id, tls.transport(stream, slot), queued, parts);

@@ -41,6 +41,20 @@ impl Reactor {
     }
     pub(super) fn on_ring_event(&mut self, _handle: &Handle) {}
     pub(super) fn ring_submit(&mut self) {}
+    pub(super) fn ring_wait(&mut self, _timeout: Option<std::time::Duration>) -> bool {
+        false
+    }
+    pub(super) fn ring_process(&mut self, _handle: &Handle) -> bool {
+        true
+    }
+    pub(super) fn ring_poll_again(&mut self) {}
+    pub(super) fn ring_stage(&mut self, _slot: usize, _handle: &Handle) -> bool {
+        false
+    }
+    pub(super) fn ring_sending(&self, _slot: usize) -> bool {
+        false
+    }
+    pub(super) fn ring_settle(&mut self, _handle: &Handle) {}
 }
 
 /// Logs, once per process, that the reactors read through mio although `Config::io_uring` asked for
@@ -55,14 +69,14 @@ mod imp {
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
-    use mio::{Interest, Poll};
+    use mio::Poll;
 
     use crate::buf::InboundBuf;
     use crate::sys::uring::{Completion, Received, Ring, RingConfig};
 
     use super::super::super::Handle;
     use super::super::conn::Phase;
-    use super::super::{Config, Reactor, RING};
+    use super::super::{Config, Reactor};
     use super::warn_once;
 
     /// What the ring does for one slot's connection.
@@ -76,6 +90,9 @@ mod imp {
         armed: bool,
         /// Its bytes go to the handler; false while a rate-limit pause holds them (as the tail).
         delivering: bool,
+        /// A send of its output is in the ring (queued or in flight): every other write to it waits
+        /// for that send's completion, so that bytes leave in the order they were written.
+        sending: bool,
     }
 
     /// A reactor's ring and what it receives for whom.
@@ -89,7 +106,18 @@ mod imp {
         staging: Vec<u8>,
         /// The token whose bytes `staging` holds, until they are delivered.
         staged: Option<u64>,
+        /// Send buffers back from their completions, reused as the next cork (a few, small ones).
+        spare: Vec<Vec<u8>>,
+        /// The poll on the reactor's epoll descriptor fired: mio has events (listeners, the waker,
+        /// writability, connections mio reads).
+        mio_due: bool,
     }
+
+    /// The token of the poll on the reactor's epoll descriptor (a kind of its own in the ring).
+    const EPOLL_TOKEN: u64 = 0;
+    /// Send buffers kept for reuse, and the largest one kept.
+    const SPARE_BUFFERS: usize = 64;
+    const SPARE_CAPACITY: usize = 64 << 10;
 
     /// user_data's token for a slot's connection: its generation (24 bits) above its slot (32).
     fn token(slot: usize, generation: u32) -> u64 {
@@ -112,22 +140,31 @@ mod imp {
             // 16 MiB of them per reactor; each goes back to the kernel as soon as it is copied out.
             let buffer_size = config.read_buffer_size.clamp(4096, 1 << 20);
             let buffers = ((16 << 20) / buffer_size).clamp(64, 1024).next_power_of_two() as u16;
+            // Task work deferred to our own `io_uring_enter`: the loop waits there (not in epoll_wait),
+            // and the epoll descriptor is one more thing the ring polls.
             let sizes =
-                RingConfig { buffers, buffer_size: buffer_size as u32, defer_taskrun: false, ..RingConfig::default() };
-            let ring = match Ring::new(sizes) {
+                RingConfig { buffers, buffer_size: buffer_size as u32, defer_taskrun: true, ..RingConfig::default() };
+            let mut ring = match Ring::new(sizes) {
                 Ok(ring) => ring,
                 Err(e) => {
                     warn_once(index, &format!("cannot make a ring: {e}"));
                     return None;
                 }
             };
-            let fd = ring.as_raw_fd();
-            if let Err(e) = poll.registry().register(&mut mio::unix::SourceFd(&fd), RING, Interest::READABLE) {
-                warn_once(index, &format!("cannot poll the ring: {e}"));
+            if let Err(e) = ring.poll_readable(poll.as_raw_fd(), EPOLL_TOKEN) {
+                warn_once(index, &format!("cannot poll the reactor's epoll through the ring: {e}"));
                 return None;
             }
-            log::debug!("reactor {index}: reading plain connections through io_uring");
-            Some(RingReads { ring, slots: Vec::new(), done: Vec::new(), staging: Vec::new(), staged: None })
+            log::debug!("reactor {index}: reading and writing plain connections through io_uring");
+            Some(RingReads {
+                ring,
+                slots: Vec::new(),
+                done: Vec::new(),
+                staging: Vec::new(),
+                staged: None,
+                spare: Vec::new(),
+                mio_due: true,
+            })
         }
 
         /// Whether the slot's connection is read by the ring (its readiness events carry no reads).
@@ -147,7 +184,7 @@ mod imp {
                 log::warn!("reactor {}: io_uring receive not armed: {e}", self.index);
                 return false;
             }
-            rr.slots[slot] = SlotRead { generation, reads: true, armed: true, delivering: true };
+            rr.slots[slot] = SlotRead { generation, reads: true, armed: true, delivering: true, sending: false };
             true
         }
 
@@ -158,10 +195,11 @@ mod imp {
             let Some(s) = rr.slots.get_mut(slot).filter(|s| s.reads && s.generation == generation) else { return };
             let armed = s.armed;
             *s = SlotRead::default();
-            if armed {
-                if let Err(e) = rr.ring.cancel_recv(token(slot, generation)).and_then(|()| rr.ring.submit()) {
-                    log::warn!("reactor {}: io_uring cancel: {e}", self.index);
-                }
+            // A send still queued goes to the kernel now, before the caller closes the descriptor (whose
+            // number a later socket may get); its completion is then dropped.
+            let cancelled = if armed { rr.ring.cancel_recv(token(slot, generation)) } else { Ok(()) };
+            if let Err(e) = cancelled.and_then(|()| rr.ring.submit()) {
+                log::warn!("reactor {}: io_uring cancel: {e}", self.index);
             }
         }
 
@@ -183,11 +221,211 @@ mod imp {
             }
         }
 
-        /// Submits what the turn queued (re-arms, cancels): no `io_uring_enter` when nothing was.
-        pub(in super::super) fn ring_submit(&mut self) {
+        /// Nothing to do: what the turn queued (re-arms, cancels) goes with the next wait's enter.
+        pub(in super::super) fn ring_submit(&mut self) {}
+
+        /// With a ring, the loop's wait: one `io_uring_enter` submits everything queued and waits for
+        /// a completion or `timeout` (none when completions or mio events are already waiting). False
+        /// without a ring (the caller waits in mio).
+        pub(in super::super) fn ring_wait(&mut self, timeout: Option<Duration>) -> bool {
+            let index = self.index;
+            let Some(rr) = self.ring.as_mut() else { return false };
+            let timeout = if rr.mio_due || !rr.done.is_empty() { Some(Duration::ZERO) } else { timeout };
+            if let Err(e) = rr.ring.submit_and_wait(1, timeout) {
+                log::warn!("reactor {index}: io_uring wait: {e}");
+            }
+            rr.ring.reap(&mut rr.done);
+            while rr.ring.cq_overflowed() {
+                let before = rr.done.len();
+                let _ = rr.ring.submit_and_wait(0, Some(Duration::ZERO));
+                rr.ring.reap(&mut rr.done);
+                if rr.done.len() == before {
+                    break;
+                }
+            }
+            true
+        }
+
+        /// Handles what the ring completed: receives (bytes to the handlers, whose output is queued
+        /// as sends), sends, the epoll poll. Then submits the sends this queued and handles their
+        /// completions, so that nothing of this connection's output is left in the ring when mio's
+        /// events, commands and timers write. Returns whether mio has events.
+        pub(in super::super) fn ring_process(&mut self, handle: &Handle) -> bool {
+            let index = self.index;
+            loop {
+                let Some(rr) = self.ring.as_mut() else { return true };
+                if rr.done.is_empty() {
+                    if !rr.ring.has_queued() {
+                        break;
+                    }
+                    if let Err(e) = rr.ring.submit() {
+                        log::warn!("reactor {index}: io_uring submit: {e}");
+                    }
+                    rr.ring.reap(&mut rr.done);
+                    if rr.done.is_empty() {
+                        break;
+                    }
+                }
+                let mut done = std::mem::take(&mut rr.done);
+                for completion in done.drain(..) {
+                    match completion {
+                        Completion::Recv { token, received, more } => self.on_received(token, received, more, handle),
+                        Completion::Sent { token, result, buf, start } => {
+                            self.flush_staged(handle);
+                            self.on_sent(token, result, buf, start, handle);
+                        }
+                        Completion::Polled { more, .. } => {
+                            let Some(rr) = self.ring.as_mut() else { break };
+                            rr.mio_due = true;
+                            if !more {
+                                if let Err(e) = rr.ring.poll_readable(self.poll.as_raw_fd(), EPOLL_TOKEN) {
+                                    log::error!("reactor {index}: cannot poll epoll through the ring again: {e}");
+                                }
+                            }
+                        }
+                        Completion::Accepted { .. } => {}
+                    }
+                }
+                self.flush_staged(handle);
+                let Some(rr) = self.ring.as_mut() else { return true };
+                if rr.done.is_empty() {
+                    rr.done = done;
+                } else {
+                    // Completions a settle reaped meanwhile: taken on the next pass.
+                    rr.done.append(&mut done);
+                    rr.done.shrink_to(4096);
+                }
+            }
+            self.ring.as_mut().is_some_and(|rr| std::mem::take(&mut rr.mio_due))
+        }
+
+        /// mio's poll filled its events: poll it again next turn, without waiting.
+        pub(in super::super) fn ring_poll_again(&mut self) {
             if let Some(rr) = self.ring.as_mut() {
-                if let Err(e) = rr.ring.submit() {
-                    log::warn!("reactor {}: io_uring submit: {e}", self.index);
+                rr.mio_due = true;
+            }
+        }
+
+        /// Whether a send of `slot`'s connection is in the ring.
+        pub(in super::super) fn ring_sending(&self, slot: usize) -> bool {
+            self.ring.as_ref().is_some_and(|r| r.slots.get(slot).is_some_and(|s| s.sending))
+        }
+
+        /// Submits the queued sends now and handles their completions (others wait for `ring_process`).
+        pub(in super::super) fn ring_settle(&mut self, handle: &Handle) {
+            let index = self.index;
+            let Some(rr) = self.ring.as_mut() else { return };
+            if let Err(e) = rr.ring.submit() {
+                log::warn!("reactor {index}: io_uring submit: {e}");
+            }
+            let mut reaped = Vec::new();
+            rr.ring.reap(&mut reaped);
+            for completion in reaped {
+                match completion {
+                    Completion::Sent { token, result, buf, start } => self.on_sent(token, result, buf, start, handle),
+                    other => {
+                        if let Some(rr) = self.ring.as_mut() {
+                            rr.done.push(other);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// The cork (non-empty) of `slot`'s connection goes out as a ring send (queued; submitted with
+        /// the turn's others) when the ring reads that connection and it is open with nothing queued.
+        /// False: the caller writes it as usual. A send still in the ring for it is settled first;
+        /// if it is still there after that, the cork is queued behind it (sent on its completion).
+        pub(in super::super) fn ring_stage(&mut self, slot: usize, handle: &Handle) -> bool {
+            if !self.ring_reads(slot) {
+                return false;
+            }
+            if self.ring_sending(slot) {
+                self.ring_settle(handle);
+                if self.ring_sending(slot) {
+                    let Self { conns, pool, calls, .. } = self;
+                    if let Some(conn) = conns.get_mut(slot) {
+                        conn.outbound.get_or_insert_with(Default::default).push_owned(&calls.cork, pool);
+                    }
+                    calls.cork.clear();
+                    return true;
+                }
+            }
+            let Some(conn) = self.conns.get(slot) else { return false };
+            let generation = conn.generation;
+            let open = match &conn.phase {
+                Phase::Open(open) if conn.outbound.is_none() && !conn.close_when_flushed => open,
+                _ => return false,
+            };
+            if open.proto.transport_may_close() || open.proto.close_state() != crate::proto::CloseState::Open {
+                return false;
+            }
+            let fd = conn.stream.as_raw_fd();
+            let Some(rr) = self.ring.as_mut() else { return false };
+            if !rr.slots.get(slot).is_some_and(|s| s.generation == generation) {
+                return false;
+            }
+            let mut buf = rr.spare.pop().unwrap_or_default();
+            std::mem::swap(&mut buf, &mut self.calls.cork);
+            match rr.ring.send(fd, token(slot, generation), buf, 0, true) {
+                Ok(()) => rr.slots[slot].sending = true,
+                Err(e) => {
+                    log::warn!("reactor {}: io_uring send not queued: {e}", self.index);
+                    self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "connection reset");
+                }
+            }
+            true
+        }
+
+        /// A ring send completed: what the socket did not take is queued (written when it is writable);
+        /// output queued behind the send goes now.
+        fn on_sent(
+            &mut self,
+            token: u64,
+            result: std::io::Result<usize>,
+            mut buf: Vec<u8>,
+            start: usize,
+            handle: &Handle,
+        ) {
+            let (slot, generation) = untoken(token);
+            let current = self.is_current(slot, generation);
+            if current {
+                if let Some(rr) = self.ring.as_mut() {
+                    rr.slots[slot].sending = false;
+                }
+                let sent = match result {
+                    Ok(n) => Some(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(0),
+                    Err(_) => None,
+                };
+                match sent {
+                    None => self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "connection reset"),
+                    Some(n) => {
+                        crate::metrics::Counters::add(&self.counters.bytes_written, n as u64);
+                        let Self { conns, pool, .. } = self;
+                        let conn = &mut conns[slot];
+                        let rest = &buf[(start + n).min(buf.len())..];
+                        if !rest.is_empty() {
+                            let queue = conn.outbound.get_or_insert_with(Default::default);
+                            // Output queued behind the send (only if it was still in the ring at a write)
+                            // stays behind what the socket did not take.
+                            let behind = std::mem::take(queue);
+                            queue.push_owned(rest, pool);
+                            queue.append(*behind);
+                            if let Phase::Open(open) = &mut conn.phase {
+                                open.drain_pending = true;
+                            }
+                            self.update_pool_gauge();
+                        } else if conn.outbound.is_some() {
+                            self.write_queued(slot, handle);
+                        }
+                    }
+                }
+            }
+            if let Some(rr) = self.ring.as_mut() {
+                if rr.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_CAPACITY {
+                    buf.clear();
+                    rr.spare.push(buf);
                 }
             }
         }
@@ -310,6 +548,10 @@ mod imp {
         /// the connection is paused, in which case they (and whatever a pause leaves of them) are kept
         /// as its tail and the receive is cancelled until the pause ends.
         fn deliver(&mut self, slot: usize, bytes: &[u8], handle: &Handle) {
+            if self.ring_sending(slot) {
+                // Its handler may write straight to the socket: the send in the ring goes first.
+                self.ring_settle(handle);
+            }
             let mut rest = bytes;
             while !rest.is_empty() && self.conns.contains(slot) && !self.paused(slot) {
                 let before = rest.len();

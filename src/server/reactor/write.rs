@@ -152,6 +152,13 @@ impl Reactor {
     /// Writes the outbound queue until it is empty or the socket would block; once drained, closes a
     /// connection that waited for that or tells the handler (`on_drain`).
     pub(super) fn write_queued(&mut self, slot: usize, handle: &Handle) {
+        if self.ring_sending(slot) {
+            // The queue is behind a send still in the ring: written on its completion.
+            self.ring_settle(handle);
+            if self.ring_sending(slot) {
+                return;
+            }
+        }
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let mut transport = self.tls.transport(&mut conn.stream, slot);
         let result = match conn.outbound.as_mut() {
@@ -194,6 +201,9 @@ impl Reactor {
         if self.calls.cork.is_empty() {
             return;
         }
+        if self.ring_stage(slot, handle) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(slot) else {
             self.calls.cork.clear();
             return;
@@ -227,8 +237,12 @@ impl Reactor {
 
     /// Queues a shared, pre-encoded frame on one connection, applying the backpressure policy.
     pub(super) fn queue_frame(&mut self, slot: usize, frame: Bytes, handle: &Handle) {
+        if self.ring_sending(slot) {
+            self.ring_settle(handle);
+        }
+        let in_ring = usize::from(self.ring_sending(slot));
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        let queued = conn.queued();
+        let queued = conn.queued() + in_ring;
         let Phase::Open(open) = &mut conn.phase else { return };
         if !open.proto.can_send() {
             return;
