@@ -147,3 +147,104 @@ fn peers_that_never_stop_sending_do_not_starve_the_loop() {
     assert!(waited < Duration::from_secs(2), "the new connection waited {waited:?}");
     server.stop();
 }
+
+/// On "burst N": N binary messages of 4 KiB (below the size written straight to the socket, so they
+/// go out corked, as ring sends), message k filled with k; and every eighth of them also a
+/// text message "k" to itself through the server's `Handle` (the command path, written by the loop
+/// between ring sends).
+struct Burst;
+
+impl wsloop::server::Handler for Burst {
+    fn on_message(&mut self, ctx: &mut wsloop::server::Ctx<'_>, message: wsloop::server::Message<'_>) {
+        let wsloop::server::Message::Text(text) = message else { return };
+        let Some(n) = text.strip_prefix("burst ").and_then(|n| n.parse::<u32>().ok()) else { return };
+        let id = ctx.id();
+        for k in 0..n {
+            let _ = ctx.send_binary(&vec![(k % 251) as u8; 4 << 10]);
+            if k % 8 == 0 {
+                ctx.handle().send_text(id, &k.to_string());
+            }
+        }
+    }
+}
+
+// Output far past what the socket takes (a peer that reads only later): ring sends come back short or
+// with EAGAIN, the rest is queued and written as the socket drains, and the commands' messages are
+// written by the loop meanwhile. Every byte arrives, in the order written.
+#[test]
+fn output_past_the_socket_buffer_arrives_whole_and_in_order() {
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        io_uring: true,
+        max_buffered_bytes: 64 << 20,
+        ..Config::default()
+    };
+    let mut server = Server::new(config);
+    server.register_handler("*", |_| Burst);
+    let server = server.start().unwrap();
+    let mut client = TestClient::connect(server.local_addr(), "/");
+    for _ in 0..4 {
+        client.send_text("burst 400");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut texts = Vec::new();
+    for round in 0..4 {
+        let mut k = 0;
+        while k < 400 {
+            match client.recv(SEC).unwrap() {
+                Got::Binary(data) => {
+                    assert_eq!(data, vec![(k % 251) as u8; 4 << 10], "round {round}, message {k}");
+                    k += 1;
+                }
+                Got::Text(text) => texts.push(text),
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+    while texts.len() < 4 * 50 {
+        match client.recv(SEC).unwrap() {
+            Got::Text(text) => texts.push(text),
+            other => panic!("after the bursts: {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..4).flat_map(|_| (0..400).step_by(8).map(|k: u32| k.to_string())).collect();
+    assert_eq!(texts, expected);
+    server.stop();
+}
+
+// The loop waits in io_uring_enter, not in epoll_wait: a command from another thread (its waker is in
+// epoll) must still wake it at once, with no timer due for seconds.
+#[test]
+fn a_command_from_another_thread_wakes_the_wait_in_the_ring() {
+    let config = Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        io_uring: true,
+        timer_tick: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let (ids, opened) = std::sync::mpsc::channel();
+    let mut server = Server::new(config);
+    server.register_handler("*", move |_| Tell(ids.clone()));
+    let server = server.start().unwrap();
+    let mut client = TestClient::connect(server.local_addr(), "/");
+    let id = opened.recv_timeout(SEC).unwrap();
+    // Let the loop go back to its wait (nothing else is due).
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = std::time::Instant::now();
+    server.handle().send_text(id, "woken");
+    assert_eq!(client.recv(SEC).unwrap(), Got::Text("woken".into()));
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(1), "the command waited {took:?} (for a timer, not the waker)");
+    server.stop();
+}
+
+/// Sends each connection's id on open.
+struct Tell(std::sync::mpsc::Sender<wsloop::server::ConnId>);
+
+impl wsloop::server::Handler for Tell {
+    fn on_open(&mut self, ctx: &mut wsloop::server::Ctx<'_>) {
+        let _ = self.0.send(ctx.id());
+    }
+}

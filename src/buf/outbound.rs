@@ -100,7 +100,7 @@ impl OutboundQueue {
     }
 
     /// Moves every chunk of `other` behind this queue's, in order.
-    pub fn append(&mut self, mut other: OutboundQueue) {
+    pub fn append(&mut self, mut other: Self) {
         self.len += other.len;
         self.chunks.append(&mut other.chunks);
     }

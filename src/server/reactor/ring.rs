@@ -1,12 +1,16 @@
-//! The io_uring read source (EXPERIMENTAL, `Config::io_uring`, feature `io-uring`, Linux): a
-//! multishot receive per plain server connection into the ring's provided buffers, reaped when the
-//! ring's descriptor turns readable in the reactor's own `epoll_wait`.
+//! The io_uring path (EXPERIMENTAL, `Config::io_uring`, feature `io-uring`, Linux): the loop waits in
+//! `io_uring_enter` (task work deferred to it), plain server connections are read by a multishot
+//! receive into the ring's provided buffers and written by ring sends, and the reactor's epoll
+//! descriptor is one more thing the ring polls (mio is polled only when it fired).
 //!
 //! Owns: the reactor's [`Ring`], which receive each slot has armed (by connection generation, so a
 //! completion for a connection that went is recognised and dropped), cancelling a receive when its
-//! connection pauses or goes, re-arming it when it resumes or when the kernel ended it. Never touches:
-//! parsing, handlers, writes (`read_from`, `after_event` and the write path do that, as for a readiness
-//! read), sockets it was not given (TLS, in-loop clients and adopted sockets are read by mio).
+//! connection pauses or goes, re-arming it when it resumes or when the kernel ended it; a connection's
+//! output as a ring send (`MSG_DONTWAIT`, so it completes when submitted; at most one per connection in
+//! the ring, and every other write to that connection settles it first, so bytes leave in order);
+//! submitting a turn's sends together. Never touches: parsing, handlers (`read_from`, `after_event` and
+//! the write path do that, as for a readiness read), sockets it was not given (TLS, in-loop clients and
+//! adopted sockets are read and written by mio).
 //!
 //! Without the feature (or off Linux) [`RingReads`] is uninhabited and every hook is a no-op, so the
 //! reactor calls them unconditionally.
@@ -362,7 +366,7 @@ mod imp {
             }
             let fd = conn.stream.as_raw_fd();
             let Some(rr) = self.ring.as_mut() else { return false };
-            if !rr.slots.get(slot).is_some_and(|s| s.generation == generation) {
+            if rr.slots.get(slot).map(|s| s.generation) != Some(generation) {
                 return false;
             }
             let mut buf = rr.spare.pop().unwrap_or_default();
