@@ -123,12 +123,14 @@ pub struct Config {
     /// is not off. Default off. [`DeflateMode::Shared`](crate::proto::deflate::DeflateMode::Shared) keeps
     /// no zlib state per connection; see [`DeflateConfig`] for window bits, memLevel, level and threshold.
     pub deflate: DeflateConfig,
-    /// EXPERIMENTAL (Linux, feature `io-uring`): each reactor reads its plain server connections (not
-    /// TLS, not in-loop clients, not adopted sockets) with a multishot io_uring receive instead of
-    /// `recv` on readiness; the ring's descriptor waits in the same `epoll_wait`, and writes stay
-    /// `sendmsg` and writable events. When the ring cannot be made (an old kernel, seccomp,
-    /// `kernel.io_uring_disabled`) or the feature is off, a warning is logged once and mio reads as
-    /// without it. Default false.
+    /// EXPERIMENTAL (Linux, feature `io-uring`): each reactor waits in `io_uring_enter` instead of
+    /// `epoll_wait` (its epoll descriptor is polled through the ring), reads its plain server
+    /// connections (not TLS, not in-loop clients, not adopted sockets) with a multishot io_uring
+    /// receive, and writes their output as ring sends, all of a turn's together; what a socket does
+    /// not take is queued and written on writability as without it. Faster at the 50 % quota for
+    /// small messages, much slower for 64 KiB ones (docs/benchmarks.md). When the ring cannot be made
+    /// (an old kernel, seccomp, `kernel.io_uring_disabled`) or the feature is off, a warning is logged
+    /// once and the reactor runs on mio as without it. Default false.
     pub io_uring: bool,
 }
 
