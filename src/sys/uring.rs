@@ -382,6 +382,11 @@ impl Ring {
         Ok(())
     }
 
+    /// Whether nothing is queued and nothing is in flight but polls: no send, receive or accept.
+    pub fn is_idle(&mut self) -> bool {
+        self.sends.is_empty() && self.recvs_armed == 0 && self.accepts_armed == 0 && !self.has_queued()
+    }
+
     /// Whether submissions are queued that no `io_uring_enter` has passed to the kernel yet.
     pub fn has_queued(&mut self) -> bool {
         !self.ring.submission().is_empty()

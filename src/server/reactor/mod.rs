@@ -348,8 +348,8 @@ impl Reactor {
                 let until = due.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(until, |t| t.min(until)));
             }
-            // With an io_uring (`Config::io_uring`) the loop waits in the ring, which polls the epoll
-            // descriptor too; mio is then polled only when that poll fired.
+            // With an io_uring (`Config::io_uring`) that has receives or sends in it, the loop waits in
+            // the ring, which polls the epoll descriptor too; mio is then polled only when that fired.
             let ring = self.ring_wait(timeout);
             if !ring {
                 if let Err(e) = self.poll.poll(&mut events, timeout) {

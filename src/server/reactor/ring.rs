@@ -97,10 +97,16 @@ mod imp {
         /// A send of its output is in the ring (queued or in flight): every other write to it waits
         /// for that send's completion, so that bytes leave in the order they were written.
         sending: bool,
+        /// Receives that filled a whole buffer (saturating): bulk traffic.
+        full: u8,
+        /// Its receive is being cancelled so that mio reads it from then on (bulk traffic).
+        to_mio: bool,
     }
 
     /// A reactor's ring and what it receives for whom.
     pub(in super::super) struct RingReads {
+        /// The size of each receive buffer.
+        buffer_size: usize,
         ring: Ring,
         slots: Vec<SlotRead>,
         /// Completions reaped and not yet handled (kept to reuse the allocation).
@@ -119,6 +125,10 @@ mod imp {
 
     /// The token of the poll on the reactor's epoll descriptor (a kind of its own in the ring).
     const EPOLL_TOKEN: u64 = 0;
+    /// Whole-buffer receives after which a connection is read by mio instead: bulk data reads faster
+    /// into the reactor's warm read buffer, in place, than through the ring's buffers (which cycle
+    /// through megabytes) and the copies out of them. Docs/benchmarks.md, "Step 2 inside the reactor".
+    const BULK_RECEIVES: u8 = 4;
     /// Send buffers kept for reuse, and the largest one kept.
     const SPARE_BUFFERS: usize = 64;
     const SPARE_CAPACITY: usize = 64 << 10;
@@ -161,6 +171,7 @@ mod imp {
             }
             log::debug!("reactor {index}: reading and writing plain connections through io_uring");
             Some(RingReads {
+                buffer_size,
                 ring,
                 slots: Vec::new(),
                 done: Vec::new(),
@@ -188,7 +199,7 @@ mod imp {
                 log::warn!("reactor {}: io_uring receive not armed: {e}", self.index);
                 return false;
             }
-            rr.slots[slot] = SlotRead { generation, reads: true, armed: true, delivering: true, sending: false };
+            rr.slots[slot] = SlotRead { generation, reads: true, armed: true, delivering: true, ..SlotRead::default() };
             true
         }
 
@@ -196,7 +207,10 @@ mod imp {
         /// before the caller closes the socket; whatever still completes for it is dropped.
         pub(in super::super) fn ring_forget(&mut self, slot: usize, generation: u32) {
             let Some(rr) = self.ring.as_mut() else { return };
-            let Some(s) = rr.slots.get_mut(slot).filter(|s| s.reads && s.generation == generation) else { return };
+            let Some(s) = rr.slots.get_mut(slot).filter(|s| (s.reads || s.sending) && s.generation == generation)
+            else {
+                return;
+            };
             let armed = s.armed;
             *s = SlotRead::default();
             // A send still queued goes to the kernel now, before the caller closes the descriptor (whose
@@ -230,10 +244,14 @@ mod imp {
 
         /// With a ring, the loop's wait: one `io_uring_enter` submits everything queued and waits for
         /// a completion or `timeout` (none when completions or mio events are already waiting). False
-        /// without a ring (the caller waits in mio).
+        /// without a ring, or with one that has nothing to do (every connection it had moved to mio, or
+        /// went): the caller then waits in mio, as without a ring.
         pub(in super::super) fn ring_wait(&mut self, timeout: Option<Duration>) -> bool {
             let index = self.index;
             let Some(rr) = self.ring.as_mut() else { return false };
+            if rr.done.is_empty() && !rr.mio_due && rr.ring.is_idle() {
+                return false;
+            }
             let timeout = if rr.mio_due || !rr.done.is_empty() { Some(Duration::ZERO) } else { timeout };
             if let Err(e) = rr.ring.submit_and_wait(1, timeout) {
                 log::warn!("reactor {index}: io_uring wait: {e}");
@@ -341,9 +359,6 @@ mod imp {
         /// False: the caller writes it as usual. A send still in the ring for it is settled first;
         /// if it is still there after that, the cork is queued behind it (sent on its completion).
         pub(in super::super) fn ring_stage(&mut self, slot: usize, handle: &Handle) -> bool {
-            if !self.ring_reads(slot) {
-                return false;
-            }
             if self.ring_sending(slot) {
                 self.ring_settle(handle);
                 if self.ring_sending(slot) {
@@ -354,6 +369,9 @@ mod imp {
                     calls.cork.clear();
                     return true;
                 }
+            }
+            if !self.ring_reads(slot) {
+                return false;
             }
             let Some(conn) = self.conns.get(slot) else { return false };
             let generation = conn.generation;
@@ -392,7 +410,12 @@ mod imp {
             handle: &Handle,
         ) {
             let (slot, generation) = untoken(token);
-            let current = self.is_current(slot, generation);
+            // Its connection, whether or not the ring still reads it (a bulk one moved to mio).
+            let current = self.conns.get(slot).is_some_and(|c| c.generation == generation)
+                && self
+                    .ring
+                    .as_ref()
+                    .is_some_and(|r| r.slots.get(slot).is_some_and(|s| s.sending && s.generation == generation));
             if current {
                 if let Some(rr) = self.ring.as_mut() {
                     rr.slots[slot].sending = false;
@@ -494,6 +517,18 @@ mod imp {
             }
             match received {
                 Received::Data(buf) => {
+                    let s = &mut rr.slots[slot];
+                    if buf.len() == rr.buffer_size {
+                        s.full = s.full.saturating_add(1);
+                        if s.full >= BULK_RECEIVES && s.armed && !s.to_mio {
+                            // Bulk traffic: mio reads it once this receive has ended (its last bytes
+                            // delivered first).
+                            s.to_mio = true;
+                            if let Err(e) = rr.ring.cancel_recv(token) {
+                                log::warn!("reactor {}: io_uring cancel: {e}", self.index);
+                            }
+                        }
+                    }
                     rr.staging.extend_from_slice(rr.ring.buf_mut(&buf));
                     rr.ring.recycle(buf);
                     rr.staged = Some(token);
@@ -543,9 +578,34 @@ mod imp {
                 return;
             }
             let Some(rr) = self.ring.as_ref() else { return };
-            if !rr.slots[slot].armed && rr.slots[slot].delivering {
+            let s = rr.slots[slot];
+            if !s.armed && s.to_mio {
+                self.ring_to_mio(slot, handle);
+            } else if !s.armed && s.delivering {
                 self.rearm(slot, handle);
             }
+        }
+
+        /// The connection's receive has ended after a switch to bulk: from now on mio reads it (and
+        /// writes it: sends through the ring need it read by the ring), starting with what the socket
+        /// holds. A send still in the ring is settled first.
+        fn ring_to_mio(&mut self, slot: usize, handle: &Handle) {
+            if self.ring_sending(slot) {
+                self.ring_settle(handle);
+            }
+            let Some(rr) = self.ring.as_mut() else { return };
+            let s = &mut rr.slots[slot];
+            s.reads = false;
+            s.to_mio = false;
+            let Some(conn) = self.conns.get_mut(slot) else { return };
+            let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, mio::Token(slot), interest) {
+                log::warn!("reactor {}: cannot hand slot {slot} to mio: {e}", self.index);
+                self.remove(slot, handle, crate::proto::CloseCode::ABNORMAL, "");
+                return;
+            }
+            log::debug!("reactor {}: slot {slot} moves to readiness reads (bulk traffic)", self.index);
+            self.on_readable(slot, handle, false);
         }
 
         /// Bytes a receive brought for `slot`'s connection: processed as a readiness read's are, unless
