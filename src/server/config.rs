@@ -127,8 +127,9 @@ pub struct Config {
     /// `epoll_wait` (its epoll descriptor is polled through the ring), reads its plain server
     /// connections (not TLS, not in-loop clients, not adopted sockets) with a multishot io_uring
     /// receive, and writes their output as ring sends, all of a turn's together; what a socket does
-    /// not take is queued and written on writability as without it. Faster at the 50 % quota for
-    /// small messages, much slower for 64 KiB ones (docs/benchmarks.md). When the ring cannot be made
+    /// not take is queued and written on writability as without it. A connection whose receives fill
+    /// whole buffers (bulk traffic) moves to readiness reads. Faster than mio at the 50 % quota for
+    /// many small messages, the same for 64 KiB ones (docs/benchmarks.md). When the ring cannot be made
     /// (an old kernel, seccomp, `kernel.io_uring_disabled`) or the feature is off, a warning is logged
     /// once and the reactor runs on mio as without it. Default false.
     pub io_uring: bool,

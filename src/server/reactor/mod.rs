@@ -226,6 +226,9 @@ pub(crate) struct Reactor {
     /// `Config::message_rate` or `byte_rate` is set: the read path looks for a connection's buckets
     /// only then (without, one test of this flag per read).
     rate_limited: bool,
+    /// Sockets a readiness event left unread (a peer sending faster than it is read): slot,
+    /// generation, and whether that event said the peer closed. Read again after the next poll.
+    reread: Vec<(usize, u32, bool)>,
     /// EXPERIMENTAL: the io_uring that reads plain server connections (`Config::io_uring`), if made.
     ring: Option<RingReads>,
 }
@@ -320,6 +323,7 @@ impl Reactor {
             due_timers: Vec::new(),
             admit: admit::Admission::new(ip_limits),
             rate_limited,
+            reread: Vec::new(),
             ring,
         }
     }
@@ -337,7 +341,7 @@ impl Reactor {
         loop {
             let mut timeout =
                 if self.wheel.is_empty() && self.stopping.is_none() { None } else { Some(self.config.timer_tick) };
-            if commands_left {
+            if commands_left || !self.reread.is_empty() {
                 timeout = Some(Duration::ZERO);
             }
             if let Some(due) = self.handler_timers.next_due() {
@@ -399,6 +403,9 @@ impl Reactor {
                         }
                     }
                 }
+            }
+            if !self.reread.is_empty() {
+                self.reread(&handle);
             }
             if commands_left && !drained {
                 commands_left = self.drain_commands(&handle);

@@ -1,6 +1,7 @@
 //! The read path: readiness → bytes → handshake or frames → handler, keeping only an incomplete tail.
 //!
-//! Owns: reading a readable socket until it is drained, where the bytes go (the reactor's scratch
+//! Owns: reading a readable socket until it is drained (or, for a peer that sends faster than it is
+//! read, until the per-event budget; the rest on the next turn), where the bytes go (the reactor's scratch
 //! buffer, or the connection's tail buffer while it has one), parsing and dispatching them, and giving
 //! an emptied tail buffer back to the pool. Never touches: the write path beyond flushing at the end of
 //! an event, timers beyond re-arming after an upgrade.
@@ -61,7 +62,25 @@ fn reader<'t, 'r, 'a>(
     }
 }
 
+/// Full reads of one socket in one readiness event before the rest waits for the next loop turn.
+const READS_PER_EVENT: u32 = 4;
+
 impl Reactor {
+    /// Reads again the sockets a readiness event left unread ([`READS_PER_EVENT`]), if their
+    /// connections are still there.
+    pub(super) fn reread(&mut self, handle: &Handle) {
+        let mut list = std::mem::take(&mut self.reread);
+        for &(slot, generation, to_eof) in &list {
+            if self.conns.get(slot).is_some_and(|c| c.generation == generation) {
+                self.on_readable(slot, handle, to_eof);
+            }
+        }
+        list.clear();
+        if self.reread.is_empty() {
+            self.reread = list;
+        }
+    }
+
     /// A readiness event: reads the socket until it is drained (or the connection paused or went).
     pub(super) fn on_readable(&mut self, slot: usize, handle: &Handle, to_eof: bool) {
         self.read_from(slot, handle, to_eof, None);
@@ -71,6 +90,7 @@ impl Reactor {
     /// io_uring receive brought (`Some`; what a pause leaves unread stays in the slice for the
     /// caller). One path for both sources: the tail, the handshake, frames, the handler, settling.
     pub(super) fn read_from(&mut self, slot: usize, handle: &Handle, to_eof: bool, mut received: Option<&mut &[u8]>) {
+        let mut reads = 0;
         match self.conns.get(slot).map(|c| &c.phase) {
             Some(Phase::Connecting(_)) => self.check_connected(slot, handle),
             // Rate-limited: the timer reads again once the tokens are back.
@@ -149,6 +169,15 @@ impl Reactor {
                         self.arm(slot);
                     }
                     if drained || outcome.paused {
+                        return;
+                    }
+                    reads += 1;
+                    if reads >= READS_PER_EVENT && received.is_none() {
+                        // A peer that sends faster than it is read would keep the loop here: the rest
+                        // waits for the next turn (no new edge comes for it), behind everyone else.
+                        if let Some(conn) = self.conns.get(slot) {
+                            self.reread.push((slot, conn.generation, to_eof));
+                        }
                         return;
                     }
                 }

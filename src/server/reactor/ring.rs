@@ -8,7 +8,8 @@
 //! connection pauses or goes, re-arming it when it resumes or when the kernel ended it; a connection's
 //! output as a ring send (`MSG_DONTWAIT`, so it completes when submitted; at most one per connection in
 //! the ring, and every other write to that connection settles it first, so bytes leave in order);
-//! submitting a turn's sends together. Never touches: parsing, handlers (`read_from`, `after_event` and
+//! submitting a turn's sends together; moving a bulk connection (receives that fill whole buffers) to
+//! readiness reads; leaving the loop's wait to epoll when the ring has nothing in it. Never touches: parsing, handlers (`read_from`, `after_event` and
 //! the write path do that, as for a readiness read), sockets it was not given (TLS, in-loop clients and
 //! adopted sockets are read and written by mio).
 //!
