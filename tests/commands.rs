@@ -5,18 +5,22 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use wsloop::server::{Config, Ctx, Handle, Handler, Message, RunningServer, Server};
 
-/// Echoes, except that "hold" blocks the reactor for a while (a slow handler) before answering "held".
-struct HoldOrEcho;
+/// Echoes, except that "hold" blocks the reactor for a while (a slow handler) before answering "held";
+/// the flag is set when the handler has begun to hold.
+struct HoldOrEcho(Arc<AtomicBool>);
 
 impl Handler for HoldOrEcho {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, message: Message<'_>) {
         let _ = match message {
             Message::Text("hold") => {
+                self.0.store(true, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(600));
                 ctx.send_text("held")
             }
@@ -26,7 +30,8 @@ impl Handler for HoldOrEcho {
     }
 }
 
-fn start(max_pending_command_bytes: usize) -> RunningServer {
+/// A one-reactor server of [`HoldOrEcho`], and the flag its handlers set when they begin to hold.
+fn start(max_pending_command_bytes: usize) -> (RunningServer, Arc<AtomicBool>) {
     let config = Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
@@ -35,18 +40,25 @@ fn start(max_pending_command_bytes: usize) -> RunningServer {
         ..Config::default()
     };
     let mut server = Server::new(config);
-    server.register_handler("*", |_| HoldOrEcho);
-    server.start().unwrap()
+    let holding = Arc::new(AtomicBool::new(false));
+    let flag = holding.clone();
+    server.register_handler("*", move |_| HoldOrEcho(flag.clone()));
+    (server.start().unwrap(), holding)
+}
+
+/// Sends "hold" and returns once the reactor is inside that handler's sleep: nothing posted to it
+/// after this is taken until the handler returns.
+fn hold(client: &mut TestClient, holding: &AtomicBool) {
+    client.send_text("hold");
+    assert!(eventually(Duration::from_secs(5), || holding.load(Ordering::SeqCst)), "the handler never ran");
 }
 
 /// Broadcasts `count` messages of 1 KiB while the reactor is held up by a slow handler; returns how many
 /// the client then received and the server's `commands_dropped`.
 fn broadcast_while_held(limit: usize, count: usize) -> (usize, u64) {
-    let server = start(limit);
+    let (server, holding) = start(limit);
     let mut client = TestClient::connect(server.local_addr(), "/");
-    client.send_text("hold");
-    // The reactor is now in the handler's sleep: nothing posted below is taken until it returns.
-    std::thread::sleep(Duration::from_millis(150));
+    hold(&mut client, &holding);
     let handle: Handle = server.handle();
     let body = "x".repeat(1024);
     for _ in 0..count {
@@ -81,14 +93,13 @@ fn past_the_pending_limit_handle_messages_are_dropped_and_counted_and_the_rest_d
 fn a_backlog_larger_than_one_turn_of_commands_is_delivered_whole_and_in_order() {
     // More commands than a reactor carries out per loop turn, posted while it is held up, so that they
     // are all waiting at one wake: the rest must be taken on the following turns without a new wake.
-    let server = start(Config::default().max_pending_command_bytes);
+    let (server, holding) = start(Config::default().max_pending_command_bytes);
     let mut client = TestClient::connect(server.local_addr(), "/");
     client.send_text("ping");
     assert_eq!(client.recv_ok(), Got::Text("ping".into()));
     // A broadcast reaches this one connection and keeps the order the commands were posted in.
     let handle = server.handle();
-    client.send_text("hold");
-    std::thread::sleep(Duration::from_millis(150));
+    hold(&mut client, &holding);
     const N: usize = 20_000;
     for i in 0..N {
         handle.broadcast_text(&i.to_string());

@@ -236,30 +236,9 @@ fn over_the_byte_rate_under_pause_large_messages_all_arrive() {
 // the new connection's handshake never completed.
 #[test]
 fn peers_that_send_faster_than_they_are_read_do_not_starve_the_loop() {
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let server = start(Config { threads: 1, ..Config::default() });
     let addr = server.local_addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let batch: Vec<u8> = (0..64).flat_map(|_| client_frame(wsloop::proto::OpCode::Binary, true, &[1; 1024])).collect();
-    let mut threads = Vec::new();
-    for _ in 0..3 {
-        let flood = TestClient::connect(addr, "/");
-        let (mut writer, mut reader) = (flood.stream.try_clone().unwrap(), flood.stream.try_clone().unwrap());
-        let (flag, batch) = (stop.clone(), batch.clone());
-        threads.push(std::thread::spawn(
-            move || while !flag.load(Ordering::Relaxed) && writer.write_all(&batch).is_ok() {},
-        ));
-        let flag = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut sink = vec![0; 1 << 16];
-            reader.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                let _ = reader.read(&mut sink);
-            }
-        }));
-    }
+    let flood = Flood::start(addr, 3, 1024);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     let connected = std::thread::spawn(move || {
@@ -269,10 +248,7 @@ fn peers_that_send_faster_than_they_are_read_do_not_starve_the_loop() {
     });
     let got = connected.join();
     let waited = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        thread.join().unwrap();
-    }
+    flood.stop();
     assert_eq!(got.ok().flatten(), Some(Got::Text("still served".into())), "after {waited:?}");
     assert!(waited < Duration::from_secs(3), "the new connection waited {waited:?}");
     server.stop();

@@ -107,42 +107,16 @@ fn a_message_trickled_over_many_receives_arrives_whole() {
 // debug build the new connection waited 0.5-0.65 s with either.
 #[test]
 fn peers_that_never_stop_sending_do_not_starve_the_loop() {
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let server = start(1);
     let addr = server.local_addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let batch: Vec<u8> = (0..64).flat_map(|_| client_frame(OpCode::Binary, true, &[1; 16])).collect();
-    let mut threads = Vec::new();
-    for _ in 0..3 {
-        let flood = TestClient::connect(addr, "/");
-        let (mut writer, mut reader) = (flood.stream.try_clone().unwrap(), flood.stream.try_clone().unwrap());
-        let (flag, batch) = (stop.clone(), batch.clone());
-        threads.push(std::thread::spawn(
-            move || {
-                while !flag.load(Ordering::Relaxed) && writer.write_all(&batch).is_ok() {}
-            },
-        ));
-        let flag = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut sink = vec![0; 1 << 16];
-            reader.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                let _ = reader.read(&mut sink);
-            }
-        }));
-    }
+    let flood = Flood::start(addr, 3, 16);
     std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
     let mut late = TestClient::connect(addr, "/");
     late.send_text("still served");
     let got = late.recv(SEC);
     let waited = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        thread.join().unwrap();
-    }
+    flood.stop();
     assert_eq!(got, Some(Got::Text("still served".into())), "after {waited:?}");
     assert!(waited < Duration::from_secs(2), "the new connection waited {waited:?}");
     server.stop();

@@ -259,3 +259,46 @@ impl wsloop::server::Handler for Echo {
         };
     }
 }
+
+/// Peers that send a batch of frames as fast as the server takes them, and read and drop what comes
+/// back, until [`Flood::stop`]: the load that must not keep the reactor from its other connections.
+pub(crate) struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    /// Connects `peers` clients to `addr`; each writes 64 binary frames of `payload` bytes in a loop
+    /// from one thread and drains its socket from another.
+    pub(crate) fn start(addr: SocketAddr, peers: usize, payload: usize) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let batch: Vec<u8> = (0..64).flat_map(|_| client_frame(OpCode::Binary, true, &vec![1; payload])).collect();
+        let mut threads = Vec::new();
+        for _ in 0..peers {
+            let flood = TestClient::connect(addr, "/");
+            let (mut writer, mut reader) = (flood.stream.try_clone().unwrap(), flood.stream.try_clone().unwrap());
+            let (flag, batch) = (stop.clone(), batch.clone());
+            threads.push(std::thread::spawn(move || {
+                while !flag.load(Ordering::Relaxed) && writer.write_all(&batch).is_ok() {}
+            }));
+            let flag = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut sink = vec![0; 1 << 16];
+                reader.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                while !flag.load(Ordering::Relaxed) {
+                    let _ = reader.read(&mut sink);
+                }
+            }));
+        }
+        Self { stop, threads }
+    }
+
+    /// Stops every peer's threads and waits for them.
+    pub(crate) fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+    }
+}

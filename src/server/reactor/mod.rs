@@ -70,8 +70,6 @@ const PLAIN_LISTENER: Token = Token(usize::MAX - 2);
 /// Smallest per-reactor read buffer.
 const MIN_SCRATCH: usize = 256 * 1024;
 const WAKER: Token = Token(usize::MAX);
-/// The io_uring's descriptor (`Config::io_uring`): readable while receive completions wait.
-const RING: Token = Token(usize::MAX - 3);
 /// Connection and timer slots reserved up front, so that each slab's first array is above glibc's
 /// default 128 KiB mmap threshold (1,024 x 200 B and 4,096 x 32 B). Grown by doubling from empty, the
 /// smaller arrays would live in the reactor thread's malloc arena and, once outgrown, leave about 130 KiB
@@ -388,7 +386,6 @@ impl Reactor {
                         commands_left = self.drain_commands(&handle);
                         drained = true;
                     }
-                    RING => self.on_ring_event(&handle),
                     Token(slot) => {
                         if event.is_writable() {
                             self.on_writable(slot, &handle);

@@ -44,7 +44,6 @@ impl Reactor {
     pub(super) fn ring_resume(&mut self, slot: usize, handle: &Handle) {
         self.on_readable(slot, handle, true);
     }
-    pub(super) fn on_ring_event(&mut self, _handle: &Handle) {}
     pub(super) fn ring_submit(&mut self) {}
     pub(super) fn ring_wait(&mut self, _timeout: Option<std::time::Duration>) -> bool {
         false
@@ -144,8 +143,8 @@ mod imp {
     }
 
     impl Reactor {
-        /// The reactor's ring, registered with its poll, when `Config::io_uring` asks for one and the
-        /// kernel makes one; otherwise `None` (logged once).
+        /// The reactor's ring, polling the reactor's epoll descriptor, when `Config::io_uring` asks for
+        /// one and the kernel makes one; otherwise `None` (logged once).
         pub(in super::super) fn make_ring(config: &Config, poll: &Poll, index: usize) -> Option<RingReads> {
             if !config.io_uring {
                 return None;
@@ -455,35 +454,6 @@ mod imp {
                     buf.clear();
                     rr.spare.push(buf);
                 }
-            }
-        }
-
-        /// The ring's descriptor is readable: handles the completions there now, and those the kernel
-        /// held back in its overflow list (an enter moves them into the queue). Once: a completion
-        /// posted meanwhile (the task work that posts them runs on the way back from every system call,
-        /// e.g. the sends this makes) wakes the edge-triggered poll again, so under a steady load the
-        /// loop still gets back to its timers, commands and listeners every turn instead of reaping here
-        /// for as long as the peers keep sending.
-        pub(in super::super) fn on_ring_event(&mut self, handle: &Handle) {
-            let Some(rr) = self.ring.as_mut() else { return };
-            let mut done = std::mem::take(&mut rr.done);
-            rr.ring.reap(&mut done);
-            while rr.ring.cq_overflowed() {
-                let before = done.len();
-                let _ = rr.ring.submit_and_wait(0, Some(Duration::ZERO));
-                rr.ring.reap(&mut done);
-                if done.len() == before {
-                    break;
-                }
-            }
-            for completion in done.drain(..) {
-                if let Completion::Recv { token, received, more } = completion {
-                    self.on_received(token, received, more, handle);
-                }
-            }
-            self.flush_staged(handle);
-            if let Some(rr) = self.ring.as_mut() {
-                rr.done = done;
             }
         }
 
