@@ -89,6 +89,7 @@ impl Reactor {
             Box::new(buf)
         });
         let transport = NewTransport::tcp(TcpStream::from_std(stream));
+        let _ = transport.stream.set_nodelay(true);
         let slot = match self.insert_conn(transport, Phase::Open(open), inbound, false) {
             Ok(slot) => slot,
             Err((e, _)) => {

@@ -124,6 +124,7 @@ impl Reactor {
             Ok(stream) => stream,
             Err(e) => return fail(&mut handler, through_proxy(tunnel.as_deref(), true, ConnectError::Io(e))),
         };
+        let _ = stream.set_nodelay(true);
         let transport = match client_transport(stream, &req.host, &options) {
             Ok(transport) => transport,
             Err(e) => return fail(&mut handler, ConnectError::Io(e)),
