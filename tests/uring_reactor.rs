@@ -252,3 +252,70 @@ fn a_connection_moved_to_readiness_reads_by_bulk_traffic_loses_nothing() {
     assert_eq!(client.recv(SEC).unwrap(), Got::Text("still here".into()));
     server.stop();
 }
+
+// A connection bulk traffic moved to readiness reads comes back to the ring once its traffic is small
+// again (64 readiness events in a row of one small read each), and moves again when bulk returns:
+// counted in `io_uring_to_readiness` and `io_uring_to_ring`, with every message echoed whole and in
+// order through each move.
+#[test]
+fn a_connection_moved_by_bulk_traffic_comes_back_when_its_traffic_is_small_again() {
+    let server = start(1);
+    let handle = server.handle();
+    let mut client = TestClient::connect(server.local_addr(), "/");
+    let bulk = |client: &mut TestClient, round: usize| {
+        // 8 messages of 200 KB written before any echo is read: receives that fill whole buffers.
+        let message = move |k: usize| -> Vec<u8> { (0..200_000).map(|i| ((i + k * 7 + round) % 251) as u8).collect() };
+        let writer = {
+            let mut raw = client.stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                for k in 0..8 {
+                    raw.write_all(&client_frame(OpCode::Binary, true, &message(k))).unwrap();
+                }
+            })
+        };
+        for k in 0..8 {
+            assert_eq!(client.recv(SEC).unwrap(), Got::Binary(message(k)), "round {round}, message {k}");
+        }
+        writer.join().unwrap();
+    };
+    // One small message at a time, each echoed before the next: one short read per readiness event.
+    let small = |client: &mut TestClient, count: usize| {
+        for i in 0..count {
+            client.send_text(&format!("small {i}"));
+            assert_eq!(client.recv(SEC).unwrap(), Got::Text(format!("small {i}")));
+        }
+    };
+    // Small messages written 100 µs apart without waiting for their echoes: some are in flight while
+    // the connection moves.
+    let paced = |client: &mut TestClient, count: usize| {
+        let writer = {
+            let mut raw = client.stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                for i in 0..count {
+                    raw.write_all(&client_frame(OpCode::Text, true, format!("paced {i}").as_bytes())).unwrap();
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            })
+        };
+        for i in 0..count {
+            assert_eq!(client.recv(SEC).unwrap(), Got::Text(format!("paced {i}")), "paced message {i}");
+        }
+        writer.join().unwrap();
+    };
+    bulk(&mut client, 0);
+    assert!(eventually(SEC, || handle.metrics().io_uring_to_readiness == 1), "bulk traffic did not move it");
+    assert_eq!(handle.metrics().io_uring_to_ring, 0);
+    small(&mut client, 100);
+    assert!(eventually(SEC, || handle.metrics().io_uring_to_ring == 1), "small traffic did not bring it back");
+    // Back in the ring: small messages still come back, and bulk moves it again.
+    small(&mut client, 10);
+    bulk(&mut client, 1);
+    assert!(eventually(SEC, || handle.metrics().io_uring_to_readiness == 2), "bulk traffic did not move it again");
+    paced(&mut client, 400);
+    assert!(eventually(SEC, || handle.metrics().io_uring_to_ring == 2));
+    client.send_text("still here");
+    assert_eq!(client.recv(SEC).unwrap(), Got::Text("still here".into()));
+    server.stop();
+}

@@ -258,6 +258,10 @@ counters! {
     connections_closed: Counter in Connections,
     /// Plain HTTP requests answered on the WebSocket port (health, metrics, application handler).
     http_requests: Counter in Connections,
+    /// io_uring mode: connections moved from the ring to readiness reads by bulk traffic.
+    io_uring_to_readiness: Counter in Connections,
+    /// io_uring mode: connections moved back to the ring once their traffic was small again.
+    io_uring_to_ring: Counter in Connections,
     /// Text messages received.
     text_messages_received: Counter in Messages,
     /// Binary messages received.

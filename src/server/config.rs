@@ -128,7 +128,9 @@ pub struct Config {
     /// connections (not TLS, not in-loop clients, not adopted sockets) with a multishot io_uring
     /// receive, and writes their output as ring sends, all of a turn's together; what a socket does
     /// not take is queued and written on writability as without it. A connection whose receives fill
-    /// whole buffers (bulk traffic) moves to readiness reads. Faster than mio at the 50 % quota for
+    /// whole buffers (bulk traffic) moves to readiness reads, and back to the ring after 64 readiness
+    /// events in a row of one small read each (counted in `io_uring_to_readiness` and
+    /// `io_uring_to_ring`). Faster than mio at the 50 % quota for
     /// many small messages, the same for 64 KiB ones (docs/benchmarks.md). When the ring cannot be made
     /// (an old kernel, seccomp, `kernel.io_uring_disabled`) or the feature is off, a warning is logged
     /// once and the reactor runs on mio as without it. Default false.

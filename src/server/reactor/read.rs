@@ -168,7 +168,12 @@ impl Reactor {
                     if outcome.upgraded || outcome.paused {
                         self.arm(slot);
                     }
-                    if drained || outcome.paused {
+                    if drained {
+                        // A connection the ring's mode moved to readiness reads may go back.
+                        self.ring_small_read(slot, n, reads == 0);
+                        return;
+                    }
+                    if outcome.paused {
                         return;
                     }
                     reads += 1;

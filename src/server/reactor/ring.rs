@@ -59,6 +59,7 @@ impl Reactor {
         false
     }
     pub(super) fn ring_settle(&mut self, _handle: &Handle) {}
+    pub(super) fn ring_small_read(&mut self, _slot: usize, _bytes: usize, _only_read: bool) {}
 }
 
 /// Logs, once per process, that the reactors read through mio although `Config::io_uring` asked for
@@ -101,6 +102,10 @@ mod imp {
         full: u8,
         /// Its receive is being cancelled so that mio reads it from then on (bulk traffic).
         to_mio: bool,
+        /// Bulk traffic moved it to mio: it may come back (`ring_small_read`).
+        moved: bool,
+        /// Readiness events in a row, since it moved, that each brought one small read.
+        small: u8,
     }
 
     /// A reactor's ring and what it receives for whom.
@@ -129,6 +134,9 @@ mod imp {
     /// into the reactor's warm read buffer, in place, than through the ring's buffers (which cycle
     /// through megabytes) and the copies out of them. Docs/benchmarks.md, "Step 2 inside the reactor".
     const BULK_RECEIVES: u8 = 4;
+    /// Readiness events in a row that each brought at most a quarter of a ring buffer, after which a
+    /// connection moved to mio comes back to the ring (its traffic is small again).
+    const SMALL_READS: u8 = 64;
     /// Send buffers kept for reuse, and the largest one kept.
     const SPARE_BUFFERS: usize = 64;
     const SPARE_CAPACITY: usize = 64 << 10;
@@ -568,6 +576,9 @@ mod imp {
             let s = &mut rr.slots[slot];
             s.reads = false;
             s.to_mio = false;
+            s.moved = true;
+            s.small = 0;
+            crate::metrics::Counters::add(&self.counters.io_uring_to_readiness, 1);
             let Some(conn) = self.conns.get_mut(slot) else { return };
             let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
             if let Err(e) = self.poll.registry().reregister(&mut conn.stream, mio::Token(slot), interest) {
@@ -577,6 +588,56 @@ mod imp {
             }
             log::debug!("reactor {}: slot {slot} moves to readiness reads (bulk traffic)", self.index);
             self.on_readable(slot, handle, false);
+        }
+
+        /// A readiness event of `slot` ended in a short read; `small`: it was the event's only read and
+        /// brought at most a quarter of a ring buffer. A connection bulk traffic moved to mio comes back
+        /// to the ring after `SMALL_READS` such events in a row: its socket is drained now, so the
+        /// receive armed here starts with the next bytes, and its readiness events no longer report
+        /// reads.
+        pub(in super::super) fn ring_small_read(&mut self, slot: usize, bytes: usize, only_read: bool) {
+            let Some(rr) = self.ring.as_mut() else { return };
+            let small = only_read && bytes <= rr.buffer_size / 4;
+            let Some(conn) = self.conns.get_mut(slot) else { return };
+            let Some(s) = rr.slots.get_mut(slot).filter(|s| s.moved && !s.reads && s.generation == conn.generation)
+            else {
+                return;
+            };
+            if !small {
+                s.small = 0;
+                return;
+            }
+            s.small += 1;
+            if s.small < SMALL_READS {
+                return;
+            }
+            s.small = 0;
+            let ready = matches!(&conn.phase, Phase::Open(open)
+                if !conn.close_when_flushed && open.rate().is_none_or(|r| r.paused_until.is_none()));
+            if !ready || s.sending {
+                return;
+            }
+            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, mio::Token(slot), mio::Interest::WRITABLE)
+            {
+                log::warn!("reactor {}: slot {slot} stays on readiness reads: {e}", self.index);
+                return;
+            }
+            let token = token(slot, conn.generation);
+            if let Err(e) = rr.ring.recv(conn.stream.as_raw_fd(), token) {
+                log::warn!("reactor {}: io_uring receive not armed again: {e}", self.index);
+                let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+                let _ = self.poll.registry().reregister(&mut conn.stream, mio::Token(slot), interest);
+                return;
+            }
+            *s = SlotRead {
+                generation: s.generation,
+                reads: true,
+                armed: true,
+                delivering: true,
+                ..SlotRead::default()
+            };
+            crate::metrics::Counters::add(&self.counters.io_uring_to_ring, 1);
+            log::debug!("reactor {}: slot {slot} moves back to the ring (small traffic)", self.index);
         }
 
         /// Bytes a receive brought for `slot`'s connection: processed as a readiness read's are, unless
