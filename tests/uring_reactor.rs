@@ -27,6 +27,38 @@ fn start(threads: usize) -> RunningServer {
     server.start().unwrap()
 }
 
+/// Writes `count` messages (`message(k)`, `gap` apart) from another thread without waiting for their
+/// echoes, and checks that every echo comes back whole and in order.
+fn echoed_in_flight(
+    client: &mut TestClient,
+    count: usize,
+    gap: Duration,
+    message: impl Fn(usize) -> Got + Send + Clone + 'static,
+) {
+    let frame = |got: Got| match got {
+        Got::Text(t) => client_frame(OpCode::Text, true, t.as_bytes()),
+        Got::Binary(b) => client_frame(OpCode::Binary, true, &b),
+        other => panic!("not a message: {other:?}"),
+    };
+    let writer = {
+        let mut raw = client.stream.try_clone().unwrap();
+        let message = message.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for k in 0..count {
+                raw.write_all(&frame(message(k))).unwrap();
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
+            }
+        })
+    };
+    for k in 0..count {
+        assert_eq!(client.recv(SEC).unwrap(), message(k), "message {k}");
+    }
+    writer.join().unwrap();
+}
+
 #[test]
 fn each_reactor_makes_a_ring_and_serves_through_it() {
     let server = start(2);
@@ -230,24 +262,11 @@ impl wsloop::server::Handler for Tell {
 fn a_connection_moved_to_readiness_reads_by_bulk_traffic_loses_nothing() {
     let server = start(1);
     let mut client = TestClient::connect(server.local_addr(), "/");
-    let message = |k: usize| -> Vec<u8> {
-        let len = if k % 3 == 2 { 100 } else { 200_000 };
-        (0..len).map(|i| ((i + k * 7) % 251) as u8).collect()
-    };
     // 30 messages written before any echo is read: 4 MB in flight, far past a few whole buffers.
-    let writer = {
-        let mut raw = client.stream.try_clone().unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for k in 0..30 {
-                raw.write_all(&client_frame(OpCode::Binary, true, &message(k))).unwrap();
-            }
-        })
-    };
-    for k in 0..30 {
-        assert_eq!(client.recv(SEC).unwrap(), Got::Binary(message(k)), "message {k}");
-    }
-    writer.join().unwrap();
+    echoed_in_flight(&mut client, 30, Duration::ZERO, |k| {
+        let len = if k % 3 == 2 { 100 } else { 200_000 };
+        Got::Binary((0..len).map(|i| ((i + k * 7) % 251) as u8).collect())
+    });
     client.send_text("still here");
     assert_eq!(client.recv(SEC).unwrap(), Got::Text("still here".into()));
     server.stop();
@@ -262,22 +281,11 @@ fn a_connection_moved_by_bulk_traffic_comes_back_when_its_traffic_is_small_again
     let server = start(1);
     let handle = server.handle();
     let mut client = TestClient::connect(server.local_addr(), "/");
+    // 8 messages of 200 KB written before any echo is read: receives that fill whole buffers.
     let bulk = |client: &mut TestClient, round: usize| {
-        // 8 messages of 200 KB written before any echo is read: receives that fill whole buffers.
-        let message = move |k: usize| -> Vec<u8> { (0..200_000).map(|i| ((i + k * 7 + round) % 251) as u8).collect() };
-        let writer = {
-            let mut raw = client.stream.try_clone().unwrap();
-            std::thread::spawn(move || {
-                use std::io::Write;
-                for k in 0..8 {
-                    raw.write_all(&client_frame(OpCode::Binary, true, &message(k))).unwrap();
-                }
-            })
-        };
-        for k in 0..8 {
-            assert_eq!(client.recv(SEC).unwrap(), Got::Binary(message(k)), "round {round}, message {k}");
-        }
-        writer.join().unwrap();
+        echoed_in_flight(client, 8, Duration::ZERO, move |k| {
+            Got::Binary((0..200_000).map(|i| ((i + k * 7 + round) % 251) as u8).collect())
+        });
     };
     // One small message at a time, each echoed before the next: one short read per readiness event.
     let small = |client: &mut TestClient, count: usize| {
@@ -289,20 +297,7 @@ fn a_connection_moved_by_bulk_traffic_comes_back_when_its_traffic_is_small_again
     // Small messages written 100 µs apart without waiting for their echoes: some are in flight while
     // the connection moves.
     let paced = |client: &mut TestClient, count: usize| {
-        let writer = {
-            let mut raw = client.stream.try_clone().unwrap();
-            std::thread::spawn(move || {
-                use std::io::Write;
-                for i in 0..count {
-                    raw.write_all(&client_frame(OpCode::Text, true, format!("paced {i}").as_bytes())).unwrap();
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-            })
-        };
-        for i in 0..count {
-            assert_eq!(client.recv(SEC).unwrap(), Got::Text(format!("paced {i}")), "paced message {i}");
-        }
-        writer.join().unwrap();
+        echoed_in_flight(client, count, Duration::from_micros(100), |i| Got::Text(format!("paced {i}")));
     };
     bulk(&mut client, 0);
     assert!(eventually(SEC, || handle.metrics().io_uring_to_readiness == 1), "bulk traffic did not move it");
